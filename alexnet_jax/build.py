@@ -1,0 +1,70 @@
+"""Turning a config into the run's objects: mesh, model, optimizer, preprocessing."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from alexnet_jax import optim, sharding
+from alexnet_jax.data.pipeline import Preprocessing
+from alexnet_jax.layers import LRNParams
+from alexnet_jax.model import AlexNet
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The (data, model) mesh over every device of every process."""
+    return sharding.make_mesh(config.mesh.model, config.model.columns)
+
+
+def model_kwargs(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+    """AlexNet's constructor arguments from config.model and config.data."""
+    m = config.model
+    lrn = LRNParams(n=m.lrn_n, k=m.lrn_k, alpha=m.lrn_alpha, beta=m.lrn_beta,
+                    alpha_over_n=m.lrn_alpha_over_n) if m.lrn else None
+    return dict(num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
+                conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn,
+                overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate,
+                activation=m.activation, conv1_geometry=m.conv1_geometry,
+                column_impl=m.column_impl, init_std=m.init_std, positive_bias=m.positive_bias,
+                dtype=DTYPES[m.dtype])
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh) -> AlexNet:
+    """The model with the paper's initialisation, its parameters created already sharded."""
+    kwargs = model_kwargs(config, num_classes)
+    with jax.set_mesh(mesh):
+        return nnx.jit(lambda: AlexNet(**kwargs, mesh=mesh, rngs=nnx.Rngs(config.seed)))()
+
+
+def abstract_model(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh) -> AlexNet:
+    """The model's shapes and shardings without allocating it (for restoring checkpoints)."""
+    kwargs = model_kwargs(config, num_classes)
+    with jax.set_mesh(mesh):
+        return nnx.eval_shape(lambda: AlexNet(**kwargs, mesh=mesh, rngs=nnx.Rngs(config.seed)))
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Momentum SGD with the paper's (or decoupled) weight decay."""
+    o = config.optimizer
+    return optim.create_optimizer(momentum=o.momentum, weight_decay=o.weight_decay,
+                                  decay_mode=o.decay_mode, decay_biases=o.decay_biases,
+                                  initial_learning_rate=o.learning_rate)
+
+
+# ImageNet's per-channel RGB mean on the 0-255 scale (the widely used published values).
+IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
+
+
+def build_preprocessing(config: ml_collections.ConfigDict) -> Preprocessing:
+    """The host-side preprocessing of config.data."""
+    d = config.data
+    mean = {"channel": np.asarray(IMAGENET_RGB_MEAN, np.float32), "none": None}[d.mean]
+    return Preprocessing(resize_size=d.resize_size, crop_size=d.crop_size,
+                         random_crop=d.random_crop, random_flip=d.random_flip, mean=mean)

@@ -1,0 +1,1 @@
+"""Datasets (tensorflow-datasets sources) and the host-side input pipeline."""

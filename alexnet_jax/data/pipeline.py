@@ -1,0 +1,167 @@
+"""tf.data pipelines: per-process shards of a source, augmented on the host, fed to the mesh.
+
+Training batches are a pure function of (seed, epoch, position in the epoch): the order comes
+from seeded file and buffer shuffles, and each example's augmentation from a stateless seed made
+of the epoch seed and its index, so a run resumed at any step sees the same batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh
+
+from alexnet_jax.data import preprocess
+from alexnet_jax.data.sources import Source
+from alexnet_jax.sharding import sharding_for
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Everything the host does to an image; see PAPER.md section 3."""
+
+    resize_size: int = 256            # shorter side -> this, then the central square
+    crop_size: int = 224              # network input
+    random_crop: bool = True
+    random_flip: bool = True
+    lighting_strength: float = 0.0    # std of the PCA lighting coefficients; 0 = off
+    eigenvectors: np.ndarray | None = None       # (3, 3), columns
+    component_scales: np.ndarray | None = None   # (3,), 0-255 scale
+    mean: np.ndarray | None = None    # (resize, resize, 3) mean image, (3,) channel mean, or None
+
+    def square(self, image_bytes: tf.Tensor) -> tf.Tensor:
+        """Decoded, resized, centre-squared, mean-subtracted float32 image."""
+        image = preprocess.paper_square(preprocess.decode(image_bytes), self.resize_size)
+        if self.mean is not None:
+            image = image - tf.constant(self.mean, tf.float32)
+        return image
+
+    def train_view(self, image_bytes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = preprocess.random_crop_and_flip(self.square(image_bytes), self.crop_size,
+                                                crop_seed, self.random_crop, self.random_flip)
+        if self.lighting_strength > 0:
+            image = preprocess.pca_lighting(image, self.eigenvectors, self.component_scales,
+                                            self.lighting_strength, light_seed)
+        return image
+
+    def eval_views(self, image_bytes: tf.Tensor, views: int) -> tf.Tensor:
+        """(views, crop, crop, 3): the centre crop (views=1) or the paper's 10 views."""
+        square = self.square(image_bytes)
+        if views == 1:
+            return preprocess.central_crop(square, self.crop_size)[None]
+        if views == 10:
+            return preprocess.ten_views(square, self.crop_size)
+        raise ValueError(f"evaluation views must be 1 or 10, got {views}")
+
+
+def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
+    """A 31-bit seed for one process's shuffle and augmentation in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, process_index]).generate_state(1)[0] >> 1)
+
+
+def _process_split(split: str) -> str:
+    return tfds.split_for_jax_process(split, process_index=jax.process_index(),
+                                      process_count=jax.process_count(), drop_remainder=True)
+
+
+def train_steps_per_epoch(source: Source, global_batch: int) -> int:
+    """Full global batches per epoch (every process gets the same number)."""
+    per_process = source.num_examples(source.train_split) // jax.process_count()
+    return per_process // (global_batch // jax.process_count())
+
+
+def _read_options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = 0
+    return options
+
+
+def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: int, epoch: int,
+                  start_batch: int = 0, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+    """This process's augmented training batches of one epoch, from batch `start_batch` on.
+
+    Yields {"images": float32 (b, crop, crop, 3), "labels": int32 (b,)} with
+    b = global_batch / process_count.
+    """
+    local_batch = global_batch // jax.process_count()
+    epoch_key = epoch_seed(seed, epoch, jax.process_index())
+    read_config = tfds.ReadConfig(shuffle_seed=epoch_key, options=_read_options(),
+                                  try_autocache=False)
+    ds = source.builder.as_dataset(split=_process_split(source.train_split), shuffle_files=True,
+                                   read_config=read_config,
+                                   decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.shuffle(shuffle_buffer, seed=epoch_key, reshuffle_each_iteration=False)
+    ds = ds.enumerate().skip(start_batch * local_batch)  # skip before decoding: cheap
+
+    def augment(index, example):
+        example_seed = tf.stack([tf.constant(epoch_key, tf.int64), index])
+        return {"images": prep.train_view(example["image"], example_seed),
+                "labels": tf.cast(example["label"], tf.int32)}
+
+    ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_batches_per_process(source: Source, global_batch: int) -> int:
+    """Evaluation batches each process runs: enough for its share, equal on every process."""
+    per_process = math.ceil(source.num_examples(source.eval_split) / jax.process_count())
+    return math.ceil(per_process / (global_batch // jax.process_count()))
+
+
+def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: int
+                 ) -> tf.data.Dataset:
+    """This process's share of the evaluation split, every image exactly once.
+
+    Yields {"images": (b, views, crop, crop, 3), "labels": (b,), "mask": (b,)}; the last batches
+    are padded with mask 0 so that every process runs the same number of steps.
+    """
+    local_batch = global_batch // jax.process_count()
+    split = tfds.even_splits(source.eval_split, n=jax.process_count())[jax.process_index()]
+    ds = source.builder.as_dataset(split=split, shuffle_files=False,
+                                   read_config=tfds.ReadConfig(options=_read_options()),
+                                   decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: {"images": prep.eval_views(ex["image"], views),
+                            "labels": tf.cast(ex["label"], tf.int32),
+                            "mask": tf.constant(1.0, tf.float32)},
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    total = eval_batches_per_process(source, global_batch) * local_batch
+    padding = total - int(source.builder.info.splits[split].num_examples)
+    crop = prep.crop_size
+    blank = {"images": tf.zeros([views, crop, crop, 3]), "labels": tf.constant(0, tf.int32),
+             "mask": tf.constant(0.0, tf.float32)}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
+    return ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def to_device(batches: Iterator[dict], mesh: Mesh, prefetch: int = 2
+              ) -> Iterator[dict[str, jax.Array]]:
+    """Global batches sharded over the mesh's `data` axis, `prefetch` batches ahead.
+
+    Transfers are asynchronous, so the host prepares and sends batch n+1 while the devices run
+    batch n.
+    """
+    sharding = sharding_for(mesh, "batch")
+    queue = collections.deque()
+
+    def put(batch):
+        queue.append({key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+                      for key, value in batch.items()})
+
+    iterator = iter(batches)
+    for batch in iterator:
+        put(batch)
+        if len(queue) > prefetch:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

@@ -1,0 +1,77 @@
+"""The paper's image preprocessing (section 2 and 4.1), as TensorFlow ops run on the host.
+
+All functions take and return float32 HxWx3 images on the 0-255 scale unless said otherwise.
+Randomness is stateless: every random op takes an explicit (2,) int seed, so a given example in
+a given epoch gets the same crop, flip and lighting whatever the parallelism or a resume.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def decode(image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG/GIF/BMP bytes -> uint8 HxWx3 (greyscale expanded to RGB)."""
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Scale so that the shorter side is `size` (bilinear, antialiased when shrinking)."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    scale = tf.cast(size, tf.float32) / tf.minimum(height, width)
+    new_size = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
+    new_size = tf.maximum(new_size, size)  # rounding must never leave a side below `size`
+    return tf.image.resize(image, new_size, method="bilinear", antialias=True)
+
+
+def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """The central size x size patch."""
+    shape = tf.shape(image)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    return tf.ensure_shape(image[top:top + size, left:left + size], [size, size, 3])
+
+
+def paper_square(image_uint8: tf.Tensor, size: int) -> tf.Tensor:
+    """Paper section 2: shorter side to `size`, then the central size x size patch (float32)."""
+    return central_crop(resize_shorter_side(tf.cast(image_uint8, tf.float32), size), size)
+
+
+def random_crop_and_flip(image: tf.Tensor, crop: int, seed: tf.Tensor, random_crop: bool = True,
+                         random_flip: bool = True) -> tf.Tensor:
+    """Paper augmentation 1: a random crop x crop patch and, half of the time, its mirror."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if random_crop:
+        image = tf.image.stateless_random_crop(image, [crop, crop, 3], crop_seed)
+    else:
+        image = central_crop(image, crop)
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return image
+
+
+def pca_lighting(image: tf.Tensor, eigenvectors: tf.Tensor, component_scales: tf.Tensor,
+                 strength: float, seed: tf.Tensor) -> tf.Tensor:
+    """Paper augmentation 2: add sum_i eigvec_i * a_i * scale_i to every pixel, a_i ~ N(0, strength).
+
+    `eigenvectors` (3, 3) holds the RGB covariance's eigenvectors as columns; `component_scales`
+    are the components' standard deviations (cuda-convnet2) or eigenvalues (fb.resnet reading),
+    on the 0-255 scale. One draw per image per use.
+    """
+    alphas = tf.random.stateless_normal([3], seed, stddev=strength)
+    offset = tf.linalg.matvec(tf.cast(eigenvectors, tf.float32),
+                              alphas * tf.cast(component_scales, tf.float32))
+    return image + offset
+
+
+def ten_views(image: tf.Tensor, crop: int) -> tf.Tensor:
+    """Paper section 4.1 test views: 4 corner + centre patches and their mirrors -> (10, c, c, 3)."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    offsets = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop),
+               ((height - crop) // 2, (width - crop) // 2)]
+    patches = tf.stack([image[top:top + crop, left:left + crop] for top, left in offsets])
+    patches = tf.ensure_shape(patches, [5, crop, crop, 3])
+    return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)

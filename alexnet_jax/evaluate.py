@@ -1,0 +1,31 @@
+"""Top-1 / top-5 error over a whole evaluation split (every image exactly once)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh
+
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.sources import Source
+
+
+def evaluate(eval_step: Callable, params, source: Source, prep: pipeline.Preprocessing,
+             global_batch: int, mesh: Mesh, views: int = 1) -> dict[str, float]:
+    """{"top1_error", "top5_error", "loss", "count", "crops"} on the source's evaluation split.
+
+    views=1 is the centre crop; views=10 averages the softmax over the paper's 10 patches.
+    """
+    dataset = pipeline.eval_dataset(source, prep, global_batch, views)
+    totals = None
+    for batch in pipeline.to_device(tfds.as_numpy(dataset), mesh):
+        sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
+        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
+    count = totals["count"]
+    return {"top1_error": 1.0 - totals["top1_correct"] / count,
+            "top5_error": 1.0 - totals["top5_correct"] / count,
+            "loss": totals["loss"] / count, "count": int(round(count)), "crops": views}

@@ -1,0 +1,136 @@
+"""Pure layer functions of AlexNet that work on channel-last activations.
+
+Per-column activations are stored side by side along the channel axis: a tensor holding `c`
+columns of `k` maps each has `c * k` channels, column `i` in channels [i*k, (i+1)*k). LRN and
+pooling never mix columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CONV_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+@dataclasses.dataclass(frozen=True)
+class LRNParams:
+    """Local response normalisation, b = a / (k + alpha' * sum a^2)^beta over n adjacent maps.
+
+    `alpha_over_n` selects cuda-convnet/Caffe/PyTorch semantics (alpha' = alpha / n) instead of
+    the paper's formula as written (alpha' = alpha).
+    """
+
+    n: int = 5
+    k: float = 2.0
+    alpha: float = 1e-4
+    beta: float = 0.75
+    alpha_over_n: bool = False
+
+    @property
+    def effective_alpha(self) -> float:
+        return self.alpha / self.n if self.alpha_over_n else self.alpha
+
+
+def lrn_window_matrix(num_columns: int, maps_per_column: int, n: int) -> np.ndarray:
+    """0/1 matrix M with M[j, i] = 1 when map j is inside map i's LRN window (same column only)."""
+    index = np.arange(maps_per_column)
+    band = (np.abs(index[:, None] - index[None, :]) <= n // 2).astype(np.float32)
+    return np.kron(np.eye(num_columns, dtype=np.float32), band)
+
+
+def local_response_norm(x: jax.Array, num_columns: int, params: LRNParams) -> jax.Array:
+    """LRN across adjacent maps of the same column, computed in float32 whatever x's dtype."""
+    maps_per_column = x.shape[-1] // num_columns
+    window = jnp.asarray(lrn_window_matrix(num_columns, maps_per_column, params.n))
+    x32 = x.astype(jnp.float32)
+    # The windowed sum of squares as a matmul with a banded matrix: cheap next to the conv
+    # and fast on every backend (reduce_window over channels is not).
+    sum_sq = jnp.dot(x32 * x32, window, precision=jax.lax.Precision.HIGHEST)
+    scale = jnp.power(params.k + params.effective_alpha * sum_sq, -params.beta)
+    return (x32 * scale).astype(x.dtype)
+
+
+def max_pool(x: jax.Array, overlapping: bool) -> jax.Array:
+    """The paper's overlapping 3x3/2 max-pooling, or the non-overlapping 2x2/2 ablation."""
+    size = 3 if overlapping else 2
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size, 1), (1, 2, 2, 1),
+                                 "VALID")
+
+
+def activation_fn(name: str):
+    """relu (the paper) or tanh (the paper's Figure 1 comparison)."""
+    return {"relu": jax.nn.relu, "tanh": jnp.tanh}[name]
+
+
+def conv(x: jax.Array, kernel_HWIO: jax.Array, stride: int, padding, groups: int = 1) -> jax.Array:
+    """A 2-D convolution on NHWC input with an HWIO kernel."""
+    return jax.lax.conv_general_dilated(
+        x, kernel_HWIO, window_strides=(stride, stride), padding=padding,
+        dimension_numbers=CONV_DIMENSIONS, feature_group_count=groups)
+
+
+def merge_columns_out(kernel_Cx___xIxO: jax.Array) -> jax.Array:
+    """Stack per-column kernels (C, ..., I, O) into one kernel (..., I, C*O), column-major outputs."""
+    moved = jnp.moveaxis(kernel_Cx___xIxO, 0, -2)
+    return moved.reshape(moved.shape[:-2] + (-1,))
+
+
+def conv_shared_input(x: jax.Array, kernels_CxHxWxIxO: jax.Array, stride: int,
+                      padding) -> jax.Array:
+    """Every column sees the same input (conv1 sees the image, conv3 all of conv2's maps)."""
+    return conv(x, merge_columns_out(kernels_CxHxWxIxO), stride, padding)
+
+
+def conv_own_column(x: jax.Array, kernels_CxHxWxIxO: jax.Array, stride: int, padding,
+                    impl: str) -> jax.Array:
+    """Each column sees only its own maps (conv2, conv4, conv5).
+
+    impl `split`: one ordinary convolution per column, outputs concatenated.
+    impl `grouped`: one convolution with feature_group_count = number of columns.
+    Both compute the same thing; which is faster depends on the backend (see
+    experiments/benchmark_step.py).
+    """
+    num_columns, in_per_column = kernels_CxHxWxIxO.shape[0], kernels_CxHxWxIxO.shape[-2]
+    if num_columns == 1:
+        return conv(x, kernels_CxHxWxIxO[0], stride, padding)
+    if impl == "grouped":
+        return conv(x, merge_columns_out(kernels_CxHxWxIxO), stride, padding, groups=num_columns)
+    if impl == "split":
+        outputs = [conv(x[..., i * in_per_column:(i + 1) * in_per_column], kernels_CxHxWxIxO[i],
+                        stride, padding) for i in range(num_columns)]
+        return jnp.concatenate(outputs, axis=-1)
+    raise ValueError(f"unknown column implementation {impl!r}")
+
+
+def conv1_padding(input_size: int, geometry: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Padding of conv1 (11x11, stride 4) for each input geometry of PAPER.md section 1.
+
+    `cuda_convnet`: output size ceil((in - 11) / 4) + 1, i.e. pad 0 top/left and the rest
+    bottom/right (3 pixels at 224 -> 55x55). `caffe`: no padding (227 -> 55).
+    `torchvision`: 2 pixels on every side (224 -> 55).
+    """
+    if geometry == "cuda_convnet":
+        out = -(-(input_size - 11) // 4) + 1
+        extra = (out - 1) * 4 + 11 - input_size
+        return (0, extra), (0, extra)
+    if geometry == "caffe":
+        return (0, 0), (0, 0)
+    if geometry == "torchvision":
+        return (2, 2), (2, 2)
+    raise ValueError(f"unknown conv1 geometry {geometry!r}")
+
+
+def feature_map_sizes(input_size: int, geometry: str, overlapping_pool: bool) -> dict[str, int]:
+    """Spatial side of each layer's output (224 -> conv1 55, pool1 27, pool2 13, pool5 6)."""
+    (top, bottom), _ = conv1_padding(input_size, geometry)
+    pool = 3 if overlapping_pool else 2
+    conv1 = (input_size + top + bottom - 11) // 4 + 1
+    pool1 = (conv1 - pool) // 2 + 1
+    pool2 = (pool1 - pool) // 2 + 1
+    pool5 = (pool2 - pool) // 2 + 1
+    return {"conv1": conv1, "pool1": pool1, "conv2": pool1, "pool2": pool2, "conv3": pool2,
+            "conv4": pool2, "conv5": pool2, "pool5": pool5}

@@ -1,0 +1,180 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Flax NNX module on a (data, model) mesh.
+
+Every per-column weight has a leading column axis sharded over the mesh's `model` axis, so each
+device holds its columns' kernels. The forward pass runs inside one `shard_map`: each device
+computes its columns on its part of the batch, and devices exchange activations only where the
+paper's GPUs did - into conv3, fc6 and fc7 (all-gathers of the columns' maps) and into fc8 (a sum
+of the columns' partial logits).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, PartitionSpec as P
+
+from alexnet_jax import layers
+from alexnet_jax.sharding import MODEL_AXIS, axes_for, sharding_for, single_device_mesh, spec_for
+
+PAPER_CONV_WIDTHS = (96, 256, 384, 384, 256)
+PAPER_FC_WIDTHS = (4096, 4096)
+
+
+class ColumnParams(nnx.Module):
+    """The weights of one layer, split into columns: kernel (C, *shape), bias (C, out)."""
+
+    def __init__(self, columns: int, kernel_shape: tuple[int, ...], bias_value: float,
+                 init_std: float, mesh: Mesh, rngs: nnx.Rngs):
+        shape = (columns, *kernel_shape)
+        self.kernel = nnx.Param(init_std * jax.random.normal(rngs.params(), shape), mesh=mesh,
+                                out_sharding=axes_for("column_param", len(shape)))
+        self.bias = nnx.Param(jnp.full((columns, kernel_shape[-1]), bias_value, jnp.float32),
+                              mesh=mesh, out_sharding=axes_for("column_param", 2))
+
+
+class ColumnSumParams(nnx.Module):
+    """fc8: each column maps its own fc7 units to partial logits (kernel (C, in, K)); the
+    columns' partial logits are summed, then one shared bias (K,) is added."""
+
+    def __init__(self, columns: int, inputs_per_column: int, outputs: int, init_std: float,
+                 mesh: Mesh, rngs: nnx.Rngs):
+        shape = (columns, inputs_per_column, outputs)
+        self.kernel = nnx.Param(init_std * jax.random.normal(rngs.params(), shape), mesh=mesh,
+                                out_sharding=axes_for("column_param", 3))
+        self.bias = nnx.Param(jnp.zeros((outputs,), jnp.float32), mesh=mesh,
+                              out_sharding=axes_for("shared_param", 1))
+
+
+def one_column_widths(conv_widths: tuple[int, ...]) -> tuple[int, ...]:
+    """The paper's one-GPU ablation (section 3.2 and footnote): half the kernels in conv1-conv4,
+    conv5 and the fully connected layers unchanged."""
+    return tuple(w // 2 for w in conv_widths[:4]) + (conv_widths[4],)
+
+
+class AlexNet(nnx.Module):
+    """The paper's eight-layer network, two columns (or the one-column ablation).
+
+    Call it with images (B, H, W, 3) sharded over the mesh's `data` axis. Pass `dropout_key` to
+    train (dropout on fc6/fc7); without it the network runs in evaluation mode.
+    """
+
+    def __init__(self, *, num_classes: int = 1000, input_size: int = 224, columns: int = 2,
+                 conv_widths: tuple[int, ...] = PAPER_CONV_WIDTHS,
+                 fc_widths: tuple[int, ...] = PAPER_FC_WIDTHS, lrn: layers.LRNParams | None =
+                 layers.LRNParams(), overlap_pool: bool = True, dropout_rate: float = 0.5,
+                 activation: str = "relu", conv1_geometry: str = "cuda_convnet",
+                 column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
+                 dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
+        if columns not in (1, 2):
+            raise ValueError(f"columns must be 1 or 2, got {columns}")
+        widths = tuple(conv_widths) if columns == 2 else one_column_widths(tuple(conv_widths))
+        self.columns, self.num_classes, self.input_size = columns, num_classes, input_size
+        self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
+        self.activation, self.conv1_geometry, self.column_impl = activation, conv1_geometry, column_impl
+        self.dtype = dtype
+        self.mesh = mesh if mesh is not None else single_device_mesh()
+        self.map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
+        if self.map_sizes["pool5"] < 1:
+            raise ValueError(f"input size {input_size} is too small for AlexNet's five layers")
+        self.conv1_pad = layers.conv1_padding(input_size, conv1_geometry)
+
+        c = columns
+        per_col = [w // c for w in widths]
+        fc_per_col = [w // c for w in fc_widths]
+        if any(w % c for w in (*widths, *fc_widths)):
+            raise ValueError(f"every layer width must be divisible by the {c} columns")
+        pool5_features = self.map_sizes["pool5"] ** 2 * widths[4]
+        # Parameters are born sharded on this model's mesh.
+        layer = partial(ColumnParams, c, init_std=init_std, mesh=self.mesh, rngs=rngs)
+        one = positive_bias  # paper section 5: biases 1 in conv2, conv4, conv5, fc6 and fc7
+        self.conv1 = layer((11, 11, 3, per_col[0]), 0.0)              # sees the whole image
+        self.conv2 = layer((5, 5, per_col[0], per_col[1]), one)       # own column
+        self.conv3 = layer((3, 3, widths[1], per_col[2]), 0.0)        # both columns
+        self.conv4 = layer((3, 3, per_col[2], per_col[3]), one)       # own column
+        self.conv5 = layer((3, 3, per_col[3], per_col[4]), one)       # own column
+        self.fc6 = layer((pool5_features, fc_per_col[0]), one)        # all of pool5
+        self.fc7 = layer((fc_widths[0], fc_per_col[1]), one)          # all of fc6
+        self.fc8 = ColumnSumParams(c, fc_per_col[1], num_classes, init_std, self.mesh, rngs)
+
+    def __call__(self, images_BxHxWx3: jax.Array, *, dropout_key: jax.Array | None = None
+                 ) -> jax.Array:
+        """Logits (B, num_classes), float32, sharded over `data`."""
+        if images_BxHxWx3.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"AlexNet built for {self.input_size}x{self.input_size}x3 inputs, "
+                             f"got {images_BxHxWx3.shape[1:]}")
+        graphdef, params = nnx.split(self)
+        param_specs = jax.tree.map(lambda v: P(*v.out_sharding), nnx.state(self),
+                                   is_leaf=lambda v: isinstance(v, nnx.Variable))
+        masks = self.dropout_masks(images_BxHxWx3.shape[0], dropout_key)
+        mask_specs = [spec_for("batch_by_column")] * len(masks)
+        forward = jax.shard_map(partial(_forward_on_device, graphdef), mesh=self.mesh,
+                                in_specs=(param_specs, spec_for("batch"), mask_specs),
+                                out_specs=spec_for("batch"))
+        return forward(params, images_BxHxWx3, masks)
+
+    def dropout_masks(self, batch: int, key: jax.Array | None) -> list[jax.Array]:
+        """Scaled keep-masks for fc6 and fc7, drawn for the global batch so that a given key
+        gives the same masks on any mesh (inverted dropout: kept units scaled by 1/(1-p))."""
+        if key is None or self.dropout_rate == 0.0:
+            return []
+        keep = 1.0 - self.dropout_rate
+        sharding = sharding_for(self.mesh, "batch_by_column")
+        masks = []
+        for layer_key, layer in zip(jax.random.split(key), (self.fc6, self.fc7)):
+            width = layer.kernel.shape[0] * layer.kernel.shape[-1]
+            kept = jax.random.bernoulli(layer_key, keep, (batch, width), out_sharding=sharding)
+            masks.append(kept.astype(self.dtype) * jnp.asarray(1.0 / keep, self.dtype))
+        return masks
+
+    # -- what each device runs on its own shard (inside shard_map) --------------------------
+
+    def forward_on_device(self, images: jax.Array, masks: list[jax.Array]) -> jax.Array:
+        """This device's part of the forward pass. Parameters are this device's columns."""
+        act = layers.activation_fn(self.activation)
+        cols = self.conv1.kernel.shape[0]  # columns held by this device
+        w = lambda p: p.kernel[...].astype(self.dtype)  # noqa: E731
+        b = lambda p: p.bias[...].reshape(-1).astype(self.dtype)  # noqa: E731
+
+        x = images.astype(self.dtype)
+        x = act(layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad) + b(self.conv1))
+        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
+        x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl)
+                + b(self.conv2))
+        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
+        x = gather_columns(x)                                  # GPUs talk: into conv3
+        x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1))) + b(self.conv3))
+        x = act(layers.conv_own_column(x, w(self.conv4), 1, ((1, 1), (1, 1)), self.column_impl)
+                + b(self.conv4))
+        x = act(layers.conv_own_column(x, w(self.conv5), 1, ((1, 1), (1, 1)), self.column_impl)
+                + b(self.conv5))
+        x = layers.max_pool(x, self.overlap_pool)
+        x = gather_columns(x).reshape(x.shape[0], -1)         # into fc6: all 6x6x256 features
+        x = act(x @ layers.merge_columns_out(w(self.fc6)) + b(self.fc6))
+        x = x * masks[0] if masks else x
+        x = gather_columns(x)                                  # into fc7: all 4096 units
+        x = act(x @ layers.merge_columns_out(w(self.fc7)) + b(self.fc7))
+        x = x * masks[1] if masks else x
+        partial_logits = x @ w(self.fc8).reshape(-1, self.num_classes)
+        logits = jax.lax.psum(partial_logits.astype(jnp.float32), MODEL_AXIS)  # into fc8
+        return logits + self.fc8.bias[...]
+
+    def _lrn(self, x: jax.Array, columns_here: int) -> jax.Array:
+        return layers.local_response_norm(x, columns_here, self.lrn) if self.lrn else x
+
+
+def gather_columns(x: jax.Array) -> jax.Array:
+    """All columns' maps on every device of the `model` axis, in column order (channels last)."""
+    return jax.lax.all_gather(x, MODEL_AXIS, axis=x.ndim - 1, tiled=True)
+
+
+def _forward_on_device(graphdef, params, images, masks):
+    return nnx.merge(graphdef, params).forward_on_device(images, masks)
+
+
+def count_params(model: nnx.Module) -> int:
+    """Number of learned scalars (weights and biases)."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))

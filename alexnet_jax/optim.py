@@ -1,0 +1,84 @@
+"""Momentum SGD with weight decay, the paper's way (section 5) or decoupled.
+
+`paper` (default), exactly the paper's rule with the learning rate inside the velocity:
+    v <- momentum * v - weight_decay * lr * w - lr * grad
+    w <- w + v
+`decoupled`: the decay bypasses the momentum (it is not accumulated in v):
+    v <- momentum * v - lr * grad
+    w <- w + v - weight_decay * lr * w
+
+Note that optax.sgd(momentum=...) differs from the paper when the learning rate changes: it
+accumulates raw gradients and multiplies by the *current* rate, while the paper's velocity keeps
+the rate each gradient was taken with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+DECAY_MODES = ("paper", "decoupled")
+
+
+class MomentumState(NamedTuple):
+    velocity: Any
+
+
+def momentum_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 decay_mode: str = "paper",
+                 decay_mask: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
+    """The paper's optimizer as an optax transformation; apply with optax.apply_updates.
+
+    `decay_mask(params)` gives a pytree of bools: which parameters are decayed (default: all).
+    """
+    if decay_mode not in DECAY_MODES:
+        raise ValueError(f"decay_mode must be one of {DECAY_MODES}, got {decay_mode!r}")
+
+    def init(params):
+        return MomentumState(velocity=jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params):
+        if params is None:
+            raise ValueError("momentum_sgd needs the parameters for its weight decay")
+        mask = decay_mask(params) if decay_mask else jax.tree.map(lambda _: True, params)
+        decay = jax.tree.map(lambda w, m: weight_decay * learning_rate * w if m
+                             else jnp.zeros_like(w), params, mask)
+        if decay_mode == "paper":
+            velocity = jax.tree.map(lambda v, d, g: momentum * v - d - learning_rate * g,
+                                    state.velocity, decay, grads)
+            return velocity, MomentumState(velocity)
+        velocity = jax.tree.map(lambda v, g: momentum * v - learning_rate * g,
+                                state.velocity, grads)
+        return jax.tree.map(jnp.subtract, velocity, decay), MomentumState(velocity)
+
+    return optax.GradientTransformation(init, update)
+
+
+def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
+                     decay_biases: bool, initial_learning_rate: float
+                     ) -> optax.GradientTransformation:
+    """The optimizer with its learning rate held in its state (settable every step).
+
+    cuda-convnet decayed weights only (biases had no weight cost); `decay_biases` adds them.
+    """
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: decay_biases or not _is_bias(path), params)
+
+    return optax.inject_hyperparams(momentum_sgd, static_args=("decay_mode", "decay_mask"))(
+        learning_rate=initial_learning_rate, momentum=momentum, weight_decay=weight_decay,
+        decay_mode=decay_mode, decay_mask=mask)
+
+
+def set_learning_rate(opt_state, learning_rate: jax.Array):
+    """The same optimizer state with a new learning rate (used by the next update)."""
+    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(
+        learning_rate, opt_state.hyperparams["learning_rate"].dtype))
+    return opt_state._replace(hyperparams=hyperparams)
+
+
+def _is_bias(path) -> bool:
+    return any(getattr(entry, "key", None) == "bias" for entry in path)

@@ -1,0 +1,67 @@
+"""The paper's ImageNet recipe (ILSVRC-2012), exactly: PAPER.md sections 1-5.
+
+Run:
+    python -m alexnet_jax.main --config=configs/default.py --workdir=runs/alexnet
+
+ImageNet must be provided by hand (the command says how if it is missing). Any key can be
+overridden on the command line, e.g. --config.model.lrn=False.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # one seed for initialisation, data order and augmentation
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder
+    data.path = ""              # root of an ImageFolder tree (train/<class>/*, val/<class>/*)
+    data.data_dir = ""          # where tfds keeps prepared data; "" = tfds default
+    data.resize_size = 256      # shorter side -> this, then the central square (paper: 256)
+    data.crop_size = 224        # network input (paper: 224; Caffe geometry: 227)
+    data.random_crop = True     # augmentation 1: random crop_size patches...
+    data.random_flip = True     # ...and their horizontal mirrors
+    data.mean = "channel"       # subtracted mean: channel (ImageNet RGB means) | none
+    data.shuffle_buffer = 10_000  # examples in the shuffle buffer (encoded bytes)
+
+    config.model = model = ml_collections.ConfigDict()
+    model.columns = 2           # 2 = the paper's two columns; 1 = the one-column ablation
+    model.conv_widths = (96, 256, 384, 384, 256)  # kernels per conv layer (both columns)
+    model.fc_widths = (4096, 4096)                # units of fc6, fc7
+    model.lrn = True            # local response normalisation after conv1 and conv2
+    model.lrn_n = 5             # adjacent maps summed over
+    model.lrn_k = 2.0
+    model.lrn_alpha = 1e-4
+    model.lrn_beta = 0.75
+    model.lrn_alpha_over_n = False  # True: alpha / n (cuda-convnet, Caffe, PyTorch semantics)
+    model.overlap_pool = True   # 3x3 stride-2 pooling (True) or 2x2 stride 2 (False)
+    model.dropout_rate = 0.5    # dropout on fc6 and fc7; 0 turns it off
+    model.activation = "relu"   # relu | tanh
+    model.conv1_geometry = "cuda_convnet"  # cuda_convnet (224, pad 0/3) | caffe (227) | torchvision (224, pad 2)
+    model.init_std = 0.01       # weights ~ N(0, init_std^2)
+    model.positive_bias = 1.0   # bias of conv2, conv4, conv5, fc6, fc7 (Caffe used 0.1)
+    model.column_impl = "split"  # own-column convs: split (one conv per column) | grouped
+    model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
+
+    config.optimizer = optimizer = ml_collections.ConfigDict()
+    optimizer.learning_rate = 0.01  # initial learning rate, all layers
+    optimizer.momentum = 0.9
+    optimizer.weight_decay = 0.0005
+    optimizer.decay_mode = "paper"  # paper (decay inside the momentum) | decoupled
+    optimizer.decay_biases = False  # cuda-convnet decayed weights only
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 128      # global batch size
+    train.num_epochs = 90
+    train.num_steps = -1        # if > 0, stop after this many steps instead
+    train.log_every_steps = 50  # training metrics to metrics.jsonl / TensorBoard
+    train.checkpoint_every_steps = 5000  # also saved at the end of every epoch
+    train.keep_checkpoints = 3  # most recent checkpoints kept
+    train.eval_batch_size = 128  # global batch size for evaluation
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.model = -1             # size of the `model` axis: 1 or 2; -1 = 2 when >= 2 devices
+
+    config.lock()
+    return config
