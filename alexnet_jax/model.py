@@ -77,8 +77,8 @@ class AlexNet(nnx.Module):
         self.activation, self.conv1_geometry, self.column_impl = activation, conv1_geometry, column_impl
         self.dtype = dtype
         self.mesh = mesh if mesh is not None else single_device_mesh()
-        self.map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
-        if self.map_sizes["pool5"] < 1:
+        map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
+        if map_sizes["pool5"] < 1:
             raise ValueError(f"input size {input_size} is too small for AlexNet's five layers")
         self.conv1_pad = layers.conv1_padding(input_size, conv1_geometry)
 
@@ -87,7 +87,7 @@ class AlexNet(nnx.Module):
         fc_per_col = [w // c for w in fc_widths]
         if any(w % c for w in (*widths, *fc_widths)):
             raise ValueError(f"every layer width must be divisible by the {c} columns")
-        pool5_features = self.map_sizes["pool5"] ** 2 * widths[4]
+        pool5_features = map_sizes["pool5"] ** 2 * widths[4]
         # Parameters are born sharded on this model's mesh.
         layer = partial(ColumnParams, c, init_std=init_std, mesh=self.mesh, rngs=rngs)
         one = positive_bias  # paper section 5: biases 1 in conv2, conv4, conv5, fc6 and fc7
@@ -106,15 +106,11 @@ class AlexNet(nnx.Module):
         if images_BxHxWx3.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"AlexNet built for {self.input_size}x{self.input_size}x3 inputs, "
                              f"got {images_BxHxWx3.shape[1:]}")
+        # Accept any input (NumPy, one device, another layout): split the batch over `data`.
+        images_BxHxWx3 = jax.sharding.reshard(images_BxHxWx3, sharding_for(self.mesh, "batch"))
         graphdef, params = nnx.split(self)
-        param_specs = jax.tree.map(lambda v: P(*v.out_sharding), nnx.state(self),
-                                   is_leaf=lambda v: isinstance(v, nnx.Variable))
         masks = self.dropout_masks(images_BxHxWx3.shape[0], dropout_key)
-        mask_specs = [spec_for("batch_by_column")] * len(masks)
-        forward = jax.shard_map(partial(_forward_on_device, graphdef), mesh=self.mesh,
-                                in_specs=(param_specs, spec_for("batch"), mask_specs),
-                                out_specs=spec_for("batch"))
-        return forward(params, images_BxHxWx3, masks)
+        return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, masks)
 
     def dropout_masks(self, batch: int, key: jax.Array | None) -> list[jax.Array]:
         """Scaled keep-masks for fc6 and fc7, drawn for the global batch so that a given key
@@ -173,6 +169,19 @@ def gather_columns(x: jax.Array) -> jax.Array:
 
 def _forward_on_device(graphdef, params, images, masks):
     return nnx.merge(graphdef, params).forward_on_device(images, masks)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _sharded_forward(graphdef, mesh: Mesh, params, images, masks):
+    """The forward pass as one shard_map over the mesh (jitted, so that eager calls are fast;
+    inside an outer jit it is inlined)."""
+    param_specs = jax.tree.map(lambda v: P(*v.out_sharding), params,
+                               is_leaf=lambda v: isinstance(v, nnx.Variable))
+    mask_specs = [spec_for("batch_by_column")] * len(masks)
+    forward = jax.shard_map(partial(_forward_on_device, graphdef), mesh=mesh,
+                            in_specs=(param_specs, spec_for("batch"), mask_specs),
+                            out_specs=spec_for("batch"))
+    return forward(params, images, masks)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -1,0 +1,64 @@
+"""Shared test helpers: generated ImageFolder trees and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TINY_CROP = 67          # conv1 15x15 -> pool1 7 -> pool2 3 -> pool5 1 (cuda-convnet geometry)
+TINY_RESIZE = 76
+TINY_CONV = (8, 16, 16, 16, 16)
+TINY_FC = (32, 32)
+CLASSES = ("ant", "bee", "cat", "dog", "eel")
+
+
+def make_image_tree(root: Path, train_per_class: int = 8, val_per_class: int = 3,
+                    odd_files: bool = False, seed: int = 0) -> Path:
+    """Write an ImageFolder tree of class-coloured JPEGs (sizes vary: 48x40 .. 70x90).
+
+    With odd_files: a greyscale JPEG, a CMYK JPEG, an RGBA PNG and a corrupt file in train/.
+    """
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                height, width = rng.randint(40, 71), rng.randint(48, 91)
+                colour = np.array([50 * label, 255 - 50 * label, 120]) + rng.randint(-20, 20, 3)
+                noise = rng.randint(-30, 30, (height, width, 3))
+                pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=90)
+    if odd_files:
+        grey = rng.randint(0, 255, (50, 60), dtype=np.uint8)
+        Image.fromarray(grey).save(root / "train" / "ant" / "grey.jpg")
+        rgb = rng.randint(0, 255, (50, 60, 3), dtype=np.uint8)
+        Image.fromarray(rgb).convert("CMYK").save(root / "train" / "bee" / "cmyk.jpg")
+        rgba = rng.randint(0, 255, (50, 60, 4), dtype=np.uint8)
+        Image.fromarray(rgba).save(root / "train" / "cat" / "alpha.png")
+        (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def tiny_config(tree: Path, data_dir: Path):
+    """configs/default.py with tiny widths and crops, training on `tree`."""
+    from configs.default import get_config
+
+    config = get_config()
+    config.unlock()
+    config.data.name = "folder"
+    config.data.path = str(tree)
+    config.data.data_dir = str(data_dir)
+    config.data.crop_size = TINY_CROP
+    config.data.resize_size = TINY_RESIZE
+    config.model.conv_widths = TINY_CONV
+    config.model.fc_widths = TINY_FC
+    config.train.batch_size = 8
+    config.train.eval_batch_size = 8
+    config.train.num_epochs = 1
+    config.train.log_every_steps = 1
+    config.lock()
+    return config

@@ -1,0 +1,181 @@
+"""The network itself: parameter counts, geometry, initialisation, LRN, and a NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import reference_alexnet
+from alexnet_jax import layers, sharding
+from alexnet_jax.model import AlexNet, count_params
+from helpers import TINY_CONV, TINY_CROP, TINY_FC
+
+TINY = dict(num_classes=10, input_size=TINY_CROP, conv_widths=TINY_CONV, fc_widths=TINY_FC)
+
+
+def tiny_model(**overrides):
+    kwargs = {**TINY, **overrides}
+    return AlexNet(**kwargs, mesh=sharding.single_device_mesh(), rngs=nnx.Rngs(0))
+
+
+def images(batch=4, size=TINY_CROP, seed=0):
+    return np.random.RandomState(seed).uniform(-100, 100, (batch, size, size, 3)).astype(np.float32)
+
+
+def test_paper_parameter_counts():
+    two_columns = nnx.eval_shape(lambda: AlexNet(rngs=nnx.Rngs(0)))
+    one_column = nnx.eval_shape(lambda: AlexNet(columns=1, rngs=nnx.Rngs(0)))
+    assert count_params(two_columns) == 60_965_224
+    assert count_params(one_column) == 59_798_312
+
+
+def test_paper_layer_shapes():
+    model = nnx.eval_shape(lambda: AlexNet(rngs=nnx.Rngs(0)))
+    assert model.conv1.kernel.shape == (2, 11, 11, 3, 48)
+    assert model.conv2.kernel.shape == (2, 5, 5, 48, 128)
+    assert model.conv3.kernel.shape == (2, 3, 3, 256, 192)   # sees both columns
+    assert model.conv4.kernel.shape == (2, 3, 3, 192, 192)
+    assert model.conv5.kernel.shape == (2, 3, 3, 192, 128)
+    assert model.fc6.kernel.shape == (2, 9216, 2048)
+    assert model.fc7.kernel.shape == (2, 4096, 2048)
+    assert model.fc8.kernel.shape == (2, 2048, 1000)
+    one = nnx.eval_shape(lambda: AlexNet(columns=1, rngs=nnx.Rngs(0)))
+    assert one.conv1.kernel.shape == (1, 11, 11, 3, 48)
+    assert one.conv5.kernel.shape == (1, 3, 3, 192, 256)     # conv5 not halved
+    assert one.fc6.kernel.shape == (1, 9216, 4096)
+
+
+@pytest.mark.parametrize("geometry,size", [("cuda_convnet", 224), ("caffe", 227),
+                                           ("torchvision", 224)])
+def test_conv1_geometries_give_the_paper_map_sizes(geometry, size):
+    sizes = layers.feature_map_sizes(size, geometry, overlapping_pool=True)
+    assert (sizes["conv1"], sizes["pool1"], sizes["pool2"], sizes["pool5"]) == (55, 27, 13, 6)
+    assert layers.feature_map_sizes(size, geometry, overlapping_pool=False)["pool5"] == 6
+    assert layers.conv1_padding(224, "cuda_convnet") == ((0, 3), (0, 3))
+
+
+def test_neuron_counts_of_the_paper():
+    sizes = layers.feature_map_sizes(224, "cuda_convnet", True)
+    # Paper: 290,400 (conv1) - 186,624 - 64,896 - 64,896 - 43,264 neurons.
+    assert sizes["conv1"] ** 2 * 96 == 290_400
+    assert sizes["conv2"] ** 2 * 256 == 186_624
+    assert sizes["conv3"] ** 2 * 384 == 64_896
+    assert sizes["conv5"] ** 2 * 256 == 43_264
+
+
+def test_paper_initialisation():
+    model = AlexNet(num_classes=10, input_size=TINY_CROP, mesh=sharding.single_device_mesh(),
+                    rngs=nnx.Rngs(0))
+    for name in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        np.testing.assert_array_equal(getattr(model, name).bias[...], 1.0)
+    for name in ("conv1", "conv3", "fc8"):
+        np.testing.assert_array_equal(getattr(model, name).bias[...], 0.0)
+    for name in ("conv1", "conv3", "fc6", "fc8"):
+        kernel = np.asarray(getattr(model, name).kernel[...])
+        assert abs(kernel.std() - 0.01) < 0.0005 and abs(kernel.mean()) < 0.0005
+    # the two columns are initialised independently
+    assert not np.allclose(model.conv2.kernel[0], model.conv2.kernel[1])
+
+
+@pytest.mark.parametrize("alpha_over_n", [False, True])
+def test_lrn_matches_the_formula_within_each_column(alpha_over_n):
+    x = np.random.RandomState(1).uniform(-40, 40, (2, 3, 3, 12)).astype(np.float32)
+    params = layers.LRNParams(alpha_over_n=alpha_over_n)
+    alpha = 1e-4 / 5 if alpha_over_n else 1e-4
+    got = np.asarray(layers.local_response_norm(jnp.asarray(x), 2, params))
+    want = np.concatenate([reference_alexnet.lrn(x[..., :6].astype(np.float64), 5, 2.0, alpha, .75),
+                           reference_alexnet.lrn(x[..., 6:].astype(np.float64), 5, 2.0, alpha, .75)],
+                          axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # map 5 (last of column 0) must not see map 6 (first of column 1)
+    bumped = x.copy()
+    bumped[..., 6] *= 10
+    got_bumped = np.asarray(layers.local_response_norm(jnp.asarray(bumped), 2, params))
+    np.testing.assert_array_equal(got_bumped[..., :6], got[..., :6])
+
+
+def test_lrn_runs_in_float32_under_bfloat16():
+    x = np.full((1, 2, 2, 8), 600.0, np.float32)  # squares sum to ~1.8e6: bf16 loses it badly
+    got = layers.local_response_norm(jnp.asarray(x, jnp.bfloat16), 1, layers.LRNParams())
+    assert got.dtype == jnp.bfloat16
+    want = reference_alexnet.lrn(x.astype(np.float64), 5, 2.0, 1e-4, 0.75)
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-2)
+    jaxpr = str(jax.make_jaxpr(lambda v: layers.local_response_norm(
+        v, 1, layers.LRNParams()))(jnp.asarray(x, jnp.bfloat16)))
+    assert "f32[1,2,2,8]" in jaxpr and "pow" in jaxpr
+
+
+@pytest.mark.parametrize("columns", [2, 1])
+def test_forward_matches_numpy_reference(columns):
+    model = tiny_model(columns=columns)
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    x = images()
+    got = np.asarray(model(jnp.asarray(x)))
+    want = reference_alexnet.forward(params, x)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+
+
+def test_grouped_and_split_columns_compute_the_same():
+    x = jnp.asarray(images())
+    split = tiny_model(column_impl="split")
+    grouped = tiny_model(column_impl="grouped")
+    np.testing.assert_allclose(split(x), grouped(x), rtol=1e-5, atol=1e-6)
+
+
+def test_columns_are_connected_only_where_the_paper_connects_them():
+    """Changing column 0's conv1 kernels leaves column 1's conv2 maps unchanged (conv2 sees
+    only its own column) but changes column 1's conv3 maps (conv3 sees both)."""
+    model = tiny_model(lrn=None)
+    x = jnp.asarray(images(batch=2))
+    kernels = {n: np.asarray(getattr(model, n).kernel[...]) for n in ("conv1", "conv2", "conv3")}
+
+    def conv2_and_conv3_maps(conv1_kernel):
+        h = jax.nn.relu(layers.conv_shared_input(x, conv1_kernel, 4, model.conv1_pad))
+        h2 = jax.nn.relu(layers.conv_own_column(layers.max_pool(h, True), kernels["conv2"], 1,
+                                                ((2, 2), (2, 2)), "split"))
+        h3 = jax.nn.relu(layers.conv_shared_input(layers.max_pool(h2, True), kernels["conv3"],
+                                                  1, ((1, 1), (1, 1))))
+        return np.asarray(h2), np.asarray(h3)
+
+    bumped = kernels["conv1"].copy()
+    bumped[0] *= 3.0
+    conv2_before, conv3_before = conv2_and_conv3_maps(kernels["conv1"])
+    conv2_after, conv3_after = conv2_and_conv3_maps(bumped)
+    half2, half3 = conv2_before.shape[-1] // 2, conv3_before.shape[-1] // 2
+    np.testing.assert_array_equal(conv2_after[..., half2:], conv2_before[..., half2:])
+    assert not np.allclose(conv2_after[..., :half2], conv2_before[..., :half2])
+    assert not np.allclose(conv3_after[..., half3:], conv3_before[..., half3:])
+
+
+def test_dropout_masks_and_modes():
+    model = tiny_model()
+    x = jnp.asarray(images())
+    np.testing.assert_array_equal(model(x), model(x))  # evaluation: deterministic
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(model(x, dropout_key=key), model(x, dropout_key=key))
+    assert not np.allclose(model(x, dropout_key=key), model(x, dropout_key=jax.random.key(4)))
+    masks = model.dropout_masks(64, key)
+    assert [m.shape for m in masks] == [(64, 32), (64, 32)]
+    values = np.asarray(masks[0])
+    assert set(np.unique(values)) == {0.0, 2.0}  # inverted dropout with p = 0.5
+    assert 0.4 < (values > 0).mean() < 0.6
+    assert tiny_model(dropout_rate=0.0).dropout_masks(4, key) == []
+
+
+@pytest.mark.parametrize("overrides", [dict(overlap_pool=False), dict(activation="tanh"),
+                                       dict(lrn=None), dict(conv1_geometry="torchvision"),
+                                       dict(dtype=jnp.bfloat16)])
+def test_ablation_switches_change_the_output(overrides):
+    x = jnp.asarray(images())
+    # A larger init than the paper's so that the input reaches the logits measurably.
+    visible = dict(init_std=0.1, positive_bias=0.1)
+    base = np.asarray(tiny_model(**visible)(x))
+    changed = np.asarray(tiny_model(**visible, **overrides)(x), np.float32)
+    assert changed.shape == base.shape and np.isfinite(changed).all()
+    assert not np.allclose(changed, base, rtol=1e-6, atol=1e-7)
+
+
+def test_wrong_input_size_is_refused():
+    with pytest.raises(ValueError, match="built for 67x67x3"):
+        tiny_model()(jnp.zeros((1, 64, 64, 3)))
