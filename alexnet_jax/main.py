@@ -63,8 +63,27 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line message instead of a traceback on a bad override."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{error}. Config keys and their meaning are listed in the config file "
+              "(configs/*.py); see README.md.")
+    except (AttributeError, KeyError) as error:
+        key = str(error).strip("\"'")
+        bad = [arg for arg in argv if arg.startswith("--config.") and key in arg]
+        _fail(f"unknown config key {key!r} in {bad[0] if bad else 'the overrides'}: every key "
+              "must already exist in the config file (configs/*.py lists them all, each with a "
+              "comment). Check its spelling and section, e.g. --config.model.lrn=False.")
+    except (TypeError, ValueError) as error:
+        _fail(f"invalid config value: {error}. Each key keeps the type of its default in the "
+              "config file (configs/*.py).")
+    return []
+
+
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""The command line, end to end: train, resume, evaluate, and what lands in the workdir."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(workdir, *overrides, config="configs/default.py", devices=8, mode="train"):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "alexnet_jax.main", f"--config={config}",
+               f"--workdir={workdir}", f"--mode={mode}", *overrides]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def tiny_overrides(tree, data_dir, epochs=1):
+    return [f"--config.data.name=folder", f"--config.data.path={tree}",
+            f"--config.data.data_dir={data_dir}", f"--config.data.crop_size={TINY_CROP}",
+            f"--config.data.resize_size={TINY_RESIZE}",
+            f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
+            "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+            f"--config.train.num_epochs={epochs}", "--config.train.log_every_steps=2"]
+
+
+def records(workdir):
+    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_resume_and_evaluate(image_tree, tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = records(workdir)
+    facts = lines[0]
+    assert facts["num_devices"] == 8 and facts["mesh"] == {"data": 4, "model": 2}
+    assert facts["process_count"] == 1 and facts["num_params"] > 0
+    assert facts["skipped_images"] == {"train": 1, "val": 0}
+    train_lines = [r for r in lines if r.get("split") == "train"]
+    assert [r["step"] for r in train_lines] == [2, 4, 5]  # 43 images // 8 = 5 steps per epoch
+    for r in train_lines:
+        assert {"step", "epoch", "loss", "learning_rate", "images_per_sec"} <= set(r)
+        assert r["learning_rate"] == 0.01 and r["images_per_sec"] > 0
+    evals = [r for r in lines if r.get("split") == "val"]
+    assert len(evals) == 1 and evals[0]["count"] == 15 and evals[0]["crops"] == 1
+    assert 0.0 <= evals[0]["top5_error"] <= evals[0]["top1_error"] <= 1.0
+    assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "folder"
+    assert list(workdir.glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) \
+        == [5]
+
+    second = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2))
+    assert second.returncode == 0, second.stderr[-3000:]
+    lines = records(workdir)
+    starts = [r for r in lines if r.get("event") == "run_start"]
+    assert [r["start_step"] for r in starts] == [0, 5]  # resumed, not restarted
+    assert [r["step"] for r in lines if r.get("split") == "train"][-2:] == [8, 10]
+    assert (workdir / "checkpoints" / "10").is_dir()
+
+    evaluation = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2), mode="eval")
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    final = [r for r in records(workdir) if r.get("split") == "val"][-2:]
+    assert [(r["step"], r["crops"], r["count"]) for r in final] == [(10, 1, 15), (10, 10, 15)]
+
+
+def test_four_devices_make_a_two_by_two_mesh(image_tree, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(workdir, *tiny_overrides(image_tree, tmp_path / "tfds"),
+                     "--config.train.num_steps=2", devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = records(workdir)[0]
+    assert facts["num_devices"] == 4 and facts["mesh"] == {"data": 2, "model": 2}
+
+
+def test_paper_config_without_imagenet_stops_at_once_with_instructions(tmp_path):
+    result = run_cli(tmp_path / "run", f"--config.data.data_dir={tmp_path / 'tfds'}")
+    assert result.returncode != 0
+    assert "ILSVRC2012_img_train.tar" in result.stderr
+    assert str(tmp_path / "tfds" / "downloads" / "manual") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists() or \
+        not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model.nonexistent=1", "nonexistent"),
+])
+def test_unknown_config_key_is_refused(tmp_path, override, message):
+    result = run_cli(tmp_path / "run", override)
+    assert result.returncode != 0 and message in result.stderr

@@ -1,0 +1,103 @@
+"""The jitted training and evaluation steps."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alexnet_jax import build, sharding, steps
+from helpers import TINY_CONV, TINY_CROP, TINY_FC
+
+
+def setup(mesh, **model_overrides):
+    from configs.default import get_config  # noqa: PLC0415
+    config = get_config()
+    with config.unlocked():
+        config.data.crop_size = TINY_CROP
+        config.model.conv_widths, config.model.fc_widths = TINY_CONV, TINY_FC
+        for key, value in model_overrides.items():
+            setattr(config.model, key, value)
+    model = build.build_model(config, 10, mesh)
+    graphdef, params = nnx.split(model)
+    params = params.to_pure_dict()
+    tx = build.build_optimizer(config)
+    with jax.set_mesh(mesh):
+        opt_state = jax.jit(tx.init)(params)
+    return graphdef, params, opt_state, tx
+
+
+def fixed_batch(mesh, n=8, seed=0):
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 10, n).astype(np.int32)
+    images = rng.uniform(-60, 60, (n, TINY_CROP, TINY_CROP, 3)).astype(np.float32)
+    images += labels[:, None, None, None] * 10.0  # something to learn
+    put = lambda x: jax.device_put(x, sharding.sharding_for(mesh, "batch"))  # noqa: E731
+    return put(images), put(labels)
+
+
+def test_first_loss_is_uniform_and_training_lowers_it():
+    mesh = jax.make_mesh((2, 2), ("data", "model"), devices=jax.devices()[:4])
+    graphdef, params, opt_state, tx = setup(mesh)
+    train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
+                                       jax.random.key(0))
+    images, labels = fixed_batch(mesh)
+    losses = []
+    with jax.set_mesh(mesh):
+        for step in range(25):
+            lr = 0.05 if step < 20 else 0.005  # a rate change must not recompile
+            params, opt_state, metrics = train_step(params, opt_state, images, labels,
+                                                    jnp.float32(lr), jnp.int32(step))
+            losses.append(float(metrics["loss"]))
+    # std-0.01 weights give logits of std ~0.06 here: the first loss is close to ln(10)
+    assert losses[0] == pytest.approx(math.log(10), abs=1e-2)
+    assert losses[-1] < losses[0] - 0.2
+    assert train_step._cache_size() == 1
+    assert float(opt_state.hyperparams["learning_rate"]) == pytest.approx(0.005)
+    assert params["conv1"]["kernel"].sharding.spec[0] == "model"  # sharding kept
+
+
+def test_donation_frees_the_old_state():
+    mesh = sharding.single_device_mesh()
+    graphdef, params, opt_state, tx = setup(mesh)
+    train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
+                                       jax.random.key(0))
+    images, labels = fixed_batch(mesh)
+    old_kernel = params["fc6"]["kernel"]
+    with jax.set_mesh(mesh):
+        train_step(params, opt_state, images, labels, jnp.float32(0.01), jnp.int32(0))
+    assert old_kernel.is_deleted()
+
+
+def test_topk_correct():
+    probs = jnp.asarray([[0.1, 0.5, 0.2, 0.05, 0.05, 0.1],
+                         [0.3, 0.1, 0.1, 0.2, 0.2, 0.1]])
+    labels = jnp.asarray([2, 1])
+    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 1), [0.0, 0.0])
+    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 2), [1.0, 0.0])
+    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 5), [1.0, 1.0])
+
+
+def test_eval_step_masks_padding_and_averages_views():
+    mesh = jax.make_mesh((2, 1), ("data", "model"), devices=jax.devices()[:2])
+    graphdef, params, _, _ = setup(mesh, columns=2, init_std=0.1, positive_bias=0.1)
+    eval_step = steps.make_eval_step(graphdef)
+    model = nnx.merge(graphdef, params)
+    rng = np.random.RandomState(0)
+    views = rng.uniform(-60, 60, (4, 3, TINY_CROP, TINY_CROP, 3)).astype(np.float32)
+    labels = np.asarray([1, 2, 3, 4], np.int32)
+    mask = np.asarray([1, 1, 1, 0], np.float32)
+    put = lambda x: jax.device_put(x, sharding.sharding_for(mesh, "batch"))  # noqa: E731
+    with jax.set_mesh(mesh):
+        sums = jax.device_get(eval_step(params, put(views), put(labels), put(mask)))
+        probs = np.stack([np.asarray(jax.nn.softmax(model(put(views[:, v])))) for v in range(3)])
+    averaged = probs.mean(axis=0)
+    top1 = (averaged.argmax(-1) == labels)[:3].sum()
+    top5 = [labels[i] in np.argsort(-averaged[i])[:5] for i in range(3)]
+    assert float(sums["count"]) == 3.0
+    assert float(sums["top1_correct"]) == top1
+    assert float(sums["top5_correct"]) == sum(top5)
+    want_loss = -np.log(averaged[np.arange(3), labels[:3]]).sum()
+    assert float(sums["loss"]) == pytest.approx(want_loss, rel=1e-4)
