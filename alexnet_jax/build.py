@@ -1,17 +1,15 @@
-"""Turning a config into the run's objects: mesh, model, optimizer, preprocessing."""
+"""Turning a config into the run's objects: mesh, model, optimizer (no TensorFlow here)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
 
 from alexnet_jax import optim, sharding
-from alexnet_jax.data.pipeline import Preprocessing
 from alexnet_jax.layers import LRNParams
 from alexnet_jax.model import AlexNet
 
@@ -57,14 +55,3 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
                                   decay_mode=o.decay_mode, decay_biases=o.decay_biases,
                                   initial_learning_rate=o.learning_rate)
 
-
-# ImageNet's per-channel RGB mean on the 0-255 scale (the widely used published values).
-IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
-
-
-def build_preprocessing(config: ml_collections.ConfigDict) -> Preprocessing:
-    """The host-side preprocessing of config.data."""
-    d = config.data
-    mean = {"channel": np.asarray(IMAGENET_RGB_MEAN, np.float32), "none": None}[d.mean]
-    return Preprocessing(resize_size=d.resize_size, crop_size=d.crop_size,
-                         random_crop=d.random_crop, random_flip=d.random_flip, mean=mean)

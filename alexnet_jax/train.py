@@ -74,7 +74,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     workdir = prepare_workdir(Path(workdir))
     mesh = build.build_mesh(config)
     source = sources.open_source(config.data.name, config.data.path, config.data.data_dir)
-    prep = build.build_preprocessing(config)
+    prep = pipeline.preprocessing_from_config(config)
     model = build.build_model(config, source.num_classes, mesh)
     graphdef, params = nnx.split(model)
     params = params.to_pure_dict()

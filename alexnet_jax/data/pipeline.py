@@ -13,6 +13,7 @@ import math
 from typing import Iterator
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -62,6 +63,18 @@ class Preprocessing:
         if views == 10:
             return preprocess.ten_views(square, self.crop_size)
         raise ValueError(f"evaluation views must be 1 or 10, got {views}")
+
+
+# ImageNet's per-channel RGB mean on the 0-255 scale (the widely used published values).
+IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
+
+
+def preprocessing_from_config(config: ml_collections.ConfigDict) -> Preprocessing:
+    """The host-side preprocessing of config.data."""
+    d = config.data
+    mean = {"channel": np.asarray(IMAGENET_RGB_MEAN, np.float32), "none": None}[d.mean]
+    return Preprocessing(resize_size=d.resize_size, crop_size=d.crop_size,
+                         random_crop=d.random_crop, random_flip=d.random_flip, mean=mean)
 
 
 def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
