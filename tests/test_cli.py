@@ -69,6 +69,32 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     final = [r for r in records(workdir) if r.get("split") == "val"][-2:]
     assert [(r["step"], r["crops"], r["count"]) for r in final] == [(10, 1, 15), (10, 10, 15)]
+    check_readme_loading_recipe(workdir, image_tree, data_dir)
+
+
+def check_readme_loading_recipe(workdir, tree, data_dir):
+    """The README's plain-Orbax recipe loads the parameters and runs the network on them."""
+    import numpy as np  # noqa: PLC0415
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+
+    from alexnet_jax import build  # noqa: PLC0415
+    from helpers import tiny_config  # noqa: PLC0415
+
+    manager = ocp.CheckpointManager(workdir / "checkpoints")
+    assert manager.latest_step() == 10
+    params = ocp.StandardCheckpointer().restore(
+        workdir / "checkpoints" / str(manager.latest_step()) / "params")
+    assert params["conv1"]["kernel"].shape == (2, 11, 11, 3, TINY_CONV[0] // 2)
+    config = tiny_config(tree, data_dir)
+    mesh = build.build_mesh(config)
+    model = build.abstract_model(config, num_classes=5, mesh=mesh)
+    graphdef, state = nnx.split(model)
+    nnx.replace_by_pure_dict(state, params)
+    model = nnx.merge(graphdef, state)
+    logits = np.asarray(model(np.zeros((8, TINY_CROP, TINY_CROP, 3), np.float32)))
+    assert logits.shape == (8, 5) and np.isfinite(logits).all()
+    np.testing.assert_array_equal(np.asarray(model.fc8.bias[...]), params["fc8"]["bias"])
 
 
 def test_four_devices_make_a_two_by_two_mesh(image_tree, tmp_path):
