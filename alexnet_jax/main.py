@@ -14,9 +14,10 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                  "train (resumes from the workdir's latest checkpoint) or eval (evaluate a "
-                  "checkpoint of the workdir, centre crop and 10 crops, without training).")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "stats"],
+                  "train (resumes from the workdir's latest checkpoint), eval (evaluate a "
+                  "checkpoint of the workdir, centre crop and 10 crops, without training) or "
+                  "stats (compute or show the dataset's mean image and RGB PCA; no workdir).")
 flags.DEFINE_integer("step", None, "With --mode=eval: the checkpoint step (default: latest).")
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None or FLAGS.workdir is None:
+    if FLAGS.config is None or (FLAGS.workdir is None and FLAGS.mode != "stats"):
         _fail("both --config=configs/<name>.py and --workdir=DIR are required.")
 
     # TensorFlow only feeds data on the host: keep it off the accelerators JAX uses.
@@ -52,10 +53,21 @@ def main(argv: list[str]) -> None:
     try:
         if FLAGS.mode == "train":
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        else:
+        elif FLAGS.mode == "eval":
             train.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.step)
+        else:
+            _print_dataset_stats(FLAGS.config)
     except UserError as error:
         _fail(str(error))
+
+
+def _print_dataset_stats(config) -> None:
+    from alexnet_jax.data import sources, stats  # noqa: PLC0415
+
+    d = config.data
+    source = sources.open_source(d.name, d.path, d.data_dir)
+    computed = stats.dataset_stats(source, d.resize_size, d.stats_sample)
+    print(stats.describe(computed, stats.stats_path(source, d.resize_size, d.stats_sample)))
 
 
 def _fail(message: str) -> None:

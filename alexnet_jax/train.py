@@ -74,7 +74,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     workdir = prepare_workdir(Path(workdir))
     mesh = build.build_mesh(config)
     source = sources.open_source(config.data.name, config.data.path, config.data.data_dir)
-    prep = pipeline.preprocessing_from_config(config)
+    prep = pipeline.preprocessing_from_config(config, source,
+                                              progress=jax.process_index() == 0)
     model = build.build_model(config, source.num_classes, mesh)
     graphdef, params = nnx.split(model)
     params = params.to_pure_dict()
@@ -142,7 +143,8 @@ def _train_loop(run: Run) -> dict[str, Any]:
     eval_step = steps.make_eval_step(run.graphdef)
     learning_rate = config.optimizer.learning_rate
     step, last_eval = run.step, None
-    window = {"step": step, "time": time.perf_counter()}  # where images/s is counted from
+    # Since the last log: where images/s is counted from, and how long the loop waited for data.
+    window = {"step": step, "time": time.perf_counter(), "data_wait": 0.0}
     pending = None  # (step, metrics on device): fetched one step late, never stalling devices
 
     def flush_pending():
@@ -153,24 +155,29 @@ def _train_loop(run: Run) -> dict[str, Any]:
                             "the run stopped and kept its last good checkpoint. Lower "
                             "optimizer.learning_rate or check the data.")
         if done_step % train.log_every_steps == 0 or done_step == total_steps:
-            now = time.perf_counter()
-            images_per_sec = ((done_step - window["step"]) * train.batch_size
-                              / max(now - window["time"], 1e-9))
-            record = {"step": done_step, "epoch": done_step / steps_per_epoch, "split": "train",
-                      **metrics, "learning_rate": learning_rate,
-                      "images_per_sec": images_per_sec}
-            run.writer.write_record(record)
-            run.writer.write_scalars(done_step, {**metrics, "learning_rate": learning_rate,
-                                                 "images_per_sec": images_per_sec}, "train/")
-            logging.info("step %d loss %.4f lr %g %.1f img/s", done_step, metrics["loss"],
-                         learning_rate, images_per_sec)
-            window.update(step=done_step, time=time.perf_counter())
+            elapsed = max(time.perf_counter() - window["time"], 1e-9)
+            scalars = {**metrics, "learning_rate": learning_rate,
+                       "images_per_sec": (done_step - window["step"]) * train.batch_size / elapsed,
+                       "data_wait_fraction": window["data_wait"] / elapsed}
+            run.writer.write_record({"step": done_step, "epoch": done_step / steps_per_epoch,
+                                     "split": "train", **scalars})
+            run.writer.write_scalars(done_step, scalars, "train/")
+            logging.info("step %d loss %.4f lr %g %.1f img/s, waited for data %.1f%%", done_step,
+                         metrics["loss"], learning_rate, scalars["images_per_sec"],
+                         100 * scalars["data_wait_fraction"])
+            window.update(step=done_step, time=time.perf_counter(), data_wait=0.0)
 
     while step < total_steps:
         epoch, start_batch = divmod(step, steps_per_epoch)
         dataset = pipeline.train_dataset(run.source, run.prep, train.batch_size, config.seed,
                                          epoch, start_batch, config.data.shuffle_buffer)
-        for batch in pipeline.to_device(tfds.as_numpy(dataset), run.mesh):
+        batches = pipeline.to_device(tfds.as_numpy(dataset), run.mesh)
+        while True:
+            wait_start = time.perf_counter()
+            batch = next(batches, None)  # the host waits here if the input pipeline is behind
+            window["data_wait"] += time.perf_counter() - wait_start
+            if batch is None:
+                break
             run.params, run.opt_state, metrics = train_step(
                 run.params, run.opt_state, batch["images"], batch["labels"],
                 jnp.float32(learning_rate), jnp.int32(step))
@@ -188,9 +195,12 @@ def _train_loop(run: Run) -> dict[str, Any]:
             flush_pending()
             pending = None
         if step % steps_per_epoch == 0 or step >= total_steps:
-            last_eval = _evaluate_and_log(run, eval_step, step, steps_per_epoch, views=1)
+            views = train.final_eval_views if step >= total_steps else (train.epoch_eval_views,)
+            last_eval = [_evaluate_and_log(run, eval_step, step, steps_per_epoch, v)
+                         for v in views]
             _save(run, step, step // steps_per_epoch, force=True)
-            window.update(step=step, time=time.perf_counter())  # evaluation is not training
+            # evaluation is not training: restart the images/s window
+            window.update(step=step, time=time.perf_counter(), data_wait=0.0)
     run.checkpointer.wait()
     return {"step": step, "eval": last_eval}
 
@@ -232,7 +242,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
         steps_per_epoch = max(1, pipeline.train_steps_per_epoch(run.source,
                                                                 run.config.train.batch_size))
         results = [_evaluate_and_log(run, eval_step, run.step, steps_per_epoch, views)
-                   for views in (1, 10)]
+                   for views in run.config.train.final_eval_views]
     run.checkpointer.close()
     run.writer.close()
     return results

@@ -16,13 +16,18 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = data = ml_collections.ConfigDict()
     data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder
-    data.path = ""              # root of an ImageFolder tree (train/<class>/*, val/<class>/*)
+    data.path = ""              # ImageFolder tree (train/<class>/*, val/<class>/*) for folder; for
+                                # imagenette/cifar10 a local copy used instead of downloading
     data.data_dir = ""          # where tfds keeps prepared data; "" = tfds default
     data.resize_size = 256      # shorter side -> this, then the central square (paper: 256)
     data.crop_size = 224        # network input (paper: 224; Caffe geometry: 227)
     data.random_crop = True     # augmentation 1: random crop_size patches...
     data.random_flip = True     # ...and their horizontal mirrors
-    data.mean = "channel"       # subtracted mean: channel (ImageNet RGB means) | none
+    data.mean = "image"         # subtracted mean: image (per-pixel mean image, the paper) | channel | none
+    data.lighting = "cuda_convnet2"  # PCA lighting: cuda_convnet2 (component stds) | eigenvalue | none
+    data.lighting_strength = 0.1     # std of the random lighting coefficients a_i
+    data.stats_source = "dataset"    # mean and RGB PCA from: dataset (computed, cached) | imagenet (published)
+    data.stats_sample = 10_000       # training images the statistics are computed from (0 = all)
     data.shuffle_buffer = 10_000  # examples in the shuffle buffer (encoded bytes)
 
     config.model = model = ml_collections.ConfigDict()
@@ -59,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
     train.checkpoint_every_steps = 5000  # also saved at the end of every epoch
     train.keep_checkpoints = 3  # most recent checkpoints kept
     train.eval_batch_size = 128  # global batch size for evaluation
+    train.epoch_eval_views = 1  # views in the evaluation after each epoch: 1 (centre) | 10 (paper)
+    train.final_eval_views = (1, 10)  # views in the final evaluation and in --mode=eval
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.model = -1             # size of the `model` axis: 1 or 2; -1 = 2 when >= 2 devices

@@ -14,7 +14,8 @@ CLASSES = ("ant", "bee", "cat", "dog", "eel")
 
 
 def make_image_tree(root: Path, train_per_class: int = 8, val_per_class: int = 3,
-                    odd_files: bool = False, seed: int = 0) -> Path:
+                    odd_files: bool = False, seed: int = 0,
+                    classes: tuple[str, ...] = CLASSES) -> Path:
     """Write an ImageFolder tree of class-coloured JPEGs (sizes vary: 48x40 .. 70x90).
 
     With odd_files: a greyscale JPEG, a CMYK JPEG, an RGBA PNG and a corrupt file in train/.
@@ -23,7 +24,7 @@ def make_image_tree(root: Path, train_per_class: int = 8, val_per_class: int = 3
 
     rng = np.random.RandomState(seed)
     for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
@@ -62,3 +63,45 @@ def tiny_config(tree: Path, data_dir: Path):
     config.train.log_every_steps = 1
     config.lock()
     return config
+
+
+IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")  # the first three ILSVRC-2012 classes
+
+
+def make_imagenet_tars(manual_dir: Path, per_class: int = 4, val_images: int = 6,
+                       seed: int = 0) -> Path:
+    """ILSVRC2012_img_train.tar (one tar of JPEGs per WordNet ID inside) and
+    ILSVRC2012_img_val.tar (flat ILSVRC2012_val_XXXXXXXX.JPEG files), as image-net.org ships
+    them and as tfds's imagenet2012 builder reads them."""
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.RandomState(seed)
+
+    def jpeg_bytes(label: int) -> bytes:
+        height, width = rng.randint(40, 80), rng.randint(40, 80)
+        pixels = np.clip(np.array([80 * label, 200 - 60 * label, 100])
+                         + rng.randint(-30, 30, (height, width, 3)), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    manual_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(manual_dir / "ILSVRC2012_img_train.tar", "w") as outer:
+        for label, wnid in enumerate(IMAGENET_WNIDS):
+            inner_bytes = io.BytesIO()
+            with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
+                for i in range(per_class):
+                    add(inner, f"{wnid}_{i + 1}.JPEG", jpeg_bytes(label))
+            add(outer, f"{wnid}.tar", inner_bytes.getvalue())
+    with tarfile.open(manual_dir / "ILSVRC2012_img_val.tar", "w") as tar:
+        for i in range(val_images):
+            add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg_bytes(i % 3))
+    return manual_dir

@@ -49,9 +49,12 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     for r in train_lines:
         assert {"step", "epoch", "loss", "learning_rate", "images_per_sec"} <= set(r)
         assert r["learning_rate"] == 0.01 and r["images_per_sec"] > 0
-    evals = [r for r in lines if r.get("split") == "val"]
-    assert len(evals) == 1 and evals[0]["count"] == 15 and evals[0]["crops"] == 1
-    assert 0.0 <= evals[0]["top5_error"] <= evals[0]["top1_error"] <= 1.0
+    evals = [r for r in lines if r.get("split") == "val"]  # the end: centre crop and 10 views
+    assert [(r["step"], r["crops"], r["count"]) for r in evals] == [(5, 1, 15), (5, 10, 15)]
+    for r in evals:
+        assert 0.0 <= r["top5_error"] <= r["top1_error"] <= 1.0
+        assert r["top1_error"] * 15 == pytest.approx(round(r["top1_error"] * 15))  # whole images
+    assert 0.0 <= train_lines[-1]["data_wait_fraction"] <= 1.0
     assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "folder"
     assert list(workdir.glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) \

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
 from alexnet_jax.data import preprocess
+from alexnet_jax.data import stats as stats_lib
 from alexnet_jax.data.sources import Source
 from alexnet_jax.sharding import sharding_for
 
@@ -65,16 +66,40 @@ class Preprocessing:
         raise ValueError(f"evaluation views must be 1 or 10, got {views}")
 
 
-# ImageNet's per-channel RGB mean on the 0-255 scale (the widely used published values).
-IMAGENET_RGB_MEAN = (123.68, 116.779, 103.939)
-
-
-def preprocessing_from_config(config: ml_collections.ConfigDict) -> Preprocessing:
-    """The host-side preprocessing of config.data."""
+def preprocessing_from_config(config: ml_collections.ConfigDict, source: Source,
+                              progress: bool = True) -> Preprocessing:
+    """The host-side preprocessing of config.data; computes the dataset statistics it needs
+    on first use (cached beside the prepared data)."""
     d = config.data
-    mean = {"channel": np.asarray(IMAGENET_RGB_MEAN, np.float32), "none": None}[d.mean]
-    return Preprocessing(resize_size=d.resize_size, crop_size=d.crop_size,
-                         random_crop=d.random_crop, random_flip=d.random_flip, mean=mean)
+    stats = None
+    if d.mean != "none" or d.lighting != "none":
+        if d.stats_source == "dataset":
+            stats = stats_lib.dataset_stats(source, d.resize_size, d.stats_sample, progress)
+        else:
+            mode = d.lighting if d.lighting != "none" else "cuda_convnet2"
+            stats = stats_lib.published_imagenet_stats(d.resize_size, mode)
+    mean = {"image": stats.mean_image if stats else None,
+            "channel": stats.channel_mean if stats else None, "none": None}[d.mean]
+    lighting = d.lighting != "none" and d.lighting_strength > 0
+    return Preprocessing(
+        resize_size=d.resize_size, crop_size=d.crop_size, random_crop=d.random_crop,
+        random_flip=d.random_flip, mean=None if mean is None else np.asarray(mean, np.float32),
+        lighting_strength=d.lighting_strength if lighting else 0.0,
+        eigenvectors=stats.eigenvectors.astype(np.float32) if lighting else None,
+        component_scales=stats.lighting_scales(d.lighting).astype(np.float32)
+        if lighting else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Which part of the data this process reads: process `index` of `count`."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def of_this_process(cls) -> "Shard":
+        return cls(jax.process_index(), jax.process_count())
 
 
 def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
@@ -82,37 +107,35 @@ def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, process_index]).generate_state(1)[0] >> 1)
 
 
-def _process_split(split: str) -> str:
-    return tfds.split_for_jax_process(split, process_index=jax.process_index(),
-                                      process_count=jax.process_count(), drop_remainder=True)
-
-
-def train_steps_per_epoch(source: Source, global_batch: int) -> int:
-    """Full global batches per epoch (every process gets the same number)."""
-    per_process = source.num_examples(source.train_split) // jax.process_count()
-    return per_process // (global_batch // jax.process_count())
-
-
 def _read_options() -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
-    options.threading.private_threadpool_size = 0
     return options
 
 
+def train_steps_per_epoch(source: Source, global_batch: int, shard: Shard | None = None) -> int:
+    """Full global batches per epoch (every process gets the same number)."""
+    shard = shard or Shard.of_this_process()
+    per_process = source.num_examples(source.train_split) // shard.count
+    return per_process // (global_batch // shard.count)
+
+
 def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: int, epoch: int,
-                  start_batch: int = 0, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+                  start_batch: int = 0, shuffle_buffer: int = 10_000,
+                  shard: Shard | None = None) -> tf.data.Dataset:
     """This process's augmented training batches of one epoch, from batch `start_batch` on.
 
     Yields {"images": float32 (b, crop, crop, 3), "labels": int32 (b,)} with
-    b = global_batch / process_count.
+    b = global_batch / process count. Each process reads its own 1/count of the split.
     """
-    local_batch = global_batch // jax.process_count()
-    epoch_key = epoch_seed(seed, epoch, jax.process_index())
+    shard = shard or Shard.of_this_process()
+    local_batch = global_batch // shard.count
+    epoch_key = epoch_seed(seed, epoch, shard.index)
+    split = tfds.split_for_jax_process(source.train_split, process_index=shard.index,
+                                       process_count=shard.count, drop_remainder=True)
     read_config = tfds.ReadConfig(shuffle_seed=epoch_key, options=_read_options(),
                                   try_autocache=False)
-    ds = source.builder.as_dataset(split=_process_split(source.train_split), shuffle_files=True,
-                                   read_config=read_config,
+    ds = source.builder.as_dataset(split=split, shuffle_files=True, read_config=read_config,
                                    decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.shuffle(shuffle_buffer, seed=epoch_key, reshuffle_each_iteration=False)
     ds = ds.enumerate().skip(start_batch * local_batch)  # skip before decoding: cheap
@@ -126,21 +149,24 @@ def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: 
     return ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def eval_batches_per_process(source: Source, global_batch: int) -> int:
+def eval_batches_per_process(source: Source, global_batch: int,
+                             shard: Shard | None = None) -> int:
     """Evaluation batches each process runs: enough for its share, equal on every process."""
-    per_process = math.ceil(source.num_examples(source.eval_split) / jax.process_count())
-    return math.ceil(per_process / (global_batch // jax.process_count()))
+    shard = shard or Shard.of_this_process()
+    per_process = math.ceil(source.num_examples(source.eval_split) / shard.count)
+    return math.ceil(per_process / (global_batch // shard.count))
 
 
-def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: int
-                 ) -> tf.data.Dataset:
+def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: int,
+                 shard: Shard | None = None) -> tf.data.Dataset:
     """This process's share of the evaluation split, every image exactly once.
 
     Yields {"images": (b, views, crop, crop, 3), "labels": (b,), "mask": (b,)}; the last batches
     are padded with mask 0 so that every process runs the same number of steps.
     """
-    local_batch = global_batch // jax.process_count()
-    split = tfds.even_splits(source.eval_split, n=jax.process_count())[jax.process_index()]
+    shard = shard or Shard.of_this_process()
+    local_batch = global_batch // shard.count
+    split = tfds.even_splits(source.eval_split, n=shard.count)[shard.index]
     ds = source.builder.as_dataset(split=split, shuffle_files=False,
                                    read_config=tfds.ReadConfig(options=_read_options()),
                                    decoders={"image": tfds.decode.SkipDecoding()})
@@ -148,7 +174,7 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
                             "labels": tf.cast(ex["label"], tf.int32),
                             "mask": tf.constant(1.0, tf.float32)},
                 num_parallel_calls=AUTOTUNE, deterministic=True)
-    total = eval_batches_per_process(source, global_batch) * local_batch
+    total = eval_batches_per_process(source, global_batch, shard) * local_batch
     padding = total - int(source.builder.info.splits[split].num_examples)
     crop = prep.crop_size
     blank = {"images": tf.zeros([views, crop, crop, 3]), "labels": tf.constant(0, tf.int32),

@@ -6,6 +6,8 @@
   imagenette    tfds `imagenette/full-size-v2` (downloaded by tfds where the internet is reachable).
   cifar10       tfds `cifar10` (downloaded by tfds).
   folder        any ImageFolder tree at `config.data.path` (see folder_builder.py).
+For imagenette and cifar10, a non-empty `config.data.path` names a local ImageFolder copy of the
+dataset (e.g. ../shared/data/imagenette2-224), read through the folder source instead.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def default_data_dir(data_dir: str) -> str:
 def open_source(name: str, path: str = "", data_dir: str = "") -> Source:
     """The prepared dataset `name`, preparing it first if needed; UserError says how to get it."""
     data_dir = default_data_dir(data_dir)
-    if name == "folder":
-        return _open_folder(path, data_dir)
+    if name == "folder" or (name in ("imagenette", "cifar10") and path):
+        return _open_folder(path, data_dir, name)
     if name not in TFDS_DATASETS:
         raise UserError(f"data.name={name!r} is not a dataset this project knows; use one of "
                         f"{', '.join(SOURCE_NAMES)}.")
@@ -74,11 +76,11 @@ def open_source(name: str, path: str = "", data_dir: str = "") -> Source:
     return Source(name, builder, train_split, eval_split, tuple(label.names), {})
 
 
-def _open_folder(path: str, data_dir: str) -> Source:
+def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
     root = Path(os.path.expanduser(path)) if path else None
     if root is None or not (root / "train").is_dir():
         raise UserError(
-            f"data.name='folder' needs data.path to be an ImageFolder tree with a train/ folder "
+            f"data.name={name!r} needs data.path to be an ImageFolder tree with a train/ folder "
             f"(train/<class>/*.jpg and val/<class>/*.jpg); got data.path={path!r}. Pass "
             "--config.data.path=/path/to/tree.")
     try:
@@ -98,7 +100,7 @@ def _open_folder(path: str, data_dir: str) -> Source:
             raise UserError(f"every image under {root / split} was unreadable "
                             f"({len(skipped.get(split, []))} skipped, see "
                             f"{builder.data_dir}/{folder_builder.SKIPPED_FILE}).")
-    return Source("folder", builder, "train", "val", tree.class_names, skipped)
+    return Source(name, builder, "train", "val", tree.class_names, skipped)
 
 
 def _require_imagenet_tars(builder, data_dir: str) -> None:

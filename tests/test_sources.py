@@ -1,0 +1,91 @@
+"""The tfds sources: imagenet2012 from generated tars in the layout tfds expects, imagenette and
+cifar10 (tfds builders, or local ImageFolder copies), and their error messages."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from alexnet_jax.data import pipeline, sources
+from alexnet_jax.errors import UserError
+from helpers import IMAGENET_WNIDS, make_image_tree, make_imagenet_tars
+
+
+def test_imagenet2012_is_prepared_from_the_manual_tars(tmp_path):
+    make_imagenet_tars(tmp_path / "downloads" / "manual", per_class=4, val_images=6)
+    source = sources.open_source("imagenet2012", "", str(tmp_path))
+    assert source.builder.name == "imagenet2012" and source.num_classes == 1000
+    assert source.class_names[:3] == IMAGENET_WNIDS
+    assert (source.train_split, source.eval_split) == ("train", "validation")
+    assert source.num_examples("train") == 12 and source.num_examples("validation") == 6
+    train = list(tfds.as_numpy(source.builder.as_dataset("train")))
+    assert sorted({int(ex["label"]) for ex in train}) == [0, 1, 2]
+    for ex in train:
+        assert ex["file_name"].decode().startswith(IMAGENET_WNIDS[ex["label"]])
+    # validation labels come from tfds's copy of the official ground truth, by file name
+    val = {ex["file_name"].decode(): source.class_names[ex["label"]]
+           for ex in tfds.as_numpy(source.builder.as_dataset("validation"))}
+    assert val["ILSVRC2012_val_00000001.JPEG"] == "n01751748"
+    assert val["ILSVRC2012_val_00000002.JPEG"] == "n09193705"
+    prep = pipeline.Preprocessing(resize_size=40, crop_size=32)
+    batch = next(iter(tfds.as_numpy(pipeline.train_dataset(source, prep, 4, seed=0, epoch=0))))
+    assert batch["images"].shape == (4, 32, 32, 3) and set(batch["labels"]) <= {0, 1, 2}
+
+
+def test_imagenet2012_with_one_tar_missing_names_it(tmp_path):
+    manual = make_imagenet_tars(tmp_path / "downloads" / "manual")
+    (manual / "ILSVRC2012_img_val.tar").unlink()
+    with pytest.raises(UserError, match="missing now: ILSVRC2012_img_val.tar"):
+        sources.open_source("imagenet2012", "", str(tmp_path))
+
+
+@pytest.mark.parametrize("name,tfds_name,splits,first_class", [
+    ("imagenette", "imagenette/full-size-v2", ("train", "validation"), "n01440764"),
+    ("cifar10", "cifar10", ("train", "test"), None)])
+def test_tfds_sources_and_their_offline_message(tmp_path, monkeypatch, name, tfds_name, splits,
+                                                first_class):
+    assert sources.TFDS_DATASETS[name] == (tfds_name, *splits)
+    builder = tfds.builder(tfds_name, data_dir=str(tmp_path))
+    names = builder.info.features["label"].names
+    assert len(names) == 10
+    if first_class:  # (tfds reads CIFAR-10's names from the download itself)
+        assert names[0] == first_class
+
+    def no_network(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'example.org'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    with pytest.raises(UserError) as error:
+        sources.open_source(name, "", str(tmp_path))
+    message = str(error.value)
+    assert f"could not prepare the {name} dataset" in message
+    assert "ConnectionError" in message and "--config.data.name=folder" in message
+
+
+def test_local_copies_use_the_folder_source_with_the_datasets_label_order(tmp_path):
+    cifar_classes = ("truck", "airplane", "cat", "bird", "automobile")
+    tree = make_image_tree(tmp_path / "cifar", train_per_class=2, val_per_class=1,
+                           classes=cifar_classes)
+    source = sources.open_source("cifar10", str(tree), str(tmp_path / "tfds"))
+    assert source.name == "cifar10" and source.eval_split == "val"
+    # CIFAR-10's label order is alphabetical, so sorted folder names give the same labels
+    assert source.class_names == ("airplane", "automobile", "bird", "cat", "truck")
+
+
+def test_each_process_reads_its_own_shard(image_tree, tmp_path):
+    source = sources.open_source("folder", str(image_tree), str(tmp_path))
+    prep = pipeline.Preprocessing(resize_size=40, crop_size=32, random_crop=False,
+                                  random_flip=False)
+    shards = [pipeline.Shard(i, 2) for i in range(2)]
+    per_process = [list(tfds.as_numpy(pipeline.train_dataset(source, prep, 8, seed=0, epoch=0,
+                                                             shard=shard))) for shard in shards]
+    assert [len(batches) for batches in per_process] == [5, 5]  # 43 // 2 = 21 -> 5 of 4
+    assert all(b["images"].shape[0] == 4 for batches in per_process for b in batches)
+    assert pipeline.train_steps_per_epoch(source, 8, shards[0]) == 5
+    seen = [np.concatenate([b["images"] for b in batches]).reshape(20, -1)
+            for batches in per_process]
+    overlap = (seen[0][:, None, :] == seen[1][None, :, :]).all(-1)
+    assert not overlap.any()  # disjoint shards
+    evals = [list(tfds.as_numpy(pipeline.eval_dataset(source, prep, 8, 1, shard=shard)))
+             for shard in shards]
+    assert [len(e) for e in evals] == [2, 2]  # 15 -> 8 + 7, two batches of 4 each
+    assert sum(float(b["mask"].sum()) for e in evals for b in e) == 15.0
