@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     train.keep_checkpoints = 3  # most recent checkpoints kept
     train.eval_batch_size = 128  # global batch size for evaluation
     train.epoch_eval_views = 1  # views in the evaluation after each epoch: 1 (centre) | 10 (paper)
-    train.final_eval_views = (1, 10)  # views in the final evaluation and in --mode=eval
+    train.final_eval_views = (1, 10)  # views in the final evaluation and --mode=eval; () = none
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.model = -1             # size of the `model` axis: 1 or 2; -1 = 2 when >= 2 devices

@@ -48,13 +48,26 @@ class Preprocessing:
         return image
 
     def train_view(self, image_bytes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """One augmented training image (crop, flip and PCA lighting)."""
+        image, alphas = self.train_view_and_lighting(image_bytes, seed)
+        return self.add_lighting(image, alphas)
+
+    def train_view_and_lighting(self, image_bytes: tf.Tensor, seed: tf.Tensor
+                                ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The cropped, flipped image and its PCA lighting coefficients a_i, not yet added
+        (the pipeline adds them to a whole batch at once: one op instead of one per image)."""
         crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         image = preprocess.random_crop_and_flip(self.square(image_bytes), self.crop_size,
                                                 crop_seed, self.random_crop, self.random_flip)
-        if self.lighting_strength > 0:
-            image = preprocess.pca_lighting(image, self.eigenvectors, self.component_scales,
-                                            self.lighting_strength, light_seed)
-        return image
+        alphas = preprocess.lighting_coefficients(light_seed, self.lighting_strength)
+        return image, alphas
+
+    def add_lighting(self, images: tf.Tensor, alphas: tf.Tensor) -> tf.Tensor:
+        """Images (..., H, W, 3) plus their colour shifts, alphas (..., 3)."""
+        if self.lighting_strength <= 0:
+            return images
+        return images + preprocess.lighting_offsets(alphas, self.eigenvectors,
+                                                    self.component_scales)
 
     def eval_views(self, image_bytes: tf.Tensor, views: int) -> tf.Tensor:
         """(views, crop, crop, 3): the centre crop (views=1) or the paper's 10 views."""
@@ -142,11 +155,17 @@ def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: 
 
     def augment(index, example):
         example_seed = tf.stack([tf.constant(epoch_key, tf.int64), index])
-        return {"images": prep.train_view(example["image"], example_seed),
+        image, alphas = prep.train_view_and_lighting(example["image"], example_seed)
+        return {"images": image, "alphas": alphas,
                 "labels": tf.cast(example["label"], tf.int32)}
 
+    def light_batch(batch):
+        return {"images": prep.add_lighting(batch["images"], batch["alphas"]),
+                "labels": batch["labels"]}
+
     ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.batch(local_batch, drop_remainder=True)
+    return ds.map(light_batch, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
 def eval_batches_per_process(source: Source, global_batch: int,

@@ -55,18 +55,28 @@ def random_crop_and_flip(image: tf.Tensor, crop: int, seed: tf.Tensor, random_cr
     return image
 
 
-def pca_lighting(image: tf.Tensor, eigenvectors: tf.Tensor, component_scales: tf.Tensor,
-                 strength: float, seed: tf.Tensor) -> tf.Tensor:
-    """Paper augmentation 2: add sum_i eigvec_i * a_i * scale_i to every pixel, a_i ~ N(0, strength).
+def lighting_coefficients(seed: tf.Tensor, strength: float) -> tf.Tensor:
+    """Paper augmentation 2's random a_i ~ N(0, strength), one draw per image per use: (3,)."""
+    return tf.random.stateless_normal([3], seed, stddev=strength)
+
+
+def lighting_offsets(alphas: tf.Tensor, eigenvectors, component_scales) -> tf.Tensor:
+    """sum_i eigvec_i * a_i * scale_i for alphas (..., 3), shaped to broadcast over (..., H, W, 3).
 
     `eigenvectors` (3, 3) holds the RGB covariance's eigenvectors as columns; `component_scales`
     are the components' standard deviations (cuda-convnet2) or eigenvalues (fb.resnet reading),
-    on the 0-255 scale. One draw per image per use.
+    on the 0-255 scale.
     """
-    alphas = tf.random.stateless_normal([3], seed, stddev=strength)
-    offset = tf.linalg.matvec(tf.cast(eigenvectors, tf.float32),
-                              alphas * tf.cast(component_scales, tf.float32))
-    return image + offset
+    weighted = alphas * tf.cast(component_scales, tf.float32)
+    offsets = tf.linalg.matvec(tf.cast(eigenvectors, tf.float32), weighted)
+    return offsets[..., None, None, :]
+
+
+def pca_lighting(image: tf.Tensor, eigenvectors, component_scales, strength: float,
+                 seed: tf.Tensor) -> tf.Tensor:
+    """Paper augmentation 2 on one image: add one random colour shift to every pixel."""
+    alphas = lighting_coefficients(seed, strength)
+    return image + lighting_offsets(alphas, eigenvectors, component_scales)
 
 
 def ten_views(image: tf.Tensor, crop: int) -> tf.Tensor:
