@@ -115,6 +115,7 @@ def write_run_facts(run: Run) -> None:
         "train_examples": run.source.num_examples(run.source.train_split),
         "eval_examples": run.source.num_examples(run.source.eval_split),
         "skipped_images": {k: len(v) for k, v in run.source.skipped_images.items()},
+        "stats_sample_size": run.prep.stats_sample_size,
         "time": time.time()})
 
 

@@ -90,3 +90,17 @@ def test_batches_reach_the_mesh_sharded_over_data(source):
     assert images.shape == (8, 32, 32, 3) and images.sharding.spec[0] == "data"
     assert {s.data.shape[0] for s in images.addressable_shards} == {2}
     np.testing.assert_array_equal(np.asarray(images), host[0]["images"])
+
+
+def test_crop_and_flip_switches():
+    pixels = np.random.RandomState(0).randint(0, 255, (12, 12, 3)).astype(np.uint8)
+    encoded = tf.io.encode_png(pixels)
+    seeds = [tf.constant([0, i], tf.int64) for i in range(20)]
+    fixed = pipeline.Preprocessing(resize_size=12, crop_size=8, random_crop=False,
+                                   random_flip=False)
+    for seed in seeds:
+        np.testing.assert_array_equal(fixed.train_view(encoded, seed), pixels[2:10, 2:10])
+    flips_only = pipeline.Preprocessing(resize_size=12, crop_size=8, random_crop=False)
+    views = {flips_only.train_view(encoded, seed).numpy().tobytes() for seed in seeds}
+    assert views == {pixels[2:10, 2:10].astype(np.float32).tobytes(),
+                     pixels[2:10, 2:10][:, ::-1].astype(np.float32).tobytes()}

@@ -39,6 +39,7 @@ class Preprocessing:
     eigenvectors: np.ndarray | None = None       # (3, 3), columns
     component_scales: np.ndarray | None = None   # (3,), 0-255 scale
     mean: np.ndarray | None = None    # (resize, resize, 3) mean image, (3,) channel mean, or None
+    stats_sample_size: int = 0        # training images the mean and PCA came from (0: published)
 
     def square(self, image_bytes: tf.Tensor) -> tf.Tensor:
         """Decoded, resized, centre-squared, mean-subtracted float32 image."""
@@ -100,7 +101,7 @@ def preprocessing_from_config(config: ml_collections.ConfigDict, source: Source,
         lighting_strength=d.lighting_strength if lighting else 0.0,
         eigenvectors=stats.eigenvectors.astype(np.float32) if lighting else None,
         component_scales=stats.lighting_scales(d.lighting).astype(np.float32)
-        if lighting else None)
+        if lighting else None, stats_sample_size=stats.sample_size if stats else 0)
 
 
 @dataclasses.dataclass(frozen=True)
