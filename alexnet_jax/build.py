@@ -10,8 +10,10 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from alexnet_jax import optim, sharding
+from alexnet_jax.cifar_model import CifarConvLocal
 from alexnet_jax.layers import LRNParams
 from alexnet_jax.model import AlexNet
+from alexnet_jax.sharded_network import ShardedNetwork
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -21,31 +23,42 @@ def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
     return sharding.make_mesh(config.mesh.model, config.model.columns)
 
 
-def model_kwargs(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-    """AlexNet's constructor arguments from config.model and config.data."""
+def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
     m = config.model
-    lrn = LRNParams(n=m.lrn_n, k=m.lrn_k, alpha=m.lrn_alpha, beta=m.lrn_beta,
-                    alpha_over_n=m.lrn_alpha_over_n) if m.lrn else None
-    return dict(num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
-                conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn,
-                overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate,
-                activation=m.activation, conv1_geometry=m.conv1_geometry,
-                column_impl=m.column_impl, init_std=m.init_std, positive_bias=m.positive_bias,
-                dtype=DTYPES[m.dtype])
+    return LRNParams(n=m.lrn_n, k=m.lrn_k, alpha=m.lrn_alpha, beta=m.lrn_beta,
+                     alpha_over_n=m.lrn_alpha_over_n) if m.lrn else None
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh) -> AlexNet:
-    """The model with the paper's initialisation, its parameters created already sharded."""
-    kwargs = model_kwargs(config, num_classes)
+def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh):
+    """A function (rngs) -> the network of config.model.arch."""
+    m = config.model
+    if m.arch == "cifar_conv_local":
+        return lambda rngs: CifarConvLocal(
+            num_classes=num_classes, input_size=config.data.crop_size,
+            widths=tuple(m.conv_widths), lrn=lrn_params(config), activation=m.activation,
+            dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+    return lambda rngs: AlexNet(
+        num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
+        conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn_params(config),
+        overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate, activation=m.activation,
+        conv1_geometry=m.conv1_geometry, column_impl=m.column_impl, init_std=m.init_std,
+        positive_bias=m.positive_bias, dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int,
+                mesh: Mesh) -> ShardedNetwork:
+    """The model with its paper initialisation, its parameters created already sharded."""
+    create = model_factory(config, num_classes, mesh)
     with jax.set_mesh(mesh):
-        return nnx.jit(lambda: AlexNet(**kwargs, mesh=mesh, rngs=nnx.Rngs(config.seed)))()
+        return nnx.jit(lambda: create(nnx.Rngs(config.seed)))()
 
 
-def abstract_model(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh) -> AlexNet:
+def abstract_model(config: ml_collections.ConfigDict, num_classes: int,
+                   mesh: Mesh) -> ShardedNetwork:
     """The model's shapes and shardings without allocating it (for restoring checkpoints)."""
-    kwargs = model_kwargs(config, num_classes)
+    create = model_factory(config, num_classes, mesh)
     with jax.set_mesh(mesh):
-        return nnx.eval_shape(lambda: AlexNet(**kwargs, mesh=mesh, rngs=nnx.Rngs(config.seed)))
+        return nnx.eval_shape(lambda: create(nnx.Rngs(config.seed)))
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -53,5 +66,6 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     o = config.optimizer
     return optim.create_optimizer(momentum=o.momentum, weight_decay=o.weight_decay,
                                   decay_mode=o.decay_mode, decay_biases=o.decay_biases,
-                                  initial_learning_rate=o.learning_rate)
+                                  initial_learning_rate=o.learning_rate,
+                                  layer_weight_decay=dict(o.layer_weight_decay))
 

@@ -18,12 +18,17 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    """Saves every `every_steps` steps (and when forced), keeps the last `keep`."""
+    """Saves when asked; keeps the last `keep` checkpoints and the one with the lowest
+    validation top-1 error (checkpoints saved with `top1_error`)."""
 
-    def __init__(self, directory: Path, keep: int, every_steps: int, asynchronous: bool = True):
+    def __init__(self, directory: Path, keep: int, asynchronous: bool = True):
+        keep_best = ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda metrics: -metrics["top1_error"], n=1,
+            keep_checkpoints_without_metrics=False)
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(keep), keep_best])
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=max(1, every_steps), create=True,
-            enable_async_checkpointing=asynchronous)
+            preservation_policy=policy, create=True, enable_async_checkpointing=asynchronous)
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._last_saved = self._manager.latest_step()
@@ -35,13 +40,16 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, params, opt_state, progress: dict[str, Any],
-             force: bool = False) -> bool:
-        """Start saving (asynchronously); returns whether a checkpoint is written at `step`."""
+             top1_error: float | None = None) -> bool:
+        """Start saving (asynchronously); returns whether a checkpoint is written at `step`.
+
+        `top1_error` (validation) makes the checkpoint a candidate for "best"."""
         if step == self._last_saved:
             return False
+        metrics = None if top1_error is None else {"top1_error": float(top1_error)}
         saved = self._manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            progress=ocp.args.JsonSave(progress)), force=force)
+            progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True)
         if saved:
             self._last_saved = step
         return saved

@@ -134,3 +134,21 @@ def feature_map_sizes(input_size: int, geometry: str, overlapping_pool: bool) ->
     pool5 = (pool2 - pool) // 2 + 1
     return {"conv1": conv1, "pool1": pool1, "conv2": pool1, "pool2": pool2, "conv3": pool2,
             "conv4": pool2, "conv5": pool2, "pool5": pool5}
+
+
+def max_pool_ceil(x: jax.Array, size: int, stride: int) -> jax.Array:
+    """Max-pooling with cuda-convnet's output size ceil((in - size) / stride) + 1 (the last
+    window may hang over the bottom/right edge)."""
+    out = -(-(x.shape[1] - size) // stride) + 1
+    extra = (out - 1) * stride + size - x.shape[1]
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size, 1),
+                                 (1, stride, stride, 1), ((0, 0), (0, extra), (0, extra), (0, 0)))
+
+
+def locally_connected(x: jax.Array, kernel_HxWxIxO: jax.Array, filter_size: int,
+                      padding) -> jax.Array:
+    """A convolution with a separate kernel at every output position (cuda-convnet's `local`
+    layer); kernel (out H, out W, in channels * filter_size^2, out channels), stride 1."""
+    return jax.lax.conv_general_dilated_local(
+        x, kernel_HxWxIxO, window_strides=(1, 1), padding=padding,
+        filter_shape=(filter_size, filter_size), dimension_numbers=CONV_DIMENSIONS)

@@ -13,12 +13,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
 from alexnet_jax import layers
-from alexnet_jax.sharding import MODEL_AXIS, axes_for, sharding_for, single_device_mesh, spec_for
+from alexnet_jax.sharded_network import ShardedNetwork, count_params  # noqa: F401
+from alexnet_jax.sharding import MODEL_AXIS, axes_for, single_device_mesh
 
 PAPER_CONV_WIDTHS = (96, 256, 384, 384, 256)
 PAPER_FC_WIDTHS = (4096, 4096)
@@ -55,7 +55,7 @@ def one_column_widths(conv_widths: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(w // 2 for w in conv_widths[:4]) + (conv_widths[4],)
 
 
-class AlexNet(nnx.Module):
+class AlexNet(ShardedNetwork):
     """The paper's eight-layer network, two columns (or the one-column ablation).
 
     Call it with images (B, H, W, 3) sharded over the mesh's `data` axis. Pass `dropout_key` to
@@ -100,31 +100,10 @@ class AlexNet(nnx.Module):
         self.fc7 = layer((fc_widths[0], fc_per_col[1]), one)          # all of fc6
         self.fc8 = ColumnSumParams(c, fc_per_col[1], num_classes, init_std, self.mesh, rngs)
 
-    def __call__(self, images_BxHxWx3: jax.Array, *, dropout_key: jax.Array | None = None
-                 ) -> jax.Array:
-        """Logits (B, num_classes), float32, sharded over `data`."""
-        if images_BxHxWx3.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(f"AlexNet built for {self.input_size}x{self.input_size}x3 inputs, "
-                             f"got {images_BxHxWx3.shape[1:]}")
-        # Accept any input (NumPy, one device, another layout): split the batch over `data`.
-        images_BxHxWx3 = jax.sharding.reshard(images_BxHxWx3, sharding_for(self.mesh, "batch"))
-        graphdef, params = nnx.split(self)
-        masks = self.dropout_masks(images_BxHxWx3.shape[0], dropout_key)
-        return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, masks)
-
-    def dropout_masks(self, batch: int, key: jax.Array | None) -> list[jax.Array]:
-        """Scaled keep-masks for fc6 and fc7, drawn for the global batch so that a given key
-        gives the same masks on any mesh (inverted dropout: kept units scaled by 1/(1-p))."""
-        if key is None or self.dropout_rate == 0.0:
-            return []
-        keep = 1.0 - self.dropout_rate
-        sharding = sharding_for(self.mesh, "batch_by_column")
-        masks = []
-        for layer_key, layer in zip(jax.random.split(key), (self.fc6, self.fc7)):
-            width = layer.kernel.shape[0] * layer.kernel.shape[-1]
-            kept = jax.random.bernoulli(layer_key, keep, (batch, width), out_sharding=sharding)
-            masks.append(kept.astype(self.dtype) * jnp.asarray(1.0 / keep, self.dtype))
-        return masks
+    def dropout_widths(self) -> tuple[int, ...]:
+        """fc6 and fc7 units (all columns)."""
+        return tuple(layer.kernel.shape[0] * layer.kernel.shape[-1]
+                     for layer in (self.fc6, self.fc7))
 
     # -- what each device runs on its own shard (inside shard_map) --------------------------
 
@@ -165,25 +144,3 @@ class AlexNet(nnx.Module):
 def gather_columns(x: jax.Array) -> jax.Array:
     """All columns' maps on every device of the `model` axis, in column order (channels last)."""
     return jax.lax.all_gather(x, MODEL_AXIS, axis=x.ndim - 1, tiled=True)
-
-
-def _forward_on_device(graphdef, params, images, masks):
-    return nnx.merge(graphdef, params).forward_on_device(images, masks)
-
-
-@partial(jax.jit, static_argnums=(0, 1))
-def _sharded_forward(graphdef, mesh: Mesh, params, images, masks):
-    """The forward pass as one shard_map over the mesh (jitted, so that eager calls are fast;
-    inside an outer jit it is inlined)."""
-    param_specs = jax.tree.map(lambda v: P(*v.out_sharding), params,
-                               is_leaf=lambda v: isinstance(v, nnx.Variable))
-    mask_specs = [spec_for("batch_by_column")] * len(masks)
-    forward = jax.shard_map(partial(_forward_on_device, graphdef), mesh=mesh,
-                            in_specs=(param_specs, spec_for("batch"), mask_specs),
-                            out_specs=spec_for("batch"))
-    return forward(params, images, masks)
-
-
-def count_params(model: nnx.Module) -> int:
-    """Number of learned scalars (weights and biases)."""
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))

@@ -29,10 +29,11 @@ class MomentumState(NamedTuple):
 
 def momentum_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: float = 5e-4,
                  decay_mode: str = "paper",
-                 decay_mask: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
+                 decay_scale: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
     """The paper's optimizer as an optax transformation; apply with optax.apply_updates.
 
-    `decay_mask(params)` gives a pytree of bools: which parameters are decayed (default: all).
+    `decay_scale(params)` gives a pytree of floats multiplying `weight_decay` per parameter
+    (default: 1 everywhere; 0 exempts a parameter).
     """
     if decay_mode not in DECAY_MODES:
         raise ValueError(f"decay_mode must be one of {DECAY_MODES}, got {decay_mode!r}")
@@ -43,9 +44,9 @@ def momentum_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: floa
     def update(grads, state, params):
         if params is None:
             raise ValueError("momentum_sgd needs the parameters for its weight decay")
-        mask = decay_mask(params) if decay_mask else jax.tree.map(lambda _: True, params)
-        decay = jax.tree.map(lambda w, m: weight_decay * learning_rate * w if m
-                             else jnp.zeros_like(w), params, mask)
+        scale = decay_scale(params) if decay_scale else jax.tree.map(lambda _: 1.0, params)
+        decay = jax.tree.map(lambda w, c: (c * weight_decay * learning_rate) * w if c
+                             else jnp.zeros_like(w), params, scale)
         if decay_mode == "paper":
             velocity = jax.tree.map(lambda v, d, g: momentum * v - d - learning_rate * g,
                                     state.velocity, decay, grads)
@@ -58,19 +59,30 @@ def momentum_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: floa
 
 
 def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
-                     decay_biases: bool, initial_learning_rate: float
+                     decay_biases: bool, initial_learning_rate: float,
+                     layer_weight_decay: dict[str, float] | None = None
                      ) -> optax.GradientTransformation:
     """The optimizer with its learning rate held in its state (settable every step).
 
     cuda-convnet decayed weights only (biases had no weight cost); `decay_biases` adds them.
+    `layer_weight_decay` overrides the decay of named layers (cuda-convnet's per-layer `wc`).
     """
-    def mask(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: decay_biases or not _is_bias(path), params)
+    overrides = tuple(sorted((layer_weight_decay or {}).items()))
 
-    return optax.inject_hyperparams(momentum_sgd, static_args=("decay_mode", "decay_mask"))(
+    def scale(params):
+        def of(path, _):
+            if _is_bias(path) and not decay_biases:
+                return 0.0
+            layer = getattr(path[0], "key", None)
+            for name, value in overrides:
+                if name == layer:
+                    return value / weight_decay if weight_decay else 0.0
+            return 1.0
+        return jax.tree_util.tree_map_with_path(of, params)
+
+    return optax.inject_hyperparams(momentum_sgd, static_args=("decay_mode", "decay_scale"))(
         learning_rate=initial_learning_rate, momentum=momentum, weight_decay=weight_decay,
-        decay_mode=decay_mode, decay_mask=mask)
+        decay_mode=decay_mode, decay_scale=scale)
 
 
 def set_learning_rate(opt_state, learning_rate: jax.Array):

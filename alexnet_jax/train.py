@@ -1,4 +1,4 @@
-"""The training loop: build the run from its config, resume, train, evaluate, checkpoint, log."""
+"""A run: build it from its config, resume it, train and evaluate it, checkpoint and log it."""
 
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ import tensorflow_datasets as tfds
 from absl import logging
 from flax import nnx
 from jax.sharding import Mesh
+from tqdm import tqdm
 
-from alexnet_jax import build, checkpointing, sharding, steps
+from alexnet_jax import build, checkpointing, config_checks, plots, sharding, steps
 from alexnet_jax.data import pipeline, sources
 from alexnet_jax.errors import UserError
 from alexnet_jax.evaluate import evaluate
 from alexnet_jax.metrics_writer import MetricsWriter
-from alexnet_jax.model import count_params
+from alexnet_jax.preemption import StopRequest
+from alexnet_jax.schedule import Schedule
+from alexnet_jax.sharded_network import count_params
 
 
 @dataclasses.dataclass
@@ -39,20 +42,27 @@ class Run:
     params: Any
     opt_state: Any
     tx: Any
+    schedule: Schedule
     checkpointer: checkpointing.Checkpointer
     writer: MetricsWriter
     num_params: int
-    progress: dict[str, Any]
+    progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
 
     @property
     def step(self) -> int:
         return int(self.progress["step"])
 
+    @property
+    def is_chief(self) -> bool:
+        return jax.process_index() == 0
+
 
 def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
     """What a checkpoint's arrays depend on: restoring into a different model is refused."""
-    return {"model": json.loads(config.model.to_json()), "crop_size": config.data.crop_size,
-            "num_classes": num_classes}
+    model = json.loads(config.model.to_json())
+    for key in ("column_impl", "dtype", "dropout_rate"):  # how it computes, not what it stores
+        model.pop(key, None)
+    return {"model": model, "crop_size": config.data.crop_size, "num_classes": num_classes}
 
 
 def prepare_workdir(workdir: Path) -> Path:
@@ -60,7 +70,7 @@ def prepare_workdir(workdir: Path) -> Path:
     workdir = Path(workdir).expanduser().absolute()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test_{jax.process_index()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
@@ -71,41 +81,44 @@ def prepare_workdir(workdir: Path) -> Path:
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     """Mesh, data, model and optimizer state, restored from the latest checkpoint if any."""
-    workdir = prepare_workdir(Path(workdir))
+    config_checks.validate(config)
     mesh = build.build_mesh(config)
+    config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS], jax.process_count())
+    workdir = prepare_workdir(Path(workdir))
     source = sources.open_source(config.data.name, config.data.path, config.data.data_dir)
-    prep = pipeline.preprocessing_from_config(config, source,
-                                              progress=jax.process_index() == 0)
+    prep = pipeline.preprocessing_from_config(config, source, progress=jax.process_index() == 0)
     model = build.build_model(config, source.num_classes, mesh)
     graphdef, params = nnx.split(model)
     params = params.to_pure_dict()
     tx = build.build_optimizer(config)
     with jax.set_mesh(mesh):
         opt_state = jax.jit(tx.init)(params)
-    train = config.train
-    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", train.keep_checkpoints,
-                                              train.checkpoint_every_steps)
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
+                                              config.train.keep_checkpoints)
+    schedule = Schedule(config.schedule, config.optimizer.learning_rate)
     fingerprint = model_fingerprint(config, source.num_classes)
-    progress = {"step": 0, "fingerprint": fingerprint}
+    progress = {"step": 0, "epoch": 0, "fingerprint": fingerprint, "best": None}
     latest = checkpointer.latest_step()
     if latest is not None:
         saved = checkpointer.restore_progress(latest)
         if saved.get("fingerprint") != fingerprint:
+            checkpointer.close()
             raise UserError(
                 f"the checkpoint at {checkpointer.directory}/{latest} was written by a different "
-                f"model (its model config: {saved.get('fingerprint')}; this run's: {fingerprint})."
+                f"model or dataset (its: {saved.get('fingerprint')}; this run's: {fingerprint})."
                 " Use a new --workdir for a different model, or run with the original config.")
         params, opt_state, progress = checkpointer.restore(
             latest, checkpointing.abstract_like(params), checkpointing.abstract_like(opt_state))
+        schedule.load_dict(progress["schedule"])
         logging.info("resumed from %s at step %d", checkpointer.directory, latest)
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-    return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx,
+    return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
                checkpointer, writer, count_params(model), progress)
 
 
 def write_run_facts(run: Run) -> None:
     """config.json and the first metrics.jsonl line of this run."""
-    if jax.process_index() == 0:
+    if run.is_chief:
         (run.workdir / "config.json").write_text(run.config.to_json_best_effort(indent=2))
     run.writer.write_record({
         "event": "run_start", "num_params": run.num_params, "num_devices": jax.device_count(),
@@ -115,135 +128,241 @@ def write_run_facts(run: Run) -> None:
         "train_examples": run.source.num_examples(run.source.train_split),
         "eval_examples": run.source.num_examples(run.source.eval_split),
         "skipped_images": {k: len(v) for k, v in run.source.skipped_images.items()},
-        "stats_sample_size": run.prep.stats_sample_size,
-        "time": time.time()})
+        "stats_sample_size": run.prep.stats_sample_size, "time": time.time()})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train (resuming if the workdir has checkpoints), evaluate each epoch; final metrics."""
+    """Train (resuming if the workdir has checkpoints), evaluate, checkpoint; final metrics.
+
+    SIGTERM or SIGINT ends the run cleanly after the current step, with a checkpoint.
+    """
     run = setup_run(config, workdir)
-    write_run_facts(run)
-    with jax.set_mesh(run.mesh):
+    try:
+        write_run_facts(run)
+        with jax.set_mesh(run.mesh), StopRequest() as stop:
+            return Trainer(run, stop).train()
+    finally:
+        run.checkpointer.close()
+        run.writer.close()
+
+
+class Trainer:
+    """The loop over steps and epochs of one run."""
+
+    def __init__(self, run: Run, stop: StopRequest):
+        self.run, self.stop = run, stop
+        train = run.config.train
+        self.batch_size = train.batch_size
+        self.steps_per_epoch = pipeline.train_steps_per_epoch(run.source, train.batch_size)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training split has fewer images "
+                            f"({run.source.num_examples(run.source.train_split)}) than one batch "
+                            f"(train.batch_size={train.batch_size}); lower the batch size.")
+        self.total_steps = (train.num_steps if train.num_steps > 0
+                            else train.num_epochs * self.steps_per_epoch)
+        self.train_step = steps.make_train_step(
+            run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
+            jax.random.key(run.config.seed))
+        self.eval_step = steps.make_eval_step(run.graphdef)
+        self.pending = None  # (step, metrics on device): fetched one step late
+        self.evaluations = {}  # (step, views) -> record, so the end never evaluates twice
+        self.window = {}     # since the last log line: start step, time, data wait
+        self.bar = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        run = self.run
+        done = run.step >= self.total_steps or run.schedule.state.finished
+        complete = read_completion(run.workdir)
+        if done and complete and complete["step"] == run.step:
+            logging.info("the run in %s is already complete (step %d)", run.workdir, run.step)
+            return complete
+        step = run.step
+        self._reset_window(step)
+        self.bar = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True,
+                        disable=not run.is_chief, desc=run.workdir.name)
         try:
-            return _train_loop(run)
+            while step < self.total_steps and not self.stop and not run.schedule.state.finished:
+                epoch, start_batch = divmod(step, self.steps_per_epoch)
+                run.schedule.start_epoch(epoch)
+                step = self._train_epoch(epoch, start_batch, step)
+                self._flush()
+                if step % self.steps_per_epoch == 0 and not self.stop:
+                    self._end_of_epoch(step)
         finally:
-            run.checkpointer.close()
-            run.writer.close()
+            self.bar.close()
+        if self.stop:
+            self._save(step)
+            run.checkpointer.wait()
+            logging.warning("%s received: saved a checkpoint at step %d; run the same command "
+                            "again to resume", self.stop.signal_name, step)
+            return {"step": step, "interrupted": self.stop.signal_name}
+        return self._finish(step)
 
-
-def _train_loop(run: Run) -> dict[str, Any]:
-    config, train = run.config, run.config.train
-    steps_per_epoch = pipeline.train_steps_per_epoch(run.source, train.batch_size)
-    if steps_per_epoch == 0:
-        raise UserError(f"the training split has fewer images than one batch "
-                        f"(train.batch_size={train.batch_size}); lower the batch size.")
-    total_steps = train.num_steps if train.num_steps > 0 else train.num_epochs * steps_per_epoch
-    train_step = steps.make_train_step(run.graphdef, run.tx,
-                                       steps.state_shardings(run.params, run.opt_state),
-                                       jax.random.key(config.seed))
-    eval_step = steps.make_eval_step(run.graphdef)
-    learning_rate = config.optimizer.learning_rate
-    step, last_eval = run.step, None
-    # Since the last log: where images/s is counted from, and how long the loop waited for data.
-    window = {"step": step, "time": time.perf_counter(), "data_wait": 0.0}
-    pending = None  # (step, metrics on device): fetched one step late, never stalling devices
-
-    def flush_pending():
-        done_step, metrics = pending
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(metrics["loss"]):
-            raise UserError(f"the training loss became {metrics['loss']} at step {done_step}; "
-                            "the run stopped and kept its last good checkpoint. Lower "
-                            "optimizer.learning_rate or check the data.")
-        if done_step % train.log_every_steps == 0 or done_step == total_steps:
-            elapsed = max(time.perf_counter() - window["time"], 1e-9)
-            scalars = {**metrics, "learning_rate": learning_rate,
-                       "images_per_sec": (done_step - window["step"]) * train.batch_size / elapsed,
-                       "data_wait_fraction": window["data_wait"] / elapsed}
-            run.writer.write_record({"step": done_step, "epoch": done_step / steps_per_epoch,
-                                     "split": "train", **scalars})
-            run.writer.write_scalars(done_step, scalars, "train/")
-            logging.info("step %d loss %.4f lr %g %.1f img/s, waited for data %.1f%%", done_step,
-                         metrics["loss"], learning_rate, scalars["images_per_sec"],
-                         100 * scalars["data_wait_fraction"])
-            window.update(step=done_step, time=time.perf_counter(), data_wait=0.0)
-
-    while step < total_steps:
-        epoch, start_batch = divmod(step, steps_per_epoch)
-        dataset = pipeline.train_dataset(run.source, run.prep, train.batch_size, config.seed,
-                                         epoch, start_batch, config.data.shuffle_buffer)
+    def _train_epoch(self, epoch: int, start_batch: int, step: int) -> int:
+        run, train = self.run, self.run.config.train
+        dataset = pipeline.train_dataset(run.source, run.prep, self.batch_size, run.config.seed,
+                                         epoch, start_batch, run.config.data.shuffle_buffer,
+                                         process_sharding=run.config.data.process_sharding)
         batches = pipeline.to_device(tfds.as_numpy(dataset), run.mesh)
-        while True:
+        learning_rate = jnp.float32(run.schedule.learning_rate)
+        while step < self.total_steps:
             wait_start = time.perf_counter()
             batch = next(batches, None)  # the host waits here if the input pipeline is behind
-            window["data_wait"] += time.perf_counter() - wait_start
+            self.window["data_wait"] += time.perf_counter() - wait_start
             if batch is None:
                 break
-            run.params, run.opt_state, metrics = train_step(
-                run.params, run.opt_state, batch["images"], batch["labels"],
-                jnp.float32(learning_rate), jnp.int32(step))
+            run.params, run.opt_state, metrics = self.train_step(
+                run.params, run.opt_state, batch["images"], batch["labels"], learning_rate,
+                jnp.int32(step))
             step += 1
-            if pending is not None:
-                flush_pending()
-            pending = (step, metrics)
+            self._flush()
+            self.pending = (step, metrics)
+            self.bar.update(1)
             if step % train.checkpoint_every_steps == 0:
-                flush_pending()  # never checkpoint a state whose loss is not yet checked
-                pending = None
-                _save(run, step, epoch)
-            if step >= total_steps or step % steps_per_epoch == 0:
+                self._flush()  # never checkpoint a state whose loss is not yet checked
+                self._save(step)
+            if self.stop or step % self.steps_per_epoch == 0:
                 break
-        if pending is not None:
-            flush_pending()
-            pending = None
-        if step % steps_per_epoch == 0 or step >= total_steps:
-            views = train.final_eval_views if step >= total_steps else (train.epoch_eval_views,)
-            last_eval = [_evaluate_and_log(run, eval_step, step, steps_per_epoch, v)
-                         for v in views]
-            _save(run, step, step // steps_per_epoch, force=True)
-            # evaluation is not training: restart the images/s window
-            window.update(step=step, time=time.perf_counter(), data_wait=0.0)
-    run.checkpointer.wait()
-    return {"step": step, "eval": last_eval}
+        return step
+
+    def _flush(self) -> None:
+        """Fetch the pending step's metrics (by now the devices are on the next step)."""
+        if self.pending is None:
+            return
+        (step, metrics), self.pending = self.pending, None
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+            raise UserError(
+                f"the training loss became {metrics['loss']} at step {step}; the run stopped "
+                f"and kept its last good checkpoint (step {self.run.checkpointer.latest_step()})"
+                ". Lower optimizer.learning_rate, or check the data and the initialisation.")
+        if step % self.run.config.train.log_every_steps == 0 or step == self.total_steps:
+            self._log_training(step, metrics)
+
+    def _log_training(self, step: int, metrics: dict[str, float]) -> None:
+        run = self.run
+        elapsed = max(time.perf_counter() - self.window["time"], 1e-9)
+        scalars = {**metrics, "learning_rate": run.schedule.learning_rate,
+                   "images_per_sec": (step - self.window["step"]) * self.batch_size / elapsed,
+                   "data_wait_fraction": self.window["data_wait"] / elapsed}
+        epoch = step / self.steps_per_epoch
+        run.writer.write_record({"step": step, "epoch": epoch, "split": "train", **scalars})
+        run.writer.write_scalars(step, scalars, "train/")
+        self.bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{metrics['loss']:.4f}",
+                             lr=f"{run.schedule.learning_rate:g}",
+                             img_s=f"{scalars['images_per_sec']:.1f}")
+        self._reset_window(step)
+
+    def _reset_window(self, step: int) -> None:
+        self.window = {"step": step, "time": time.perf_counter(), "data_wait": 0.0}
+
+    # -- evaluation, schedule, checkpoints ------------------------------------------------------
+
+    def _end_of_epoch(self, step: int) -> None:
+        run = self.run
+        result = self._evaluate(step, run.config.train.epoch_eval_views)
+        event = run.schedule.record_evaluation(result["top1_error"])
+        if event:
+            logging.info("learning-rate schedule at step %d: %s (learning rate now %g)", step,
+                         event, run.schedule.learning_rate)
+            run.writer.write_record({"step": step, "event": f"schedule_{event}",
+                                     "learning_rate": run.schedule.learning_rate})
+        best = run.progress.get("best")
+        if best is None or result["top1_error"] < best["top1_error"]:
+            run.progress["best"] = {"step": step, "top1_error": result["top1_error"]}
+        self._save(step, result["top1_error"])
+        self._write_pictures()
+        self._reset_window(step)  # evaluation is not training
+
+    def _evaluate(self, step: int, views: int) -> dict[str, Any]:
+        run = self.run
+        if (step, views) not in self.evaluations:
+            result = evaluate(self.eval_step, run.params, run.source, run.prep,
+                              run.config.train.eval_batch_size, run.mesh, views)
+            self.evaluations[step, views] = log_evaluation(run, step, step / self.steps_per_epoch,
+                                                           result)
+        return self.evaluations[step, views]
+
+    def _finish(self, step: int) -> dict[str, Any]:
+        run = self.run
+        results = [self._evaluate(step, views) for views in run.config.train.final_eval_views]
+        self._save(step)  # no-op when the epoch's checkpoint is at this step already
+        self._write_pictures()
+        run.checkpointer.wait()
+        outcome = {"step": step, "eval": results,
+                   "stopped_by_schedule": run.schedule.state.finished}
+        if run.is_chief:
+            (run.workdir / COMPLETION_FILE).write_text(json.dumps(outcome, indent=1))
+        return outcome
+
+    def _save(self, step: int, top1_error: float | None = None) -> None:
+        run = self.run
+        run.progress.update(step=step, epoch=step / self.steps_per_epoch,
+                            schedule=run.schedule.to_dict())
+        run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error)
+
+    def _write_pictures(self) -> None:
+        run = self.run
+        if not run.is_chief:
+            return
+        kernel = np.asarray(jax.device_get(run.params["conv1"]["kernel"]))
+        if kernel.ndim == 4:  # a network without columns
+            kernel = kernel[None]
+        grid = plots.filter_grid(kernel)
+        run.writer.write_images(run.step, "conv1_filters", grid[None])
+        plots.save_filter_grid(kernel, run.workdir / plots.FILTERS_FILE)
+        plots.plot_learning_curves(run.workdir)
+        run.writer.flush()
 
 
-def _save(run: Run, step: int, epoch: int, force: bool = False) -> None:
-    run.progress = {**run.progress, "step": step, "epoch": epoch}
-    run.checkpointer.save(step, run.params, run.opt_state, run.progress, force=force)
+COMPLETION_FILE = "run_complete.json"
 
 
-def _evaluate_and_log(run: Run, eval_step, step: int, steps_per_epoch: int,
-                      views: int) -> dict[str, Any]:
-    result = evaluate(eval_step, run.params, run.source, run.prep,
-                      run.config.train.eval_batch_size, run.mesh, views)
-    record = {"step": step, "epoch": step / steps_per_epoch, "split": "val", **result}
+def read_completion(workdir: Path) -> dict[str, Any] | None:
+    """The outcome of a finished run (its last step and final evaluation), if it finished."""
+    path = Path(workdir) / COMPLETION_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def log_evaluation(run: Run, step: int, epoch: float, result: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation line in metrics.jsonl and TensorBoard."""
+    record = {"step": step, "epoch": epoch, "split": "val", **result}
     run.writer.write_record(record)
     run.writer.write_scalars(step, {k: result[k] for k in ("top1_error", "top5_error", "loss")},
-                             f"val_{views}crop/")
+                             f"val_{result['crops']}crop/")
     run.writer.flush()
-    logging.info("step %d val (%d crop): top-1 error %.4f, top-5 error %.4f", step, views,
-                 result["top1_error"], result["top5_error"])
+    logging.info("step %d validation (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+                 result["crops"], "s" if result["crops"] > 1 else "", result["top1_error"],
+                 result["top5_error"])
     return record
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
                      step: int | None = None) -> list[dict[str, Any]]:
-    """--mode=eval: centre-crop and 10-crop errors of a workdir's latest (or given) checkpoint."""
+    """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint."""
     run = setup_run(config, workdir)
-    with jax.set_mesh(run.mesh):
-        if step is not None and step != run.step:
-            if step not in run.checkpointer.all_steps():
-                raise UserError(f"no checkpoint at step {step} in {run.checkpointer.directory}; "
-                                f"available: {run.checkpointer.all_steps()}")
-            run.params, run.opt_state, run.progress = run.checkpointer.restore(
-                step, checkpointing.abstract_like(run.params),
-                checkpointing.abstract_like(run.opt_state))
+    try:
         if run.checkpointer.latest_step() is None:
             raise UserError(f"{run.workdir} has no checkpoint to evaluate; train first.")
-        eval_step = steps.make_eval_step(run.graphdef)
-        steps_per_epoch = max(1, pipeline.train_steps_per_epoch(run.source,
-                                                                run.config.train.batch_size))
-        results = [_evaluate_and_log(run, eval_step, run.step, steps_per_epoch, views)
-                   for views in run.config.train.final_eval_views]
-    run.checkpointer.close()
-    run.writer.close()
-    return results
+        with jax.set_mesh(run.mesh):
+            if step is not None and step != run.step:
+                if step not in run.checkpointer.all_steps():
+                    raise UserError(f"no checkpoint at step {step} in "
+                                    f"{run.checkpointer.directory}; available: "
+                                    f"{run.checkpointer.all_steps()}")
+                run.params, run.opt_state, run.progress = run.checkpointer.restore(
+                    step, checkpointing.abstract_like(run.params),
+                    checkpointing.abstract_like(run.opt_state))
+            eval_step = steps.make_eval_step(run.graphdef)
+            steps_per_epoch = max(1, pipeline.train_steps_per_epoch(
+                run.source, run.config.train.batch_size))
+            views_list = run.config.train.final_eval_views or (1,)
+            return [log_evaluation(run, run.step, run.step / steps_per_epoch,
+                                   evaluate(eval_step, run.params, run.source, run.prep,
+                                            run.config.train.eval_batch_size, run.mesh, views))
+                    for views in views_list]
+    finally:
+        run.checkpointer.close()
+        run.writer.close()

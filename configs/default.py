@@ -29,8 +29,13 @@ def get_config() -> ml_collections.ConfigDict:
     data.stats_source = "dataset"    # mean and RGB PCA from: dataset (computed, cached) | imagenet (published)
     data.stats_sample = 10_000       # training images the statistics are computed from (0 = all)
     data.shuffle_buffer = 10_000  # examples in the shuffle buffer (encoded bytes)
+    # How processes share the data: interleaved = every process scans the same shuffled order
+    # and decodes its slice of each global batch (same batches for any process count);
+    # split = each process reads its own part of the files (less I/O; order depends on count).
+    data.process_sharding = "interleaved"
 
     config.model = model = ml_collections.ConfigDict()
+    model.arch = "alexnet"      # alexnet | cifar_conv_local (the paper's CIFAR-10 net)
     model.columns = 2           # 2 = the paper's two columns; 1 = the one-column ablation
     model.conv_widths = (96, 256, 384, 384, 256)  # kernels per conv layer (both columns)
     model.fc_widths = (4096, 4096)                # units of fc6, fc7
@@ -55,14 +60,24 @@ def get_config() -> ml_collections.ConfigDict:
     optimizer.weight_decay = 0.0005
     optimizer.decay_mode = "paper"  # paper (decay inside the momentum) | decoupled
     optimizer.decay_biases = False  # cuda-convnet decayed weights only
+    optimizer.layer_weight_decay = ml_collections.ConfigDict()  # per-layer overrides, e.g. fc10=0.01
+
+    config.schedule = schedule = ml_collections.ConfigDict()
+    schedule.name = "plateau"   # plateau (the paper) | step | constant
+    schedule.factor = 0.1       # the rate is divided by 10...
+    schedule.patience = 4       # ...after this many evaluations without improvement (plateau)
+    schedule.min_improvement = 0.0  # top-1 error decrease that counts as an improvement
+    schedule.max_reductions = 3  # the paper reduced the rate three times
+    schedule.after_last = "stop"  # after the last reduction, the next plateau: stop | continue
+    schedule.step_epochs = (30, 60, 80)  # step: epochs at which the rate is multiplied by factor
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128      # global batch size
     train.num_epochs = 90
     train.num_steps = -1        # if > 0, stop after this many steps instead
     train.log_every_steps = 50  # training metrics to metrics.jsonl / TensorBoard
-    train.checkpoint_every_steps = 5000  # also saved at the end of every epoch
-    train.keep_checkpoints = 3  # most recent checkpoints kept
+    train.checkpoint_every_steps = 5000  # also saved at the end of every epoch and of the run
+    train.keep_checkpoints = 3  # most recent checkpoints kept (plus the best by validation error)
     train.eval_batch_size = 128  # global batch size for evaluation
     train.epoch_eval_views = 1  # views in the evaluation after each epoch: 1 (centre) | 10 (paper)
     train.final_eval_views = (1, 10)  # views in the final evaluation and --mode=eval; () = none

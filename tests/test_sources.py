@@ -85,6 +85,21 @@ def test_each_process_reads_its_own_shard(image_tree, tmp_path):
             for batches in per_process]
     overlap = (seen[0][:, None, :] == seen[1][None, :, :]).all(-1)
     assert not overlap.any()  # disjoint shards
+    # interleaved (default): the two processes' slices make up the one-process global batches
+    single = list(tfds.as_numpy(pipeline.train_dataset(source, prep, 8, seed=0, epoch=0,
+                                                       shard=pipeline.Shard(0, 1))))
+    for step, whole in enumerate(single):
+        np.testing.assert_array_equal(np.concatenate([per_process[0][step]["images"],
+                                                      per_process[1][step]["images"]]),
+                                      whole["images"])
+    # split: each process reads its own files; still disjoint, same number of steps
+    split = [list(tfds.as_numpy(pipeline.train_dataset(source, prep, 8, seed=0, epoch=0,
+                                                       shard=shard, process_sharding="split")))
+             for shard in shards]
+    assert [len(batches) for batches in split] == [5, 5]
+    split_seen = [np.concatenate([b["images"] for b in batches]).reshape(20, -1)
+                  for batches in split]
+    assert not (split_seen[0][:, None, :] == split_seen[1][None, :, :]).all(-1).any()
     evals = [list(tfds.as_numpy(pipeline.eval_dataset(source, prep, 8, 1, shard=shard)))
              for shard in shards]
     assert [len(e) for e in evals] == [2, 2]  # 15 -> 8 + 7, two batches of 4 each

@@ -136,23 +136,37 @@ def train_steps_per_epoch(source: Source, global_batch: int, shard: Shard | None
 
 def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: int, epoch: int,
                   start_batch: int = 0, shuffle_buffer: int = 10_000,
-                  shard: Shard | None = None) -> tf.data.Dataset:
+                  shard: Shard | None = None,
+                  process_sharding: str = "interleaved") -> tf.data.Dataset:
     """This process's augmented training batches of one epoch, from batch `start_batch` on.
 
     Yields {"images": float32 (b, crop, crop, 3), "labels": int32 (b,)} with
-    b = global_batch / process count. Each process reads its own 1/count of the split.
+    b = global_batch / process count.
+    process_sharding `interleaved`: every process scans the same shuffled order and decodes only
+    its slice of each global batch, so the global batches are the same for any process count.
+    `split`: each process reads only its own 1/count of the files (tfds.split_for_jax_process).
     """
     shard = shard or Shard.of_this_process()
     local_batch = global_batch // shard.count
-    epoch_key = epoch_seed(seed, epoch, shard.index)
-    split = tfds.split_for_jax_process(source.train_split, process_index=shard.index,
-                                       process_count=shard.count, drop_remainder=True)
+    interleaved = process_sharding == "interleaved"
+    epoch_key = epoch_seed(seed, epoch, 0 if interleaved else shard.index)
+    split = source.train_split
+    if not interleaved:
+        split = tfds.split_for_jax_process(split, process_index=shard.index,
+                                           process_count=shard.count, drop_remainder=True)
     read_config = tfds.ReadConfig(shuffle_seed=epoch_key, options=_read_options(),
                                   try_autocache=False)
     ds = source.builder.as_dataset(split=split, shuffle_files=True, read_config=read_config,
                                    decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.shuffle(shuffle_buffer, seed=epoch_key, reshuffle_each_iteration=False)
-    ds = ds.enumerate().skip(start_batch * local_batch)  # skip before decoding: cheap
+    ds = ds.enumerate()
+    if interleaved:
+        # Whole global batches only, then this process's slice of each (before decoding).
+        ds = ds.take(train_steps_per_epoch(source, global_batch, shard) * global_batch)
+        ds = ds.skip(start_batch * global_batch)
+        ds = ds.filter(lambda index, _: (index % global_batch) // local_batch == shard.index)
+    else:
+        ds = ds.skip(start_batch * local_batch)  # skip before decoding: cheap
 
     def augment(index, example):
         example_seed = tf.stack([tf.constant(epoch_key, tf.int64), index])
