@@ -6,6 +6,7 @@ Flags only; the work is done by alexnet_jax.train.
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -19,6 +20,13 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "stats"],
                   "checkpoint of the workdir, centre crop and 10 crops, without training) or "
                   "stats (compute or show the dataset's mean image and RGB PCA; no workdir).")
 flags.DEFINE_integer("step", None, "With --mode=eval: the checkpoint step (default: latest).")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs (jax.distributed): host:port of process 0. Also read "
+                    "from JAX_COORDINATOR_ADDRESS.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes "
+                     "(or JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index "
+                     "(or JAX_PROCESS_ID).")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -48,6 +56,8 @@ def main(argv: list[str]) -> None:
     from alexnet_jax import train  # noqa: PLC0415
     from alexnet_jax.errors import UserError  # noqa: PLC0415
 
+    _initialize_distributed(jax)
+
     logging.info("JAX %s: %d process(es), devices %s", jax.__version__, jax.process_count(),
                  jax.devices())
     try:
@@ -59,6 +69,26 @@ def main(argv: list[str]) -> None:
             _print_dataset_stats(FLAGS.config)
     except UserError as error:
         _fail(str(error))
+
+
+def _initialize_distributed(jax) -> None:
+    """Join a multi-process run when a coordinator is named (flags or environment)."""
+    address = FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    count = FLAGS.num_processes or _int_env("JAX_NUM_PROCESSES")
+    index = FLAGS.process_id if FLAGS.process_id is not None else _int_env("JAX_PROCESS_ID")
+    if address is None and count is None:
+        return  # a single process (or a cluster JAX detects by itself: SLURM, TPU pods)
+    if address is None or count is None or index is None:
+        _fail("a multi-process run needs all of --coordinator_address, --num_processes and "
+              "--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+    jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                               process_id=index)
+    logging.info("process %d of %d joined the run coordinated at %s", index, count, address)
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def _print_dataset_stats(config) -> None:

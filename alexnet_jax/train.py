@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from alexnet_jax import build, checkpointing, config_checks, plots, sharding, steps
+from alexnet_jax import build, checkpointing, config_checks, multihost, plots, sharding, steps
 from alexnet_jax.data import pipeline, sources
 from alexnet_jax.errors import UserError
 from alexnet_jax.evaluate import evaluate
@@ -85,8 +85,10 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     mesh = build.build_mesh(config)
     config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS], jax.process_count())
     workdir = prepare_workdir(Path(workdir))
-    source = sources.open_source(config.data.name, config.data.path, config.data.data_dir)
-    prep = pipeline.preprocessing_from_config(config, source, progress=jax.process_index() == 0)
+    source = multihost.chief_first(lambda: sources.open_source(
+        config.data.name, config.data.path, config.data.data_dir), "prepare dataset")
+    prep = multihost.chief_first(lambda: pipeline.preprocessing_from_config(
+        config, source, progress=jax.process_index() == 0), "dataset statistics")
     model = build.build_model(config, source.num_classes, mesh)
     graphdef, params = nnx.split(model)
     params = params.to_pure_dict()
