@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
     """Saves when asked; keeps the last `keep` checkpoints and the one with the lowest
-    validation top-1 error (checkpoints saved with `top1_error`)."""
+    validation top-1 error (among checkpoints saved with `top1_error`; ties: the later)."""
 
     def __init__(self, directory: Path, keep: int, asynchronous: bool = True):
         keep_best = ocp.checkpoint_managers.BestN(
@@ -82,3 +82,15 @@ def abstract_like(tree) -> Any:
     """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         tree)
+
+
+def load_params(params_dir: str | Path) -> dict[str, Any]:
+    """A checkpoint's parameters as NumPy arrays, on any machine (plain Orbax calls; the
+    topology the checkpoint was saved on does not matter). `params_dir` is
+    <workdir>/checkpoints/<step>/params."""
+    import numpy as np  # noqa: PLC0415
+
+    checkpointer = ocp.PyTreeCheckpointer()
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                            checkpointer.metadata(params_dir).item_metadata.tree)
+    return checkpointer.restore(params_dir, restore_args=as_numpy)

@@ -222,7 +222,8 @@ class Trainer:
             self._flush()
             self.pending = (step, metrics)
             self.bar.update(1)
-            if step % train.checkpoint_every_steps == 0:
+            # (at the end of an epoch the checkpoint waits for the evaluation: "best" needs it)
+            if step % train.checkpoint_every_steps == 0 and step % self.steps_per_epoch:
                 self._flush()  # never checkpoint a state whose loss is not yet checked
                 self._save(step)
             if self.stop or step % self.steps_per_epoch == 0:
@@ -272,7 +273,7 @@ class Trainer:
             run.writer.write_record({"step": step, "event": f"schedule_{event}",
                                      "learning_rate": run.schedule.learning_rate})
         best = run.progress.get("best")
-        if best is None or result["top1_error"] < best["top1_error"]:
+        if best is None or result["top1_error"] <= best["top1_error"]:  # ties: the later one
             run.progress["best"] = {"step": step, "top1_error": result["top1_error"]}
         self._save(step, result["top1_error"])
         self._write_pictures()

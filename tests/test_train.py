@@ -1,8 +1,10 @@
 """The training loop in process: reproducibility, full augmentation, resumption."""
 
 import numpy as np
+import pytest
 
 from alexnet_jax import train
+from alexnet_jax.errors import UserError
 from alexnet_jax.metrics_writer import read_records
 
 
@@ -24,3 +26,118 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
         config.seed = 1
     other = train_losses(config, tmp_path / "c")
     assert not np.allclose(other, first)
+
+
+def snapshot(directory):
+    """Every file under a directory with its size and modification time."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_keeps_the_last_checkpoints_and_the_best(config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 4               # 5 steps per epoch
+        config.train.keep_checkpoints = 1
+        config.train.checkpoint_every_steps = 2
+        config.train.final_eval_views = (1,)
+        config.schedule.name = "constant"
+    outcome = train.train_and_evaluate(config, tmp_path)
+    assert outcome["step"] == 20
+    evals = [r for r in read_records(tmp_path) if r.get("split") == "val"]
+    assert [r["step"] for r in evals] == [5, 10, 15, 20]
+    best = min(evals, key=lambda r: (r["top1_error"], -r["step"]))["step"]  # ties: the later
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == sorted({20, best})
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert (tmp_path / "conv1_filters.png").exists()
+    again = train.train_and_evaluate(config, tmp_path)  # complete: nothing more to do
+    assert again["step"] == 20
+    assert len([r for r in read_records(tmp_path) if r.get("split") == "val"]) == 4
+
+
+def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 30
+        config.train.final_eval_views = (1,)
+        config.optimizer.learning_rate = 1e-6     # nothing improves: every epoch is a plateau
+        config.schedule.patience = 1
+        config.schedule.max_reductions = 2
+    outcome = train.train_and_evaluate(config, tmp_path)
+    records = read_records(tmp_path)
+    events = [r["event"] for r in records if str(r.get("event", "")).startswith("schedule_")]
+    assert events == ["schedule_reduced", "schedule_reduced", "schedule_finished"]
+    assert outcome["step"] == 4 * 5 and outcome["stopped_by_schedule"]  # 4 epochs, not 30
+    rates = sorted({r["learning_rate"] for r in records if r.get("split") == "train"})
+    assert rates == pytest.approx([1e-8, 1e-7, 1e-6])
+    from alexnet_jax.checkpointing import Checkpointer  # noqa: PLC0415
+    checkpointer = Checkpointer(tmp_path / "checkpoints", 3)
+    saved = checkpointer.restore_progress(checkpointer.latest_step())["schedule"]
+    checkpointer.close()
+    assert saved["reductions"] == 2 and saved["finished"]
+    assert saved["learning_rate"] == pytest.approx(1e-8)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(config, tmp_path):
+    with config.unlocked():
+        config.train.num_steps = 30
+        config.train.checkpoint_every_steps = 1
+        config.optimizer.learning_rate = 1e8
+    with pytest.raises(UserError, match="the training loss became (nan|inf)") as error:
+        train.train_and_evaluate(config, tmp_path)
+    bad_step = int(str(error.value).split(" at step ")[1].split(";")[0])
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept and max(kept) < bad_step
+    assert f"last good checkpoint (step {max(kept)})" in str(error.value)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("model", "columns", 3, "model.columns=3 is not valid"),
+    ("data", "crop_size", 300, "larger than the resized image"),
+    ("train", "batch_size", 6, "cannot be split evenly over the mesh's data axis"),
+    ("mesh", "model", 3, "must be 1 or 2"),
+    ("data", "name", "mnist", "data.name='mnist' is not valid"),
+    ("model", "dropout_rate", 1.0, "dropout_rate"),
+    ("data", "path", "/no/such/tree", "ImageFolder tree"),
+])
+def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, section, key,
+                                                            value, message):
+    workdir = tmp_path / "run"
+    with config.unlocked():
+        config.train.num_steps = 2
+        config.train.final_eval_views = ()
+    train.train_and_evaluate(config, workdir)
+    before = snapshot(workdir)
+    with config.unlocked():
+        setattr(config[section], key, value)
+    with pytest.raises(UserError, match=message):
+        train.train_and_evaluate(config, workdir)
+    assert snapshot(workdir) == before
+
+
+def test_mesh_larger_than_the_devices_is_refused(config, tmp_path):
+    import jax  # noqa: PLC0415
+    from alexnet_jax import sharding  # noqa: PLC0415
+    with pytest.raises(UserError, match="device count divisible by 2"):
+        sharding.make_mesh(2, 2, jax.devices()[:1])
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(config, tmp_path):
+    with config.unlocked():
+        config.train.num_steps = 2
+        config.train.final_eval_views = ()
+    train.train_and_evaluate(config, tmp_path)
+    before = snapshot(tmp_path)
+    with config.unlocked():
+        config.model.fc_widths = (64, 64)
+        config.train.num_steps = 4
+    with pytest.raises(UserError, match="written by a different model"):
+        train.train_and_evaluate(config, tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_unwritable_workdir_is_refused(config, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot be written"):
+        train.train_and_evaluate(config, blocker / "run")
+    assert blocker.read_text() == "not a directory"

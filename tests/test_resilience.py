@@ -1,0 +1,126 @@
+"""Runs that are killed, interrupted, or spread over several processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_jax.checkpointing import load_params
+from test_cli import REPO, records, tiny_overrides
+
+
+def command(workdir, tree, data_dir, *extra, devices=1):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    args = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+            f"--workdir={workdir}", *tiny_overrides(tree, data_dir), "--config.train.num_steps=10",
+            "--config.train.checkpoint_every_steps=2", "--config.train.log_every_steps=1",
+            "--config.train.final_eval_views=()", *extra]
+    return args, env
+
+
+def run_to_end(workdir, tree, data_dir, *extra, devices=1):
+    args, env = command(workdir, tree, data_dir, *extra, devices=devices)
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_params(workdir, step=10):
+    return load_params(Path(workdir) / "checkpoints" / str(step) / "params")
+
+
+def wait_for_step(workdir, step, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        path = Path(workdir) / "metrics.jsonl"
+        if path.exists() and any(r.get("step", 0) >= step and r.get("split") == "train"
+                                 for r in records(workdir)):
+            return
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} not reached")
+
+
+def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_parameters(image_tree,
+                                                                               tmp_path):
+    data_dir = tmp_path / "tfds"
+    run_to_end(tmp_path / "whole", image_tree, data_dir)
+    args, env = command(tmp_path / "killed", image_tree, data_dir)
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    wait_for_step(tmp_path / "killed", 7, process)  # past an epoch end and a checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    run_to_end(tmp_path / "killed", image_tree, data_dir)
+    starts = [r["start_step"] for r in records(tmp_path / "killed") if r.get("event")]
+    assert starts[0] == 0 and 0 < starts[1] < 10  # resumed from a checkpoint, not from 0
+    whole, resumed = final_params(tmp_path / "whole"), final_params(tmp_path / "killed")
+    for layer in whole:
+        for name in whole[layer]:
+            np.testing.assert_array_equal(resumed[layer][name], whole[layer][name])
+
+
+def test_sigterm_saves_and_exits_cleanly(image_tree, tmp_path):
+    workdir = tmp_path / "run"
+    args, env = command(workdir, image_tree, tmp_path / "tfds",
+                        "--config.train.checkpoint_every_steps=100")
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_step(workdir, 3, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "SIGTERM received: saved a checkpoint at step" in stderr
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and 3 <= max(saved) < 10
+    run_to_end(workdir, image_tree, tmp_path / "tfds", "--config.train.checkpoint_every_steps=100")
+    assert [r["start_step"] for r in records(workdir) if r.get("event")] == [0, max(saved)]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(workdir, tree, data_dir, *extra):
+    port = free_port()
+    processes = []
+    for index in range(2):
+        args, env = command(workdir, tree, data_dir, *extra, f"--coordinator_address=localhost:{port}",
+                            "--num_processes=2", f"--process_id={index}", devices=2)
+        processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+
+
+def test_two_processes_equal_one_process_with_four_devices(image_tree, tmp_path):
+    data_dir = tmp_path / "tfds"
+    run_to_end(tmp_path / "single", image_tree, data_dir, devices=4)
+    # two processes, two devices each: train to step 6, checkpoint, then resume to step 10
+    run_two_processes(tmp_path / "multi", image_tree, data_dir, "--config.train.num_steps=6")
+    run_two_processes(tmp_path / "multi", image_tree, data_dir)
+    lines = records(tmp_path / "multi")
+    starts = [r for r in lines if r.get("event") == "run_start"]
+    assert [(r["process_count"], r["num_devices"], r["start_step"]) for r in starts] == \
+        [(2, 4, 0), (2, 4, 6)]
+    assert starts[0]["mesh"] == {"data": 2, "model": 2}
+    single_losses = [r["loss"] for r in records(tmp_path / "single") if r.get("split") == "train"]
+    multi_losses = [r["loss"] for r in lines if r.get("split") == "train"]
+    np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
+    single, multi = final_params(tmp_path / "single"), final_params(tmp_path / "multi")
+    for layer in single:
+        for name in single[layer]:
+            np.testing.assert_allclose(multi[layer][name], single[layer][name], rtol=1e-5,
+                                       atol=1e-7)
+    assert json.loads((tmp_path / "multi" / "config.json").read_text())["train"]["num_steps"] == 10

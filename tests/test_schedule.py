@@ -1,0 +1,68 @@
+"""Learning-rate schedules."""
+
+import pytest
+
+from alexnet_jax.schedule import Schedule
+from configs.default import get_config
+
+
+def schedule(**overrides):
+    config = get_config().schedule
+    with config.unlocked():
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    return Schedule(config, 0.01)
+
+
+def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement():
+    s = schedule(patience=2)
+    assert [s.record_evaluation(e) for e in (0.9, 0.8, 0.8, 0.85)] == [None, None, None,
+                                                                      "reduced"]
+    assert s.learning_rate == pytest.approx(0.001) and s.state.reductions == 1
+    assert s.record_evaluation(0.7) is None and s.state.best_error == 0.7
+    assert s.record_evaluation(0.71) is None and s.record_evaluation(0.72) == "reduced"
+    assert s.learning_rate == pytest.approx(0.0001)
+
+
+def test_plateau_stops_after_the_third_reduction_or_continues():
+    s = schedule(patience=1)
+    events = [s.record_evaluation(0.5) for _ in range(5)]
+    assert events == [None, "reduced", "reduced", "reduced", "finished"]
+    assert s.state.finished and s.learning_rate == pytest.approx(1e-5)
+    s = schedule(patience=1, after_last="continue")
+    events = [s.record_evaluation(0.5) for _ in range(6)]
+    assert events == [None, "reduced", "reduced", "reduced", None, None]
+    assert not s.state.finished
+
+
+def test_min_improvement():
+    s = schedule(patience=1, min_improvement=0.01)
+    assert s.record_evaluation(0.50) is None
+    assert s.record_evaluation(0.495) == "reduced"  # better, but not by 0.01
+    assert s.state.best_error == 0.495
+
+
+def test_step_schedule_and_constant():
+    s = schedule(name="step", step_epochs=(2, 4))
+    rates = []
+    for epoch in range(6):
+        s.start_epoch(epoch)
+        rates.append(s.learning_rate)
+        assert s.record_evaluation(0.5) is None  # validation never changes it
+    assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+    c = schedule(name="constant", patience=1)
+    assert [c.record_evaluation(0.5) for _ in range(3)] == [None, None, None]
+    assert c.learning_rate == 0.01
+
+
+def test_state_round_trip():
+    s = schedule(patience=1)
+    s.record_evaluation(0.4)
+    s.record_evaluation(0.4)
+    saved = s.to_dict()
+    restored = schedule(patience=1)
+    restored.load_dict(saved)
+    assert restored.state == s.state
+    fresh = schedule()
+    fresh.load_dict(schedule().to_dict())  # inf best error survives JSON as None
+    assert fresh.state.best_error == float("inf")
