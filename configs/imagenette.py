@@ -15,6 +15,7 @@ def get_config():
     with config.unlocked():
         config.data.name = "imagenette"
         config.train.num_epochs = 30            # ~2,200 steps of 128: Imagenette is 1/135 of ImageNet
-        config.train.checkpoint_every_steps = 500
-        config.train.log_every_steps = 20
+        config.schedule.patience = 2            # epochs are 135x shorter: react sooner
+        config.train.checkpoint_every_steps = 200
+        config.train.log_every_steps = 10
     return config

@@ -35,6 +35,19 @@ def records(workdir):
     return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
+def tensorboard_tags(workdir):
+    """The scalar and image tags in a workdir's TensorBoard event files."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    scalars, images = set(), set()
+    for path in Path(workdir).glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                kind = value.metadata.plugin_data.plugin_name
+                (images if kind == "images" else scalars).add(value.tag)
+    return {"scalars": scalars, "images": images}
+
+
 def test_train_resume_and_evaluate(image_tree, tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1))
@@ -56,7 +69,11 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
         assert r["top1_error"] * 15 == pytest.approx(round(r["top1_error"] * 15))  # whole images
     assert 0.0 <= train_lines[-1]["data_wait_fraction"] <= 1.0
     assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "folder"
-    assert list(workdir.glob("events.out.tfevents.*"))
+    tags = tensorboard_tags(workdir)
+    assert {"train/loss", "train/learning_rate", "train/images_per_sec", "val_1crop/top1_error",
+            "val_1crop/top5_error", "val_10crop/top1_error"} <= tags["scalars"]
+    assert "conv1_filters" in tags["images"]
+    assert (workdir / "learning_curves.png").exists() and (workdir / "conv1_filters.png").exists()
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) \
         == [5]
 
