@@ -68,15 +68,12 @@ def _window_max(x: jax.Array, size: int, stride: int, out: int) -> jax.Array:
     return result
 
 
-def max_pool(x: jax.Array, overlapping: bool, impl: str = "auto") -> jax.Array:
+def max_pool(x: jax.Array, overlapping: bool, impl: str = "slices") -> jax.Array:
     """The paper's overlapping 3x3/2 max-pooling, or the non-overlapping 2x2/2 ablation.
 
-    impl `slices` (maximum of strided slices) or `reduce_window` (XLA's pooling op) give the
-    same result at different speeds (experiments/benchmark_step.py --pool-impls): on the CPU
-    slices are faster, on an H200 reduce_window is. `auto` picks by the default backend."""
+    impl `slices` (maximum of strided slices) or `reduce_window` (XLA's pooling op): the same
+    result; their speed differs by backend (experiments/benchmark_step.py --pool-impls)."""
     size = 3 if overlapping else 2
-    if impl == "auto":
-        impl = "slices" if jax.default_backend() == "cpu" else "reduce_window"
     if impl == "reduce_window":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size, 1),
                                      (1, 2, 2, 1), "VALID")

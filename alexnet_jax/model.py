@@ -67,7 +67,7 @@ class AlexNet(ShardedNetwork):
                  fc_widths: tuple[int, ...] = PAPER_FC_WIDTHS, lrn: layers.LRNParams | None =
                  layers.LRNParams(), overlap_pool: bool = True, dropout_rate: float = 0.5,
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
-                 column_impl: str = "split", pool_impl: str = "auto", init_std: float = 0.01,
+                 column_impl: str = "split", pool_impl: str = "slices", init_std: float = 0.01,
                  positive_bias: float = 1.0,
                  dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
         if columns not in (1, 2):

@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--impls", default="split,grouped", help="column implementations")
-    parser.add_argument("--pool-impls", default="auto", help="auto,slices,reduce_window")
+    parser.add_argument("--pool-impls", default="slices", help="slices,reduce_window")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--mesh-model", type=int, default=-1, help="size of the model axis")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch (CPU only)")
@@ -118,7 +118,7 @@ def main() -> None:
         for impl in args.impls.split(","):
             rate, mesh = jax_images_per_sec(impl, pool, args.dtype, args.batch, args.steps,
                                             args.warmup, args.mesh_model)
-            name = f"jax_{impl}" if pool == "auto" else f"jax_{impl}_{pool}"
+            name = f"jax_{impl}" if pool == "slices" else f"jax_{impl}_{pool}"
             results["images_per_sec"][name] = rate
             results["mesh"] = mesh
             print(f"  jax  column_impl={impl:8s} pool_impl={pool:13s} mesh={mesh}: "
