@@ -41,8 +41,7 @@ def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mes
         num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
         conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn_params(config),
         overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate, activation=m.activation,
-        conv1_geometry=m.conv1_geometry, column_impl=m.column_impl, pool_impl=m.pool_impl,
-        init_std=m.init_std,
+        conv1_geometry=m.conv1_geometry, column_impl=m.column_impl, init_std=m.init_std,
         positive_bias=m.positive_bias, dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
 
 

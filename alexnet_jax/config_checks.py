@@ -39,7 +39,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.activation", m.activation, ("relu", "tanh"))
     _choice("model.conv1_geometry", m.conv1_geometry, ("cuda_convnet", "caffe", "torchvision"))
     _choice("model.column_impl", m.column_impl, ("split", "grouped"))
-    _choice("model.pool_impl", m.pool_impl, ("slices", "reduce_window"))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if not 0.0 <= m.dropout_rate < 1.0:
         raise UserError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1) (0 turns "

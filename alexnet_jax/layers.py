@@ -68,17 +68,9 @@ def _window_max(x: jax.Array, size: int, stride: int, out: int) -> jax.Array:
     return result
 
 
-def max_pool(x: jax.Array, overlapping: bool, impl: str = "slices") -> jax.Array:
-    """The paper's overlapping 3x3/2 max-pooling, or the non-overlapping 2x2/2 ablation.
-
-    impl `slices` (maximum of strided slices) or `reduce_window` (XLA's pooling op): the same
-    result; their speed differs by backend (experiments/benchmark_step.py --pool-impls)."""
+def max_pool(x: jax.Array, overlapping: bool) -> jax.Array:
+    """The paper's overlapping 3x3/2 max-pooling, or the non-overlapping 2x2/2 ablation."""
     size = 3 if overlapping else 2
-    if impl == "reduce_window":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size, 1),
-                                     (1, 2, 2, 1), "VALID")
-    if impl != "slices":
-        raise ValueError(f"unknown pooling implementation {impl!r}")
     return _window_max(x, size, 2, (x.shape[1] - size) // 2 + 1)
 
 

@@ -67,8 +67,7 @@ class AlexNet(ShardedNetwork):
                  fc_widths: tuple[int, ...] = PAPER_FC_WIDTHS, lrn: layers.LRNParams | None =
                  layers.LRNParams(), overlap_pool: bool = True, dropout_rate: float = 0.5,
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
-                 column_impl: str = "split", pool_impl: str = "slices", init_std: float = 0.01,
-                 positive_bias: float = 1.0,
+                 column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
@@ -76,7 +75,6 @@ class AlexNet(ShardedNetwork):
         self.columns, self.num_classes, self.input_size = columns, num_classes, input_size
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry, self.column_impl = activation, conv1_geometry, column_impl
-        self.pool_impl = pool_impl
         self.dtype = dtype
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
@@ -118,17 +116,17 @@ class AlexNet(ShardedNetwork):
 
         x = images.astype(self.dtype)
         x = act(layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad) + b(self.conv1))
-        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool, self.pool_impl)
+        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
         x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl)
                 + b(self.conv2))
-        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool, self.pool_impl)
+        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
         x = gather_columns(x)                                  # GPUs talk: into conv3
         x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1))) + b(self.conv3))
         x = act(layers.conv_own_column(x, w(self.conv4), 1, ((1, 1), (1, 1)), self.column_impl)
                 + b(self.conv4))
         x = act(layers.conv_own_column(x, w(self.conv5), 1, ((1, 1), (1, 1)), self.column_impl)
                 + b(self.conv5))
-        x = layers.max_pool(x, self.overlap_pool, self.pool_impl)
+        x = layers.max_pool(x, self.overlap_pool)
         x = gather_columns(x).reshape(x.shape[0], -1)         # into fc6: all 6x6x256 features
         x = act(x @ layers.merge_columns_out(w(self.fc6)) + b(self.fc6))
         x = x * masks[0] if masks else x

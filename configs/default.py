@@ -52,7 +52,6 @@ def get_config() -> ml_collections.ConfigDict:
     model.init_std = 0.01       # weights ~ N(0, init_std^2)
     model.positive_bias = 1.0   # bias of conv2, conv4, conv5, fc6, fc7 (Caffe used 0.1)
     model.column_impl = "split"  # own-column convs: split (one conv per column) | grouped
-    model.pool_impl = "slices"  # max-pooling: slices (max of strided slices) | reduce_window
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

@@ -10,7 +10,6 @@ Run:
     python experiments/benchmark_step.py                      # all devices, both impls
     python experiments/benchmark_step.py --steps 3 --torch    # add the PyTorch reference
     python experiments/benchmark_step.py --dtype bfloat16     # mixed precision (GPU)
-    python experiments/benchmark_step.py --pool-impls slices,reduce_window
 """
 
 from __future__ import annotations
@@ -33,12 +32,11 @@ from alexnet_jax import build, sharding, steps  # noqa: E402
 from configs.default import get_config  # noqa: E402
 
 
-def jax_images_per_sec(column_impl: str, pool_impl: str, dtype: str, batch: int,
-                       steps_timed: int, warmup: int, mesh_model: int) -> tuple[float, dict]:
+def jax_images_per_sec(column_impl: str, dtype: str, batch: int, steps_timed: int,
+                       warmup: int, mesh_model: int) -> tuple[float, dict]:
     config = get_config()
     with config.unlocked():
         config.model.column_impl = column_impl
-        config.model.pool_impl = pool_impl
         config.model.dtype = dtype
         config.mesh.model = mesh_model
     mesh = build.build_mesh(config)
@@ -98,8 +96,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
-    parser.add_argument("--impls", default="split,grouped", help="column implementations")
-    parser.add_argument("--pool-impls", default="slices", help="slices,reduce_window")
+    parser.add_argument("--impls", default="split,grouped")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--mesh-model", type=int, default=-1, help="size of the model axis")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch (CPU only)")
@@ -114,25 +111,22 @@ def main() -> None:
     results = {"device": device.device_kind, "platform": device.platform,
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "images_per_sec": {}}
-    for pool in args.pool_impls.split(","):
-        for impl in args.impls.split(","):
-            rate, mesh = jax_images_per_sec(impl, pool, args.dtype, args.batch, args.steps,
-                                            args.warmup, args.mesh_model)
-            name = f"jax_{impl}" if pool == "slices" else f"jax_{impl}_{pool}"
-            results["images_per_sec"][name] = rate
-            results["mesh"] = mesh
-            print(f"  jax  column_impl={impl:8s} pool_impl={pool:13s} mesh={mesh}: "
-                  f"{rate:9.1f} images/s", flush=True)
+    for impl in args.impls.split(","):
+        rate, mesh = jax_images_per_sec(impl, args.dtype, args.batch, args.steps, args.warmup,
+                                        args.mesh_model)
+        results["images_per_sec"][f"jax_{impl}"] = rate
+        results["mesh"] = mesh
+        print(f"  jax  column_impl={impl:8s} mesh={mesh}: {rate:9.1f} images/s", flush=True)
     if args.torch:
         import torch  # noqa: PLC0415
         rate = torch_images_per_sec(args.batch, args.steps, args.warmup)
         results["images_per_sec"]["torch"] = rate
         print(f"  torch {torch.__version__} ({torch.get_num_threads()} threads, grouped convs): "
               f"{rate:9.1f} images/s", flush=True)
-        for name, jax_rate in list(results["images_per_sec"].items()):
-            if name.startswith("jax_"):
-                results[f"ratio_{name}_to_torch"] = jax_rate / rate
-                print(f"  ratio {name} / torch: {jax_rate / rate:.2f}")
+        for impl in args.impls.split(","):
+            ratio = results["images_per_sec"][f"jax_{impl}"] / rate
+            results[f"ratio_jax_{impl}_to_torch"] = ratio
+            print(f"  ratio jax {impl} / torch: {ratio:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
