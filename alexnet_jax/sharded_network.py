@@ -73,6 +73,8 @@ def _sharded_forward(graphdef, mesh: Mesh, params, images, masks):
     return forward(params, images, masks)
 
 
-def count_params(model: nnx.Module) -> int:
-    """Number of learned scalars (weights and biases)."""
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+def count_params(model_or_params) -> int:
+    """Number of learned scalars (weights and biases) of a model or of its parameter tree."""
+    tree = (nnx.state(model_or_params, nnx.Param) if isinstance(model_or_params, nnx.Module)
+            else model_or_params)
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -89,12 +88,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
         config.data.name, config.data.path, config.data.data_dir), "prepare dataset")
     prep = multihost.chief_first(lambda: pipeline.preprocessing_from_config(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
-    model = build.build_model(config, source.num_classes, mesh)
-    graphdef, params = nnx.split(model)
-    params = params.to_pure_dict()
-    tx = build.build_optimizer(config)
-    with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
+    graphdef, params, tx, opt_state = build.build_train_state(config, source.num_classes, mesh)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
                                               config.train.keep_checkpoints)
     schedule = Schedule(config.schedule, config.optimizer.learning_rate)
@@ -115,7 +109,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
         logging.info("resumed from %s at step %d", checkpointer.directory, latest)
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(model), progress)
+               checkpointer, writer, count_params(params), progress)
 
 
 def write_run_facts(run: Run) -> None:

@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from alexnet_jax import build, sharding, steps  # noqa: E402
 from configs.default import get_config  # noqa: E402
@@ -40,12 +39,8 @@ def jax_images_per_sec(column_impl: str, dtype: str, batch: int, steps_timed: in
         config.model.dtype = dtype
         config.mesh.model = mesh_model
     mesh = build.build_mesh(config)
-    model = build.build_model(config, 1000, mesh)
-    graphdef, params = nnx.split(model)
-    params = params.to_pure_dict()
-    tx = build.build_optimizer(config)
+    graphdef, params, tx, opt_state = build.build_train_state(config, 1000, mesh)
     with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
         train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
                                            jax.random.key(0))
         rng = np.random.RandomState(0)

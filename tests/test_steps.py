@@ -20,12 +20,7 @@ def setup(mesh, **model_overrides):
         config.model.conv_widths, config.model.fc_widths = TINY_CONV, TINY_FC
         for key, value in model_overrides.items():
             setattr(config.model, key, value)
-    model = build.build_model(config, 10, mesh)
-    graphdef, params = nnx.split(model)
-    params = params.to_pure_dict()
-    tx = build.build_optimizer(config)
-    with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
+    graphdef, params, tx, opt_state = build.build_train_state(config, 10, mesh)
     return graphdef, params, opt_state, tx
 
 

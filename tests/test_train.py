@@ -34,6 +34,15 @@ def snapshot(directory):
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def two_steps_into(config, workdir):
+    """Train two steps into `workdir`; the snapshot of what it then holds."""
+    with config.unlocked():
+        config.train.num_steps = 2
+        config.train.final_eval_views = ()
+    train.train_and_evaluate(config, workdir)
+    return snapshot(workdir)
+
+
 def test_keeps_the_last_checkpoints_and_the_best(config, tmp_path):
     with config.unlocked():
         config.train.num_epochs = 4               # 5 steps per epoch
@@ -102,11 +111,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
 def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, section, key,
                                                             value, message):
     workdir = tmp_path / "run"
-    with config.unlocked():
-        config.train.num_steps = 2
-        config.train.final_eval_views = ()
-    train.train_and_evaluate(config, workdir)
-    before = snapshot(workdir)
+    before = two_steps_into(config, workdir)
     with config.unlocked():
         setattr(config[section], key, value)
     with pytest.raises(UserError, match=message):
@@ -122,11 +127,7 @@ def test_mesh_larger_than_the_devices_is_refused(config, tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused_and_kept(config, tmp_path):
-    with config.unlocked():
-        config.train.num_steps = 2
-        config.train.final_eval_views = ()
-    train.train_and_evaluate(config, tmp_path)
-    before = snapshot(tmp_path)
+    before = two_steps_into(config, tmp_path)
     with config.unlocked():
         config.model.fc_widths = (64, 64)
         config.train.num_steps = 4
