@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
@@ -61,6 +62,31 @@ def abstract_model(config: ml_collections.ConfigDict, num_classes: int,
     create = model_factory(config, num_classes, mesh)
     with jax.set_mesh(mesh):
         return nnx.eval_shape(lambda: create(nnx.Rngs(config.seed)))
+
+
+def model_with_params(config: ml_collections.ConfigDict, num_classes: int,
+                      params: dict[str, Any], mesh: Mesh | None = None) -> ShardedNetwork:
+    """The network of `config` carrying `params` (e.g. NumPy arrays from
+    checkpointing.load_params), each placed with the sharding the model declares for it on
+    `mesh` (default: the config's mesh). Raises ValueError naming the first layer whose shape
+    does not match, e.g. when the checkpoint was written by a different config."""
+    mesh = mesh if mesh is not None else build_mesh(config)
+    graphdef, state = nnx.split(abstract_model(config, num_classes, mesh))
+    expected = state.to_pure_dict()
+    if jax.tree.structure(expected) != jax.tree.structure(params):
+        raise ValueError(f"the parameters hold layers {sorted(params)}; this config's model has "
+                         f"{sorted(expected)}")
+
+    def place(path, want, value):
+        if tuple(value.shape) != tuple(want.shape):
+            raise ValueError(f"{jax.tree_util.keystr(path)} has shape {tuple(value.shape)}; this "
+                             f"config's model expects {tuple(want.shape)}")
+        # the abstract model's shardings name an abstract mesh: place on the concrete one
+        where = jax.sharding.NamedSharding(mesh, want.sharding.spec)
+        return jax.device_put(np.asarray(value, dtype=want.dtype), where)
+
+    nnx.replace_by_pure_dict(state, jax.tree.map_with_path(place, expected, params))
+    return nnx.merge(graphdef, state)
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:

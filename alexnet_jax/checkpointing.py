@@ -90,6 +90,7 @@ def load_params(params_dir: str | Path) -> dict[str, Any]:
     <workdir>/checkpoints/<step>/params."""
     import numpy as np  # noqa: PLC0415
 
+    params_dir = Path(params_dir).absolute()  # Orbax misreads relative paths' metadata
     checkpointer = ocp.PyTreeCheckpointer()
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                             checkpointer.metadata(params_dir).item_metadata.tree)

@@ -1,0 +1,42 @@
+"""Loading saved parameters back into a network, as README's recipe does (plain Orbax)."""
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import build, sharding
+from alexnet_jax.checkpointing import load_params
+
+
+def saved_tiny_model(config, directory):
+    """A tiny model on a 2x2 (data x model) mesh, its parameters saved with plain Orbax."""
+    mesh = sharding.make_mesh(2, config.model.columns, jax.devices()[:4])
+    model = build.build_model(config, 5, mesh)
+    params = build.build_train_state(config, 5, mesh).params
+    ocp.PyTreeCheckpointer().save(directory / "params", params)
+    return model, params
+
+
+def test_load_params_with_a_relative_path_then_run_on_another_mesh(config, tmp_path,
+                                                                   monkeypatch):
+    original, params = saved_tiny_model(config, tmp_path / "ckpt")  # on 4 devices
+    monkeypatch.chdir(tmp_path)
+    loaded = load_params("ckpt/params")  # relative, as a user would type it
+    assert isinstance(loaded["conv1"]["kernel"], np.ndarray)
+    np.testing.assert_array_equal(loaded["fc8"]["kernel"], np.asarray(params["fc8"]["kernel"]))
+    model = build.model_with_params(config, 5, loaded, sharding.single_device_mesh())
+    images = np.random.RandomState(0).normal(0, 50, (4, 67, 67, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(original(images)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_parameters_of_another_config_are_refused_by_layer_and_shape(config, tmp_path):
+    _, params = saved_tiny_model(config, tmp_path / "ckpt")
+    loaded = load_params(tmp_path / "ckpt" / "params")
+    with config.unlocked():
+        config.model.fc_widths = (64, 32)
+    with pytest.raises(ValueError, match=r"\['fc6'\]\['bias'\] has shape"):
+        build.model_with_params(config, 5, loaded)
+    with pytest.raises(ValueError, match="parameters hold layers"):
+        build.model_with_params(config, 5, {"conv1": loaded["conv1"]})
