@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,12 @@ class Trainer:
             return complete
         step = run.step
         self._reset_window(step)
+        # Redirected to a file, a bar redrawn every step would grow the log by ~10 MB an hour:
+        # there it is redrawn once a minute.
+        interactive = sys.stderr.isatty()
         self.bar = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True,
-                        disable=not run.is_chief, desc=run.workdir.name)
+                        disable=not run.is_chief, desc=run.workdir.name,
+                        mininterval=0.1 if interactive else 60.0)
         try:
             while step < self.total_steps and not self.stop and not run.schedule.state.finished:
                 epoch, start_batch = divmod(step, self.steps_per_epoch)
