@@ -70,3 +70,16 @@ def read_records(workdir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def surviving_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the run's one history: a run that was killed after its last checkpoint
+    logged steps that the resumed run (its `run_start` names the step it resumed from) then
+    trained again; those superseded records are dropped."""
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("event") == "run_start":
+            resumed_from = record.get("start_step", 0)
+            kept = [r for r in kept if "step" not in r or r["step"] <= resumed_from]
+        kept.append(record)
+    return kept

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_jax.metrics_writer import read_records
+from alexnet_jax.metrics_writer import read_records, surviving_records
 
 CURVES_FILE = "learning_curves.png"
 FILTERS_FILE = "conv1_filters.png"
@@ -49,7 +49,7 @@ def plot_learning_curves(workdir: Path, path: Path | None = None) -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     workdir = Path(workdir)
-    records = read_records(workdir)
+    records = surviving_records(read_records(workdir))
     train = [r for r in records if r.get("split") == "train"]
     val = [r for r in records if r.get("split") == "val" and r.get("crops") == 1]
     val10 = [r for r in records if r.get("split") == "val" and r.get("crops") == 10]

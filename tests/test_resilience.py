@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_jax.checkpointing import load_params
+from alexnet_jax.metrics_writer import surviving_records
 from test_cli import REPO, records, tiny_overrides
 
 
@@ -66,6 +67,11 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_parameters(im
     for layer in whole:
         for name in whole[layer]:
             np.testing.assert_array_equal(resumed[layer][name], whole[layer][name])
+    # The log's surviving history is the uninterrupted run's: each step once, same losses.
+    history = [[(r["step"], r["loss"]) for r in surviving_records(records(tmp_path / name))
+                if r.get("split") == "train"] for name in ("whole", "killed")]
+    assert [step for step, _ in history[0]] == list(range(1, 11))
+    assert history[1] == history[0]
 
 
 def test_sigterm_saves_and_exits_cleanly(image_tree, tmp_path):
