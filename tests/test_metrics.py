@@ -15,3 +15,29 @@ def test_records_past_the_resumed_checkpoint_are_superseded():
                      (5, 15.0), (6, 14.0), (7, 13.0), (8, 12.0)]
     assert [r["step"] for r in kept if r.get("split") == "val"] == [4]
     assert [r["start_step"] for r in kept if r.get("event")] == [0, 4]
+
+
+def test_run_summary_lists_each_surviving_evaluation_and_the_schedule(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from summarize_run import summarize
+
+    records = [{"event": "run_start", "start_step": 0},
+               {"step": 1, "epoch": 0.5, "split": "train", "loss": 2.0, "learning_rate": 0.01},
+               {"step": 2, "epoch": 1.0, "split": "val", "top1_error": 0.5, "top5_error": 0.2,
+                "crops": 1},
+               {"step": 3, "epoch": 1.5, "split": "val", "top1_error": 0.1, "top5_error": 0.0,
+                "crops": 1},  # logged by a run killed before its next checkpoint...
+               {"event": "run_start", "start_step": 2},  # ...which resumed from step 2
+               {"step": 2, "event": "schedule_reduced", "learning_rate": 0.001},
+               {"step": 4, "epoch": 2.0, "split": "val", "top1_error": 0.4, "top5_error": 0.1,
+                "crops": 1}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    table = summarize(tmp_path).splitlines()
+    assert table[2] == "| 1 | 2 | 0.01 | 0.5000 | 0.2000 | 1 |"
+    assert table[3] == "| | 2 | schedule_reduced: now 0.001 | | | |"
+    assert table[4] == "| 2 | 4 | 0.001 | 0.4000 | 0.1000 | 1 |"
+    assert table[-1].startswith("best centre-crop top-1 error 0.4000")
