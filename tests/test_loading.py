@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from alexnet_jax import build, sharding
 from alexnet_jax.checkpointing import load_params
@@ -13,7 +14,7 @@ def saved_tiny_model(config, directory):
     """A tiny model on a 2x2 (data x model) mesh, its parameters saved with plain Orbax."""
     mesh = sharding.make_mesh(2, config.model.columns, jax.devices()[:4])
     model = build.build_model(config, 5, mesh)
-    params = build.build_train_state(config, 5, mesh).params
+    params = nnx.state(model, nnx.Param).to_pure_dict()
     ocp.PyTreeCheckpointer().save(directory / "params", params)
     return model, params
 
