@@ -6,12 +6,15 @@ zero; then the standard deviation of each logit across the batch (the input-depe
 averaged over classes) and the spread of the per-class mean logits (the input-independent
 part). Without --params it describes the config's fresh initialisation.
 
-Run (the diagnosis of the Imagenette runs in README.md, "Results"):
+Run (the diagnosis of the Imagenette runs in README.md, "Results"; the config's overrides must
+be those of the run whose checkpoint is read, here the paper's biases of 1):
     python experiments/activation_stats.py --config=configs/imagenette.py \\
-        --config.data.path=../shared/data/imagenette2-224
+        --config.data.path=../shared/data/imagenette2-224 --config.model.positive_bias=1.0
     python experiments/activation_stats.py --config=configs/imagenette.py \\
-        --config.data.path=../shared/data/imagenette2-224 \\
+        --config.data.path=../shared/data/imagenette2-224 --config.model.positive_bias=1.0 \\
         --params=runs/imagenette/checkpoints/250/params
+    python experiments/activation_stats.py --config=configs/imagenette.py \\
+        --config.data.path=../shared/data/imagenette2-224          # the default biases, 0.1
 """
 
 from __future__ import annotations
