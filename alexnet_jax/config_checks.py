@@ -61,8 +61,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if o.learning_rate <= 0 or not 0 <= o.momentum < 1 or o.weight_decay < 0:
         raise UserError(f"optimizer: learning_rate ({o.learning_rate}) must be > 0, momentum "
                         f"({o.momentum}) in [0, 1), weight_decay ({o.weight_decay}) >= 0.")
-    if dict(o.layer_weight_decay) and o.weight_decay <= 0:
-        raise UserError("optimizer.layer_weight_decay needs optimizer.weight_decay > 0.")
+    if any(value > 0 for value in dict(o.layer_weight_decay).values()) and o.weight_decay <= 0:
+        raise UserError("optimizer.layer_weight_decay needs optimizer.weight_decay > 0 (the "
+                        "per-layer values are multiples of it); set them to 0 to turn the "
+                        "decay off everywhere.")
     _choice("schedule.name", s.name, SCHEDULES)
     _choice("schedule.after_last", s.after_last, ("stop", "continue"))
     if not 0 < s.factor <= 1 or s.patience < 1 or s.max_reductions < 0:
@@ -75,6 +77,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if t.log_every_steps < 1 or t.checkpoint_every_steps < 1 or t.keep_checkpoints < 1:
         raise UserError("train.log_every_steps, train.checkpoint_every_steps and "
                         "train.keep_checkpoints must be >= 1.")
+    if not 0.0 <= t.stop_at_train_error < 1.0:
+        raise UserError(f"train.stop_at_train_error={t.stop_at_train_error} must be in [0, 1) "
+                        "(a training top-1 error; 0 turns the target off).")
     for views in (t.epoch_eval_views, *t.final_eval_views):
         _choice("train.epoch_eval_views / train.final_eval_views", views, (1, 10))
 

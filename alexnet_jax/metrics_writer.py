@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-METRICS_FILE = "metrics.jsonl"
+from alexnet_jax.run_files import METRICS_FILE, read_records, surviving_records  # noqa: F401
+
 
 
 def _plain(value: Any) -> Any:
@@ -36,6 +38,7 @@ class MetricsWriter:
         """One line of metrics.jsonl."""
         if not self.enabled:
             return
+        record = {**record, "time": record.get("time", time.time())}  # wall clock, for reports
         line = json.dumps({key: _plain(value) for key, value in record.items()})
         with self._jsonl_path.open("a") as f:
             f.write(line + "\n")
@@ -62,24 +65,3 @@ class MetricsWriter:
     def close(self) -> None:
         if self.enabled:
             self._summary.close()
-
-
-def read_records(workdir: Path) -> list[dict[str, Any]]:
-    """Every record of a workdir's metrics.jsonl (for tests, plots and reports)."""
-    path = Path(workdir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def surviving_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of the run's one history: a run that was killed after its last checkpoint
-    logged steps that the resumed run (its `run_start` names the step it resumed from) then
-    trained again; those superseded records are dropped."""
-    kept: list[dict[str, Any]] = []
-    for record in records:
-        if record.get("event") == "run_start":
-            resumed_from = record.get("start_step", 0)
-            kept = [r for r in kept if "step" not in r or r["step"] <= resumed_from]
-        kept.append(record)
-    return kept

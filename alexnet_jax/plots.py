@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_jax.metrics_writer import read_records, surviving_records
+from alexnet_jax.run_files import read_records, surviving_records
 
 CURVES_FILE = "learning_curves.png"
 FILTERS_FILE = "conv1_filters.png"

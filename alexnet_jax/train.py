@@ -21,10 +21,12 @@ from tqdm import tqdm
 
 from alexnet_jax import build, checkpointing, config_checks, multihost, plots, sharding, steps
 from alexnet_jax.data import pipeline, sources
+from alexnet_jax.epoch_metrics import EpochMeans
 from alexnet_jax.errors import UserError
 from alexnet_jax.evaluate import evaluate
 from alexnet_jax.metrics_writer import MetricsWriter
 from alexnet_jax.preemption import StopRequest
+from alexnet_jax.run_files import COMPLETION_FILE, read_completion
 from alexnet_jax.schedule import Schedule
 from alexnet_jax.sharded_network import count_params
 
@@ -162,6 +164,7 @@ class Trainer:
             jax.random.key(run.config.seed))
         self.eval_step = steps.make_eval_step(run.graphdef)
         self.pending = None  # (step, metrics on device): fetched one step late
+        self.epoch_means = EpochMeans()  # the epoch's mean training error (paper Figure 1)
         self.evaluations = {}  # (step, views) -> record, so the end never evaluates twice
         self.window = {}     # since the last log line: start step, time, data wait
         self.bar = None
@@ -170,7 +173,7 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         run = self.run
-        done = run.step >= self.total_steps or run.schedule.state.finished
+        done = run.step >= self.total_steps or self._stopped_early()
         complete = read_completion(run.workdir)
         if done and complete and complete["step"] == run.step:
             logging.info("the run in %s is already complete (step %d)", run.workdir, run.step)
@@ -184,7 +187,7 @@ class Trainer:
                         disable=not run.is_chief, desc=run.workdir.name,
                         mininterval=0.1 if interactive else 60.0)
         try:
-            while step < self.total_steps and not self.stop and not run.schedule.state.finished:
+            while step < self.total_steps and not self.stop and not self._stopped_early():
                 epoch, start_batch = divmod(step, self.steps_per_epoch)
                 run.schedule.start_epoch(epoch)
                 step = self._train_epoch(epoch, start_batch, step)
@@ -201,8 +204,13 @@ class Trainer:
             return {"step": step, "interrupted": self.stop.signal_name}
         return self._finish(step)
 
+    def _stopped_early(self) -> bool:
+        """The plateau schedule has ended the run, or the training-error target is reached."""
+        return self.run.schedule.state.finished or bool(self.run.progress.get("target_reached"))
+
     def _train_epoch(self, epoch: int, start_batch: int, step: int) -> int:
         run, train = self.run, self.run.config.train
+        self.epoch_means.start(epoch, run.progress.get("epoch_train") if start_batch else None)
         dataset = pipeline.train_dataset(run.source, run.prep, self.batch_size, run.config.seed,
                                          epoch, start_batch, run.config.data.shuffle_buffer,
                                          process_sharding=run.config.data.process_sharding)
@@ -220,6 +228,7 @@ class Trainer:
             step += 1
             self._flush()
             self.pending = (step, metrics)
+            self.epoch_means.add(metrics)
             self.bar.update(1)
             # (at the end of an epoch the checkpoint waits for the evaluation: "best" needs it)
             if step % train.checkpoint_every_steps == 0 and step % self.steps_per_epoch:
@@ -264,6 +273,7 @@ class Trainer:
 
     def _end_of_epoch(self, step: int) -> None:
         run = self.run
+        self._log_epoch_training_error(step)
         result = self._evaluate(step, run.config.train.epoch_eval_views)
         event = run.schedule.record_evaluation(result["top1_error"])
         if event:
@@ -277,6 +287,23 @@ class Trainer:
         self._save(step, result["top1_error"])
         self._write_pictures()
         self._reset_window(step)  # evaluation is not training
+
+    def _log_epoch_training_error(self, step: int) -> None:
+        """The epoch's mean training loss and errors; the training-error target check."""
+        run = self.run
+        means = self.epoch_means.means()
+        epoch = step / self.steps_per_epoch
+        run.writer.write_record({"step": step, "epoch": epoch, "split": "train_epoch", **means})
+        run.writer.write_scalars(step, {k: means[k] for k in ("loss", "top1_error", "top5_error")},
+                                 "train_epoch/")
+        target = run.config.train.stop_at_train_error
+        if target > 0 and means["top1_error"] <= target:
+            run.progress["target_reached"] = {"epoch": epoch, "top1_error": means["top1_error"]}
+            run.writer.write_record({"step": step, "event": "train_error_target_reached",
+                                     "epoch": epoch, "top1_error": means["top1_error"],
+                                     "target": target})
+            logging.info("epoch %g: mean training error %.4f <= train.stop_at_train_error=%g; "
+                         "the run ends", epoch, means["top1_error"], target)
 
     def _evaluate(self, step: int, views: int) -> dict[str, Any]:
         run = self.run
@@ -294,7 +321,8 @@ class Trainer:
         self._write_pictures()
         run.checkpointer.wait()
         outcome = {"step": step, "eval": results,
-                   "stopped_by_schedule": run.schedule.state.finished}
+                   "stopped_by_schedule": run.schedule.state.finished,
+                   "train_error_target_reached": run.progress.get("target_reached")}
         if run.is_chief:
             (run.workdir / COMPLETION_FILE).write_text(json.dumps(outcome, indent=1))
         return outcome
@@ -302,7 +330,8 @@ class Trainer:
     def _save(self, step: int, top1_error: float | None = None) -> None:
         run = self.run
         run.progress.update(step=step, epoch=step / self.steps_per_epoch,
-                            schedule=run.schedule.to_dict())
+                            schedule=run.schedule.to_dict(),
+                            epoch_train=self.epoch_means.to_dict())
         run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error)
 
     def _write_pictures(self) -> None:
@@ -317,15 +346,6 @@ class Trainer:
         plots.save_filter_grid(kernel, run.workdir / plots.FILTERS_FILE)
         plots.plot_learning_curves(run.workdir)
         run.writer.flush()
-
-
-COMPLETION_FILE = "run_complete.json"
-
-
-def read_completion(workdir: Path) -> dict[str, Any] | None:
-    """The outcome of a finished run (its last step and final evaluation), if it finished."""
-    path = Path(workdir) / COMPLETION_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def log_evaluation(run: Run, step: int, epoch: float, result: dict[str, Any]) -> dict[str, Any]:

@@ -142,3 +142,45 @@ def test_unwritable_workdir_is_refused(config, tmp_path):
     with pytest.raises(UserError, match="cannot be written"):
         train.train_and_evaluate(config, blocker / "run")
     assert blocker.read_text() == "not a directory"
+
+
+def epoch_records(workdir):
+    return [r for r in read_records(workdir) if r.get("split") == "train_epoch"]
+
+
+def test_epoch_training_error_is_the_mean_of_its_steps_and_survives_a_resume(config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 1                # 5 steps
+        config.train.final_eval_views = ()
+        config.train.checkpoint_every_steps = 2
+    train.train_and_evaluate(config, tmp_path / "whole")
+    steps = [r for r in read_records(tmp_path / "whole") if r.get("split") == "train"]
+    (epoch,) = epoch_records(tmp_path / "whole")
+    assert epoch["steps"] == 5 and epoch["epoch"] == 1
+    assert epoch["loss"] == pytest.approx(np.mean([r["loss"] for r in steps]), rel=1e-5)
+    assert epoch["top1_error"] == pytest.approx(np.mean([r["top1_error"] for r in steps]),
+                                                abs=1e-6)
+    with config.unlocked():
+        config.train.num_steps = 3                 # stop mid-epoch (checkpoint at 3)...
+    train.train_and_evaluate(config, tmp_path / "resumed")
+    with config.unlocked():
+        config.train.num_steps = -1                # ...and finish the epoch in a new process
+    train.train_and_evaluate(config, tmp_path / "resumed")
+    (resumed,) = epoch_records(tmp_path / "resumed")
+    assert resumed["steps"] == 5
+    for key in ("loss", "top1_error", "top5_error"):
+        assert resumed[key] == pytest.approx(epoch[key], rel=1e-6)
+
+
+def test_training_error_target_ends_the_run(config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 4
+        config.train.final_eval_views = (1,)
+        config.train.stop_at_train_error = 0.99    # any epoch reaches it
+        config.schedule.name = "constant"
+    outcome = train.train_and_evaluate(config, tmp_path)
+    assert outcome["step"] == 5 and outcome["train_error_target_reached"]["epoch"] == 1
+    events = [r["event"] for r in read_records(tmp_path) if "event" in r]
+    assert "train_error_target_reached" in events
+    again = train.train_and_evaluate(config, tmp_path)  # complete: nothing more to do
+    assert again["step"] == 5

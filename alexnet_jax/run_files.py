@@ -1,0 +1,39 @@
+"""The files a run leaves in its workdir, and reading them back (JSON only: no TensorFlow or JAX,
+so reports and study runners can read workdirs cheaply)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+COMPLETION_FILE = "run_complete.json"
+CONFIG_FILE = "config.json"
+
+
+def read_records(workdir: Path) -> list[dict[str, Any]]:
+    """Every record of a workdir's metrics.jsonl (for tests, plots and reports)."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def surviving_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the run's one history: a run that was killed after its last checkpoint
+    logged steps that the resumed run (its `run_start` names the step it resumed from) then
+    trained again; those superseded records are dropped."""
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("event") == "run_start":
+            resumed_from = record.get("start_step", 0)
+            kept = [r for r in kept if "step" not in r or r["step"] <= resumed_from]
+        kept.append(record)
+    return kept
+
+
+def read_completion(workdir: Path) -> dict[str, Any] | None:
+    """The outcome of a finished run (its last step and final evaluation), if it finished."""
+    path = Path(workdir) / COMPLETION_FILE
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,28 @@
+"""Local response normalisation on CIFAR-10 (paper section 3.3): "a four-layer CNN achieved a
+13% test error rate without normalization and 11% with normalization".
+
+The paper's figure comes from cuda-convnet's full recipe (configs/cifar10_11pct.py: about 520
+epochs, days on a CPU). Here both arms get one equal budget that fits a CPU: 15 epochs with the
+learning rate divided by 10 after epochs 11 and 13, two seeds each.
+
+Run (about 2.5 CPU hours on 2 cores):
+    nice -n 19 python experiments/run_study.py --study=configs/studies/cifar10_lrn.py \
+        --dir=runs/studies/cifar10_lrn --config.data.path=../shared/data/cifar10
+"""
+
+
+def get_study():
+    return {
+        "name": "cifar10_lrn",
+        "description": "LRN on and off on CIFAR-10 at an equal budget of 15 epochs (paper: 11% "
+                       "test error with LRN, 13% without). The validation split is CIFAR-10's "
+                       "test set.",
+        "base_config": "configs/cifar10.py",
+        "overrides": {"train.num_epochs": 15, "schedule.name": "step",
+                      "schedule.step_epochs": (11, 13)},
+        "seeds": (0, 1),
+        "baseline": "lrn",
+        "arms": [{"name": "lrn", "overrides": {}},
+                 {"name": "no_lrn", "overrides": {"model.lrn": False},
+                  "paper": {"top1": 2.0, "note": "13% vs 11% test error, full recipe"}}],
+    }
