@@ -11,6 +11,7 @@ from jax.sharding import Mesh
 
 from alexnet_jax.data import pipeline
 from alexnet_jax.data.sources import Source
+from alexnet_jax.progress import progress_bar
 
 
 def evaluate(eval_step: Callable, params, source: Source, prep: pipeline.Preprocessing,
@@ -21,9 +22,13 @@ def evaluate(eval_step: Callable, params, source: Source, prep: pipeline.Preproc
     """
     dataset = pipeline.eval_dataset(source, prep, global_batch, views)
     totals = None
-    for batch in pipeline.to_device(tfds.as_numpy(dataset), mesh):
-        sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+    description = f"evaluating {source.eval_split} ({'centre crop' if views == 1 else f'{views} views'})"
+    with progress_bar(source.num_examples(source.eval_split), description, "img",
+                      enabled=jax.process_index() == 0) as bar:
+        for batch in pipeline.to_device(tfds.as_numpy(dataset), mesh):
+            sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
+            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+            bar.update(min(global_batch, bar.total - bar.n))
     totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
     count = totals["count"]
     return {"top1_error": 1.0 - totals["top1_correct"] / count,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from jax.sharding import Mesh
-from tqdm import tqdm
 
 from alexnet_jax import build, checkpointing, config_checks, multihost, plots, sharding, steps
 from alexnet_jax.data import pipeline, sources
@@ -26,6 +24,7 @@ from alexnet_jax.errors import UserError
 from alexnet_jax.evaluate import evaluate
 from alexnet_jax.metrics_writer import MetricsWriter
 from alexnet_jax.preemption import StopRequest
+from alexnet_jax.progress import progress_bar
 from alexnet_jax.run_files import COMPLETION_FILE, read_completion
 from alexnet_jax.schedule import Schedule
 from alexnet_jax.sharded_network import count_params
@@ -180,12 +179,8 @@ class Trainer:
             return complete
         step = run.step
         self._reset_window(step)
-        # Redirected to a file, a bar redrawn every step appends a line per step (the CIFAR-10
-        # run's log grew to 2.4 MB of them): there it is redrawn once a minute.
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(total=self.total_steps, initial=step, unit="step", dynamic_ncols=True,
-                        disable=not run.is_chief, desc=run.workdir.name,
-                        mininterval=0.1 if interactive else 60.0)
+        self.bar = progress_bar(self.total_steps, run.workdir.name, "step", initial=step,
+                                enabled=run.is_chief)
         try:
             while step < self.total_steps and not self.stop and not self._stopped_early():
                 epoch, start_batch = divmod(step, self.steps_per_epoch)

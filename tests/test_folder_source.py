@@ -50,7 +50,7 @@ def test_bad_trees_get_clear_errors(tmp_path):
         sources.open_source("folder", "", str(tmp_path))
     with pytest.raises(UserError, match="train/ folder"):
         sources.open_source("folder", str(tmp_path / "nowhere"), str(tmp_path))
-    (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="no images under train/"):
         sources.open_source("folder", str(tmp_path / "empty"), str(tmp_path))
     with pytest.raises(UserError, match="not a dataset"):
@@ -63,3 +63,67 @@ def test_missing_imagenet_says_how_to_provide_it(tmp_path):
     message = str(error.value)
     assert "ILSVRC2012_img_train.tar" in message and "ILSVRC2012_img_val.tar" in message
     assert str(tmp_path / "downloads" / "manual") in message
+
+
+def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    """A 16-bit grey PNG (mean 104/255) became all-white before: now every pixel is within one
+    level of the 8-bit image it was made from; likewise 16-bit RGB PNGs, 32-bit and float."""
+    import tensorflow as tf  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    rng = np.random.RandomState(0)
+    grey8 = rng.randint(60, 150, (40, 50)).astype(np.uint8)      # mean about 104
+    rgb8 = rng.randint(0, 256, (40, 50, 3)).astype(np.uint8)
+    tree = make_image_tree(tmp_path / "tree", train_per_class=1, val_per_class=1)
+    folder = tree / "train" / "ant"
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(folder / "grey16.png")   # mode I;16
+    (folder / "rgb16.png").write_bytes(tf.io.encode_png(rgb8.astype(np.uint16) * 257).numpy())
+    Image.fromarray(grey8.astype(np.int32) * 257).save(folder / "grey32.tif")    # mode I
+    Image.fromarray(grey8.astype(np.float32) / 255).save(folder / "float.tif")   # mode F
+    assert Image.open(folder / "grey16.png").mode == "I;16"
+    source = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    images = {ex["file_name"].decode().split("/")[-1]: ex["image"].astype(int) for ex in
+              tfds.as_numpy(source.builder.as_dataset("train"))}
+    for name in ("grey16.png", "grey32.tif", "float.tif"):
+        assert np.abs(images[name] - grey8[..., None]).max() <= 1, name
+    assert np.abs(images["rgb16.png"] - rgb8).max() <= 1
+
+
+def test_a_class_without_training_images_is_refused(tmp_path):
+    tree = make_image_tree(tmp_path / "tree", train_per_class=2, val_per_class=1)
+    (tree / "train" / "fox").mkdir()
+    (tree / "train" / "fox" / "notes.txt").write_text("not an image")
+    with pytest.raises(UserError, match=r"hold no image file: .*train/fox"):
+        sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    (tree / "train" / "fox" / "bad.jpg").write_bytes(b"")            # an image name, unreadable
+    with pytest.raises(UserError, match=r"no image of 1 class folder.*train/fox"):
+        sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+
+
+def test_a_validation_class_missing_from_training_is_refused(tmp_path):
+    tree = make_image_tree(tmp_path / "tree", train_per_class=2, val_per_class=1)
+    (tree / "train" / "eel" / "000.jpg").rename(tree / "val" / "eel" / "extra.jpg")
+    (tree / "train" / "eel" / "001.jpg").unlink()
+    (tree / "train" / "eel").rmdir()
+    with pytest.raises(UserError, match="val/ has classes that train/ does not have: eel"):
+        sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    # a train/ class without validation images is fine
+    tree2 = make_image_tree(tmp_path / "tree2", train_per_class=2, val_per_class=1)
+    for path in (tree2 / "val" / "eel").iterdir():
+        path.unlink()
+    (tree2 / "val" / "eel").rmdir()
+    assert sources.open_source("folder", str(tree2), str(tmp_path / "tfds")).num_classes == 5
+
+
+def test_skipped_files_are_reported_with_a_plain_cause(tmp_path):
+    tree = make_image_tree(tmp_path / "tree", train_per_class=2, val_per_class=1)
+    folder = tree / "train" / "bee"
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "readme.jpg").write_text("this is a text file, not a picture\n")
+    whole = (folder / "000.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[:len(whole) // 2])
+    source = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    causes = {item["path"]: item["error"] for item in source.skipped_images["train"]}
+    assert causes == {"train/bee/cut.jpg": f"truncated JPEG file ({len(whole) // 2} bytes)",
+                      "train/bee/empty.jpg": "empty file (0 bytes)",
+                      "train/bee/readme.jpg": "not an image: the file holds text"}

@@ -86,7 +86,7 @@ def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
     try:
         tree = folder_builder.scan_tree(root)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the ImageFolder tree at {root}: {error}") from error
+        raise UserError(f"the ImageFolder tree at {root} cannot be used: {error}.") from error
     for split in folder_builder.SPLITS:
         if not tree.files.get(split):
             raise UserError(f"the ImageFolder tree at {root} has no images under {split}/; it "
@@ -95,6 +95,12 @@ def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
     if not builder.is_prepared():
         builder.download_and_prepare()
     skipped = builder.skipped_images()
+    unreadable_classes = folder_builder.classes_without_images(tree, skipped)
+    if unreadable_classes:
+        raise UserError(f"no image of {len(unreadable_classes)} class folder(s) of {root / 'train'} "
+                        f"could be read: {', '.join(unreadable_classes)} (the causes are listed in "
+                        f"{builder.data_dir}/{folder_builder.SKIPPED_FILE}); every class needs "
+                        "readable training images: fix or add them, or remove the folders.")
     for split in folder_builder.SPLITS:
         if builder.info.splits[split].num_examples == 0:
             raise UserError(f"every image under {root / split} was unreadable "

@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
-from tqdm import tqdm
 
 from alexnet_jax.data import preprocess
 from alexnet_jax.data.sources import Source
+from alexnet_jax.progress import progress_bar
 
 # Published ImageNet values (PAPER.md section 3): a check on computed statistics, and the
 # fallback `data.stats_source='imagenet'`.
@@ -92,8 +92,7 @@ def compute_stats(source: Source, resize_size: int, sample_size: int,
     image_sum = np.zeros((resize_size, resize_size, 3), np.float64)
     outer_sum = np.zeros((3, 3), np.float64)
     seen = 0
-    with tqdm(total=count, desc=f"statistics of {source.name}", unit="img",
-              disable=not progress) as bar:
+    with progress_bar(count, f"statistics of {source.name}", "img", enabled=progress) as bar:
         for batch in tfds.as_numpy(ds):
             batch = batch.astype(np.float64)
             image_sum += batch.sum(axis=0)
