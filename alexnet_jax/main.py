@@ -5,14 +5,18 @@ Flags only; the work is done by alexnet_jax.train.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import logging as std_logging
 import os
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "stats"],
@@ -106,22 +110,76 @@ def _fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line message instead of a traceback on a bad override."""
+    """absl's flag parsing, with a one-paragraph message instead of a traceback for a missing
+    or broken config file and a bad override (checked before TensorFlow or JAX is imported)."""
+    config_path = _flag_value(argv, "config")
+    if config_path is not None:
+        config = _load_config_file(config_path)
+        for arg in argv[1:]:
+            if arg.startswith("--config."):
+                _check_override_key(config, arg)
     try:
         return FLAGS(argv)
     except flags.Error as error:
         _fail(f"{error}. Config keys and their meaning are listed in the config file "
               "(configs/*.py); see README.md.")
-    except (AttributeError, KeyError) as error:
-        key = str(error).strip("\"'")
-        bad = [arg for arg in argv if arg.startswith("--config.") and key in arg]
-        _fail(f"unknown config key {key!r} in {bad[0] if bad else 'the overrides'}: every key "
-              "must already exist in the config file (configs/*.py lists them all, each with a "
-              "comment). Check its spelling and section, e.g. --config.model.lrn=False.")
     except (TypeError, ValueError) as error:
         _fail(f"invalid config value: {error}. Each key keeps the type of its default in the "
               "config file (configs/*.py).")
     return []
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of --name=VALUE or --name VALUE in argv (None when absent)."""
+    for index, arg in enumerate(argv[1:], 1):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _load_config_file(path: str):
+    """The ConfigDict of a config file, or a clear failure naming the configs that exist."""
+    file = Path(path.split(":", 1)[0])
+    existing = ", ".join(f"configs/{p.name}" for p in sorted(CONFIGS_DIR.glob("*.py"))
+                         if p.name != "__init__.py")
+    if not file.is_file():
+        _fail(f"the config file {file} does not exist. The configs are: {existing} (paths "
+              f"relative to {CONFIGS_DIR.parent}); e.g. --config=configs/imagenette.py.")
+    try:
+        spec = importlib.util.spec_from_file_location("alexnet_config_check", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config()
+    except Exception as error:  # noqa: BLE001 - any failure of the user's file: say which
+        _fail(f"the config file {file} could not be loaded ({type(error).__name__}: {error}). "
+              f"A config file defines get_config() returning an ml_collections.ConfigDict; "
+              f"the project's configs are: {existing}.")
+
+
+def _all_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if hasattr(value, "items"):
+            keys += _all_keys(value, full + ".")
+    return keys
+
+
+def _check_override_key(config, arg: str) -> None:
+    """Fail on --config.<key>=... whose key the config does not have, naming the closest."""
+    key = arg[len("--config."):].split("=", 1)[0]
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "items") or part not in node:
+            close = difflib.get_close_matches(key, _all_keys(config), n=1, cutoff=0.5)
+            hint = (f"; did you mean --config.{close[0]}?" if close else
+                    "; every key must already exist in the config file (configs/*.py lists "
+                    "them all, each with a comment).")
+            _fail(f"{arg}: the config has no key {key!r}{hint}")
+        node = node[part]
 
 
 def run() -> None:

@@ -31,8 +31,15 @@ class MetricsWriter:
 
     def __init__(self, workdir: Path, enabled: bool = True):
         self.enabled = enabled
-        self._jsonl_path = Path(workdir) / METRICS_FILE
-        self._summary = tf.summary.create_file_writer(str(workdir)) if enabled else None
+        self._workdir = Path(workdir)
+        self._jsonl_path = self._workdir / METRICS_FILE
+        self._events = None  # the TensorBoard file is created by the first scalar or image
+
+    @property
+    def _summary(self):
+        if self._events is None:
+            self._events = tf.summary.create_file_writer(str(self._workdir))
+        return self._events
 
     def write_record(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl."""
@@ -59,9 +66,9 @@ class MetricsWriter:
             tf.summary.image(name, images_NxHxWx3, max_outputs=len(images_NxHxWx3))
 
     def flush(self) -> None:
-        if self.enabled:
-            self._summary.flush()
+        if self._events is not None:
+            self._events.flush()
 
     def close(self) -> None:
-        if self.enabled:
-            self._summary.close()
+        if self._events is not None:
+            self._events.close()

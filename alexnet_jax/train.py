@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -66,31 +67,55 @@ def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> di
     return {"model": model, "crop_size": config.data.crop_size, "num_classes": num_classes}
 
 
-def prepare_workdir(workdir: Path) -> Path:
-    """Create the workdir (or fail with a clear message if it cannot be written)."""
+def check_workdir(workdir: str | Path) -> Path:
+    """The workdir as an absolute path, if it is (or can be created as) a writable directory;
+    creates nothing, so a run refused later leaves no trace."""
     workdir = Path(workdir).expanduser().absolute()
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test_{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"the workdir {workdir} cannot be written ({error.strerror}). Choose a "
-                        "directory you can write to with --workdir=DIR.") from error
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "the workdir" if existing == workdir else f"the workdir {workdir} is inside"
+        raise UserError(f"{what} {existing} is a file, not a directory. Choose a directory with "
+                        "--workdir=DIR (it is created if missing).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"the workdir {workdir} cannot be written ({existing} is not writable "
+                        "for this user). Choose a directory you can write to with --workdir=DIR.")
     return workdir
 
 
-def setup_run(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
-    """Mesh, data, model and optimizer state, restored from the latest checkpoint if any."""
+def create_workdir(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"the workdir {workdir} cannot be created ({error.strerror}). Choose a "
+                        "directory you can write to with --workdir=DIR.") from error
+
+
+def has_checkpoints(workdir: Path) -> bool:
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
+              for_evaluation: bool = False) -> Run:
+    """Mesh, data, model and optimizer state, restored from the latest checkpoint if any.
+
+    Every check that can refuse the run (config, workdir, data, checkpoints) comes before the
+    workdir is created or written, so a refused command leaves no trace."""
     config_checks.validate(config)
     mesh = build.build_mesh(config)
     config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS], jax.process_count())
-    workdir = prepare_workdir(Path(workdir))
+    workdir = check_workdir(workdir)
+    if for_evaluation and not has_checkpoints(workdir):
+        raise UserError(f"{workdir} has no checkpoint to evaluate; train first (the same command "
+                        "without --mode=eval).")
     source = multihost.chief_first(lambda: sources.open_source(
         config.data.name, config.data.path, config.data.data_dir), "prepare dataset")
     prep = multihost.chief_first(lambda: pipeline.preprocessing_from_config(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
     graphdef, params, tx, opt_state = build.build_train_state(config, source.num_classes, mesh)
+    create_workdir(workdir)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
                                               config.train.keep_checkpoints)
     schedule = Schedule(config.schedule, config.optimizer.learning_rate)
@@ -136,9 +161,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """
     run = setup_run(config, workdir)
     try:
-        write_run_facts(run)
         with jax.set_mesh(run.mesh), StopRequest() as stop:
-            return Trainer(run, stop).train()
+            trainer = Trainer(run, stop)
+            complete = trainer.completion()
+            if complete is not None:  # a finished run: say so and change nothing
+                logging.info("the run in %s is already complete (step %d)", run.workdir,
+                             run.step)
+                return complete
+            write_run_facts(run)
+            return trainer.train()
     finally:
         run.checkpointer.close()
         run.writer.close()
@@ -170,13 +201,15 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def train(self) -> dict[str, Any]:
+    def completion(self) -> dict[str, Any] | None:
+        """The outcome of this run if it has already finished (nothing left to do)."""
         run = self.run
         done = run.step >= self.total_steps or self._stopped_early()
         complete = read_completion(run.workdir)
-        if done and complete and complete["step"] == run.step:
-            logging.info("the run in %s is already complete (step %d)", run.workdir, run.step)
-            return complete
+        return complete if done and complete and complete["step"] == run.step else None
+
+    def train(self) -> dict[str, Any]:
+        run = self.run
         step = run.step
         self._reset_window(step)
         self.bar = progress_bar(self.total_steps, run.workdir.name, "step", initial=step,
@@ -359,10 +392,8 @@ def log_evaluation(run: Run, step: int, epoch: float, result: dict[str, Any]) ->
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
                      step: int | None = None) -> list[dict[str, Any]]:
     """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint."""
-    run = setup_run(config, workdir)
+    run = setup_run(config, workdir, for_evaluation=True)
     try:
-        if run.checkpointer.latest_step() is None:
-            raise UserError(f"{run.workdir} has no checkpoint to evaluate; train first.")
         with jax.set_mesh(run.mesh):
             if step is not None and step != run.step:
                 if step not in run.checkpointer.all_steps():

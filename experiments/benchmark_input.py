@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from alexnet_jax.data import pipeline, sources  # noqa: E402
+from alexnet_jax.data import file_survey, pipeline, sources  # noqa: E402
 from alexnet_jax.metrics_writer import read_records  # noqa: E402
 from configs.imagenette import get_config  # noqa: E402
 
@@ -74,8 +74,9 @@ def main() -> None:
         config.data.name, config.data.path = "imagenette", args.path
     source = sources.open_source("imagenette", args.path, config.data.data_dir)
     cores = os.cpu_count()
-    print(f"Imagenette ({source.num_examples('train')} train JPEGs, 224x224) -> 256 square -> "
-          f"224 crops; batch {args.batch}; host CPUs {cores}", flush=True)
+    print(f"read {file_survey.survey(Path(args.path) / 'train').describe()}; "
+          f"{source.num_examples('train')} prepared; -> 256 square -> 224 crops; batch "
+          f"{args.batch}; host CPUs {cores}", flush=True)
     for lighting in ("cuda_convnet2", "none"):
         with config.unlocked():
             config.data.lighting = lighting

@@ -127,3 +127,20 @@ def test_skipped_files_are_reported_with_a_plain_cause(tmp_path):
     assert causes == {"train/bee/cut.jpg": f"truncated JPEG file ({len(whole) // 2} bytes)",
                       "train/bee/empty.jpg": "empty file (0 bytes)",
                       "train/bee/readme.jpg": "not an image: the file holds text"}
+
+
+def test_file_survey_reports_what_a_tree_holds(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    from alexnet_jax.data.file_survey import survey  # noqa: PLC0415
+
+    for i, (w, h) in enumerate([(400, 300), (500, 375), (640, 480)]):
+        Image.new("RGB", (w, h), (i, 2 * i, 3 * i)).save(tmp_path / f"{i}.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not counted")
+    result = survey(tmp_path)
+    assert (result.files, result.unreadable) == (4, 1)
+    assert (result.median_width, result.median_height) == (500, 375)
+    sizes = [(tmp_path / f"{i}.jpg").stat().st_size for i in range(3)] + [0]
+    assert result.mean_bytes == pytest.approx(sum(sizes) / 4)
+    assert result.describe().startswith(f"{tmp_path}: 4 image files, median 500 x 375 pixels")

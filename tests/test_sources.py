@@ -54,6 +54,7 @@ def test_tfds_sources_and_their_offline_message(tmp_path, monkeypatch, name, tfd
         raise ConnectionError("Failed to resolve 'example.org'")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    monkeypatch.setattr(sources, "unreachable_reason", lambda host: None)  # host answers
     with pytest.raises(UserError) as error:
         sources.open_source(name, "", str(tmp_path))
     message = str(error.value)
@@ -104,3 +105,21 @@ def test_each_process_reads_its_own_shard(image_tree, tmp_path):
              for shard in shards]
     assert [len(e) for e in evals] == [2, 2]  # 15 -> 8 + 7, two batches of 4 each
     assert sum(float(b["mask"].sum()) for e in evals for b in e) == 15.0
+
+
+def test_offline_download_fails_fast_with_the_offline_recipe(tmp_path, monkeypatch):
+    """Without the internet tfds retried for minutes; the host is now checked first."""
+    import time  # noqa: PLC0415
+
+    from alexnet_jax.data import sources  # noqa: PLC0415
+    from alexnet_jax.errors import UserError  # noqa: PLC0415
+
+    monkeypatch.setitem(sources.DOWNLOAD_HOSTS, "cifar10", "download-host.invalid")
+    start = time.perf_counter()
+    with pytest.raises(UserError) as error:
+        sources.open_source("cifar10", "", str(tmp_path))
+    assert time.perf_counter() - start < 15
+    message = str(error.value)
+    assert "download-host.invalid cannot be reached" in message
+    assert "--config.data.name=folder --config.data.path=DIR" in message
+    assert not (tmp_path / "downloads").exists()  # no download was started

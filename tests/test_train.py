@@ -136,12 +136,47 @@ def test_checkpoint_of_another_model_is_refused_and_kept(config, tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_unwritable_workdir_is_refused(config, tmp_path):
+def test_a_workdir_that_is_a_file_is_refused(config, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(UserError, match="cannot be written"):
+    with pytest.raises(UserError, match=f"the workdir {blocker} is a file, not a directory"):
+        train.train_and_evaluate(config, blocker)
+    with pytest.raises(UserError, match=f"is inside {blocker} is a file, not a directory"):
         train.train_and_evaluate(config, blocker / "run")
     assert blocker.read_text() == "not a directory"
+
+
+def full_snapshot(directory):
+    """Every file and folder under a directory with its size and modification time."""
+    return {str(p.relative_to(directory)): (p.is_dir(), p.stat().st_size if p.is_file() else 0,
+                                            p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*"))}
+
+
+def test_a_run_refused_for_its_data_creates_no_workdir(config, tmp_path):
+    with config.unlocked():
+        config.data.path = str(tmp_path / "no_such_tree")
+    with pytest.raises(UserError, match="ImageFolder tree"):
+        train.train_and_evaluate(config, tmp_path / "new" / "run")
+    assert not (tmp_path / "new").exists()
+
+
+def test_evaluating_a_workdir_without_checkpoints_changes_nothing(config, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    before = full_snapshot(tmp_path)
+    with pytest.raises(UserError, match="has no checkpoint to evaluate"):
+        train.evaluate_workdir(config, tmp_path / "run")
+    assert full_snapshot(tmp_path) == before
+
+
+def test_running_a_finished_run_again_changes_nothing(config, tmp_path):
+    workdir = tmp_path / "run"
+    two_steps_into(config, workdir)
+    before = full_snapshot(workdir)
+    outcome = train.train_and_evaluate(config, workdir)
+    assert outcome["step"] == 2
+    assert full_snapshot(workdir) == before
 
 
 def epoch_records(workdir):
