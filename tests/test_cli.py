@@ -52,6 +52,14 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1))
     assert first.returncode == 0, first.stderr[-3000:]
+    # every long phase says what it does: preparing the tree, statistics, evaluating
+    assert f"preparing the ImageFolder tree {image_tree} (44 train + 15 val image files, 5 " \
+        "classes)" in first.stderr
+    assert "Downloading and preparing dataset" not in first.stdout + first.stderr
+    assert "skipped unreadable image " + str(image_tree / "train/dog/broken.jpg") in first.stderr
+    for phase in ("preparing train/", "statistics of folder", "evaluating val (centre crop)",
+                  "evaluating val (10 views)"):
+        assert phase in first.stderr, phase
     lines = records(workdir)
     facts = lines[0]
     assert facts["num_devices"] == 8 and facts["mesh"] == {"data": 4, "model": 2}
@@ -132,8 +140,7 @@ def test_paper_config_without_imagenet_stops_at_once_with_instructions(tmp_path)
     assert "ILSVRC2012_img_train.tar" in result.stderr
     assert str(tmp_path / "tfds" / "downloads" / "manual") in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists() or \
-        not any((tmp_path / "run" / "checkpoints").iterdir())
+    assert not (tmp_path / "run").exists()  # nothing created for a refused run
 
 
 @pytest.mark.parametrize("override,message", [
@@ -142,3 +149,32 @@ def test_paper_config_without_imagenet_stops_at_once_with_instructions(tmp_path)
 def test_unknown_config_key_is_refused(tmp_path, override, message):
     result = run_cli(tmp_path / "run", override)
     assert result.returncode != 0 and message in result.stderr
+
+
+def error_lines(result):
+    """The lines of stderr that are not TensorFlow's or absl's start-up chatter."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_missing_config_file_is_one_paragraph_before_any_heavy_import(tmp_path):
+    result = run_cli(tmp_path / "run", config="configs/imagenet.py")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert "configs/imagenet.py does not exist" in line
+    assert "configs/default.py" in line and "configs/imagenette.py" in line
+    probe = ("import sys\nfrom alexnet_jax import main\ntry:\n    main.parse_flags(['main', "
+             "'--config=configs/imagenet.py', '--workdir=x'])\nexcept SystemExit as e:\n"
+             "    print(e.code, 'tensorflow' in sys.modules, 'jax' in sys.modules)\n")
+    checked = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    assert checked.stdout.split() == ["2", "False", "False"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_key_names_the_argument_and_the_closest_key(tmp_path):
+    result = run_cli(tmp_path / "run", "--config.train.batchsize=16")
+    assert result.returncode == 2
+    (line,) = error_lines(result)
+    assert line == ("error: --config.train.batchsize=16: the config has no key "
+                    "'train.batchsize'; did you mean --config.train.batch_size?")
+    assert "\\" not in result.stderr and "Traceback" not in result.stderr
