@@ -6,15 +6,31 @@ Layout (plain Orbax, readable without this project):
     <workdir>/checkpoints/<step>/progress/   JSON: step, epoch, schedule state, config fingerprint
 A checkpoint directory appears only once complete (Orbax writes to a temporary name and renames),
 so a run killed at any moment leaves the previous checkpoints intact.
+
+Faults: a checkpoint that cannot be restored (truncated or damaged files) is reported and moved
+to <workdir>/checkpoints_unreadable/ (never deleted), and the next older one is tried. A save
+that fails because the disk is full removes its partial directory and ends the run with a
+message (UserError) naming the space needed and the newest complete checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
+import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
+
+from alexnet_jax.errors import UserError
+
+UNREADABLE_DIR = "checkpoints_unreadable"
+TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 class Checkpointer:
@@ -22,16 +38,24 @@ class Checkpointer:
     validation top-1 error (among checkpoints saved with `top1_error`; ties: the later)."""
 
     def __init__(self, directory: Path, keep: int, asynchronous: bool = True):
+        self.directory = Path(directory).absolute()
+        self._keep = keep
+        self._asynchronous = asynchronous
+        self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)
+        self._manager = self._open_manager()
+        self._last_saved = self._manager.latest_step()
+        self._failed = False
+
+    def _open_manager(self) -> ocp.CheckpointManager:
         keep_best = ocp.checkpoint_managers.BestN(
             get_metric_fn=lambda metrics: -metrics["top1_error"], n=1,
             keep_checkpoints_without_metrics=False)
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
-            [ocp.checkpoint_managers.LatestN(keep), keep_best])
+            [ocp.checkpoint_managers.LatestN(self._keep), keep_best])
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=True, enable_async_checkpointing=asynchronous)
-        self.directory = Path(directory).absolute()
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self._last_saved = self._manager.latest_step()
+            preservation_policy=policy, create=True,
+            enable_async_checkpointing=self._asynchronous)
+        return ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -46,10 +70,12 @@ class Checkpointer:
         `top1_error` (validation) makes the checkpoint a candidate for "best"."""
         if step == self._last_saved:
             return False
+        if self._last_saved is None:
+            self.warn_if_short_of_space()
         metrics = None if top1_error is None else {"top1_error": float(top1_error)}
-        saved = self._manager.save(step, args=ocp.args.Composite(
+        saved = self._guard(lambda: self._manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True)
+            progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True))
         if saved:
             self._last_saved = step
         return saved
@@ -69,13 +95,157 @@ class Checkpointer:
             progress=ocp.args.JsonRestore()))
         return restored["params"], restored["opt_state"], restored["progress"]
 
+    def restore_newest(self, abstract_params, abstract_opt_state,
+                       check_progress: Callable[[int, dict[str, Any]], None],
+                       set_aside: bool = True) -> tuple[int, tuple[Any, Any, dict]] | None:
+        """The newest checkpoint that restores completely: (step, (params, opt_state,
+        progress)), or None when there is none. `check_progress(step, progress)` may refuse a
+        checkpoint (UserError, e.g. another model's). An unreadable checkpoint is reported and,
+        with `set_aside`, moved to checkpoints_unreadable/; when every checkpoint is unreadable,
+        UserError."""
+        failures = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                progress = self.restore_progress(step)
+            except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
+                failures.append(self._unreadable(step, error, set_aside))
+                continue
+            check_progress(step, progress)
+            try:
+                restored = self.restore(step, abstract_params, abstract_opt_state)
+                error = None
+            except Exception as caught:  # noqa: BLE001
+                restored, error = None, caught
+            if _all_processes_ok(error is None):
+                if failures:
+                    logging.warning("resuming from checkpoint %d, the newest that restores "
+                                    "completely", step)
+                return step, restored
+            failures.append(self._unreadable(step, error or RuntimeError(
+                "another process could not restore its part"), set_aside))
+        if failures:
+            raise UserError(
+                f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
+                + ". Start a new run in a new --workdir, or move a good copy of a checkpoint back "
+                f"into {self.directory}.")
+        return None
+
+    def _unreadable(self, step: int, error: Exception, set_aside: bool) -> str:
+        """Report (and maybe set aside) an unreadable checkpoint; a one-line description."""
+        cause = " ".join(str(error).split())[:300] or type(error).__name__
+        path = self.directory / str(step)
+        where = ""
+        if set_aside:
+            target = self.directory.parent / UNREADABLE_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            multihost_utils.sync_global_devices(f"set_aside_{step}_before")
+            if jax.process_index() == 0:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(target))
+            multihost_utils.sync_global_devices(f"set_aside_{step}_after")
+            self._manager.close()
+            self._manager = self._open_manager()
+            self._last_saved = self._manager.latest_step()
+            where = f", moved to {target}"
+        logging.warning("checkpoint %s cannot be restored (%s)%s", path, cause, where)
+        return f"{path} ({cause}){where}"
+
+    def warn_if_short_of_space(self) -> None:
+        """A warning before the first save when the disk cannot hold one more checkpoint."""
+        free = shutil.disk_usage(self.directory).free
+        if self.bytes_needed and free < self.bytes_needed:
+            logging.warning("the disk holding %s has %s free, but a checkpoint of this run needs "
+                            "about %s: saving it will fail. Free space now.", self.directory,
+                            format_bytes(free), format_bytes(self.bytes_needed))
+
+    def _guard(self, action: Callable[[], Any]) -> Any:
+        """Run an Orbax call; a full disk becomes a UserError after the partial checkpoint is
+        removed (the run then stops, and the same command resumes once space is freed)."""
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - only a full disk is handled here
+            if not is_disk_full(error):
+                raise
+            self._failed = True
+            removed = self.remove_partial_checkpoints()
+            newest = self._manager.latest_step()
+            if newest is not None:  # what one checkpoint really takes on this disk
+                self.bytes_needed = max(self.bytes_needed,
+                                        directory_bytes(self.directory / str(newest)))
+            free = shutil.disk_usage(self.directory).free
+            raise UserError(
+                f"no space left on the device holding {self.directory} ({format_bytes(free)} "
+                f"free): a checkpoint of this run needs about {format_bytes(self.bytes_needed)}. "
+                + (f"The partial checkpoint ({', '.join(removed)}) was removed. " if removed
+                   else "")
+                + (f"The newest complete checkpoint is step {newest} "
+                   f"({self.directory / str(newest)}); " if newest is not None else
+                   "There is no complete checkpoint yet; ")
+                + "free space on that device, then run the same command again to resume."
+            ) from None
+
+    def remove_partial_checkpoints(self) -> list[str]:
+        """Delete the temporary directories of checkpoints that were never completed."""
+        removed = []
+        if jax.process_index() == 0:
+            for path in sorted(self.directory.glob(f"*{TMP_MARKER}*")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        return removed
+
     def wait(self) -> None:
         """Block until asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        self._guard(self._manager.wait_until_finished)
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        if self._failed:  # after a failed save, only release what is held
+            try:
+                self._manager.close()
+            except Exception:  # noqa: BLE001 - the failure is already reported
+                pass
+            return
+        self._guard(self._manager.wait_until_finished)
         self._manager.close()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an exception (or one it came from) is a write that found no space left."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        text = str(error)
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def directory_bytes(path: Path) -> int:
+    """The bytes of every file under `path`."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def tree_bytes(*trees) -> int:
+    """Bytes of every array in the pytrees (a checkpoint's size, give or take metadata)."""
+    return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
+                   for tree in trees for x in jax.tree.leaves(tree)))
+
+
+def _all_processes_ok(ok: bool) -> bool:
+    """Whether `ok` holds on every process (always just `ok` in a single process)."""
+    if jax.process_count() == 1:
+        return ok
+    flags = multihost_utils.process_allgather(np.array([ok], np.int32))
+    return bool(np.all(flags))
 
 
 def abstract_like(tree) -> Any:

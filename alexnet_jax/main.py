@@ -31,6 +31,9 @@ flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of proce
                      "(or JAX_NUM_PROCESSES).")
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index "
                      "(or JAX_PROCESS_ID).")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 60,
+                     "Multi-process runs: a process silent for this long counts as lost, and "
+                     "the others stop (exit code 3); a killed process is noticed at once.")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -40,6 +43,10 @@ class _QuietLibraries(std_logging.Filter):
     NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
+        from alexnet_jax.checkpointing import is_disk_full  # noqa: PLC0415
+
+        if record.exc_info and is_disk_full(record.exc_info[1]):
+            return False  # Orbax's threads log a full disk with tracebacks; we say it once
         return record.levelno >= std_logging.WARNING or not any(
             part in record.pathname for part in self.NOISY)
 
@@ -57,7 +64,7 @@ def main(argv: list[str]) -> None:
 
     import jax  # noqa: PLC0415
 
-    from alexnet_jax import train  # noqa: PLC0415
+    from alexnet_jax import multihost, train  # noqa: PLC0415
     from alexnet_jax.errors import UserError  # noqa: PLC0415
 
     _initialize_distributed(jax)
@@ -73,6 +80,10 @@ def main(argv: list[str]) -> None:
             _print_dataset_stats(FLAGS.config)
     except UserError as error:
         _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - only a lost peer is handled; the rest re-raised
+        if multihost.is_lost_peer(error):
+            multihost.exit_lost_process(str(error))
+        raise
 
 
 def _initialize_distributed(jax) -> None:
@@ -85,8 +96,9 @@ def _initialize_distributed(jax) -> None:
     if address is None or count is None or index is None:
         _fail("a multi-process run needs all of --coordinator_address, --num_processes and "
               "--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
-    jax.distributed.initialize(coordinator_address=address, num_processes=count,
-                               process_id=index)
+    from alexnet_jax import multihost  # noqa: PLC0415
+
+    multihost.initialize(address, count, index, FLAGS.heartbeat_timeout_seconds)
     logging.info("process %d of %d joined the run coordinated at %s", index, count, address)
 
 
@@ -183,7 +195,27 @@ def _check_override_key(config, arg: str) -> None:
 
 
 def run() -> None:
+    argv = sys.argv
+    multi_process = (_flag_value(argv, "coordinator_address") or _flag_value(argv, "num_processes")
+                     or os.environ.get("JAX_COORDINATOR_ADDRESS"))
+    if multi_process:
+        from alexnet_jax import supervisor  # noqa: PLC0415
+
+        if not supervisor.is_supervised():  # the parent: report a lost peer cleanly
+            sys.exit(supervisor.run_child(
+                argv[1:], me=_int_or(_flag_value(argv, "process_id"), "JAX_PROCESS_ID", 0),
+                count=_int_or(_flag_value(argv, "num_processes"), "JAX_NUM_PROCESSES", None),
+                heartbeat_timeout=_int_or(_flag_value(argv, "heartbeat_timeout_seconds"), "",
+                                          FLAGS["heartbeat_timeout_seconds"].default)))
     app.run(main, flags_parser=parse_flags)
+
+
+def _int_or(value: str | None, env: str, default):
+    value = value if value is not None else os.environ.get(env) if env else None
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default  # the child reports the bad flag
 
 
 if __name__ == "__main__":

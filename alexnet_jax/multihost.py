@@ -1,13 +1,29 @@
-"""Coordination of the processes of a multi-process run (jax.distributed)."""
+"""Coordination of the processes of a multi-process run (jax.distributed).
+
+A lost process (killed, crashed, its machine gone) ends the run on every survivor with one
+message and exit code 3 (LOST_PROCESS_EXIT_CODE) instead of JAX's abort: an error of a
+collective or barrier that says a peer is gone is reported by the training process itself; when
+JAX's coordination service notices the silent peer (after `heartbeat_timeout_seconds`, the flag
+--heartbeat_timeout_seconds) and aborts the process, the supervising parent process
+(supervisor.py) reports it. The same command on every process then resumes from the last
+complete checkpoint.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from typing import Callable, TypeVar
 
 import jax
 from jax.experimental import multihost_utils
 
 T = TypeVar("T")
+LOST_PROCESS_EXIT_CODE = 3
+# What JAX's runtime says when a peer process is gone (collectives, barriers, heartbeats).
+LOST_PEER_PATTERNS = ("heartbeat", "Connection closed by peer", "Connection reset by peer",
+                      "Gloo", "Barrier failed", "unhealthy", "CoordinationService", "UNAVAILABLE")
 
 
 def chief_first(work: Callable[[], T], name: str) -> T:
@@ -23,3 +39,33 @@ def chief_first(work: Callable[[], T], name: str) -> T:
         return result
     multihost_utils.sync_global_devices(name)
     return work()
+
+
+def initialize(address: str, count: int, index: int, heartbeat_timeout_seconds: int) -> None:
+    """jax.distributed.initialize with the run's heartbeat timeout."""
+    jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                               process_id=index,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether an error of a multi-process run says that another process is gone."""
+    return jax.process_count() > 1 and any(p in str(error) for p in LOST_PEER_PATTERNS)
+
+
+def lost_process_message(detail: str) -> str:
+    """One paragraph: which process was lost (when JAX's message says) and how to resume."""
+    me = jax.process_index()
+    found = sorted({int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", detail)} - {me})
+    who = (f"process {', '.join(map(str, found))}" if found else "another process")
+    cause = " ".join(detail.split())[:300]
+    return (f"{who} of this {jax.process_count()}-process run was lost (killed, crashed or "
+            f"unreachable), so process {me} stopped too ({cause}). Run the same command on "
+            "every process again: the run resumes from its last complete checkpoint.")
+
+
+def exit_lost_process(detail: str) -> None:
+    """Print the lost-process message and leave at once, with LOST_PROCESS_EXIT_CODE: JAX's
+    orderly shutdown would wait for the lost process, then abort."""
+    print(f"error: {lost_process_message(detail)}", file=sys.stderr, flush=True)
+    os._exit(LOST_PROCESS_EXIT_CODE)

@@ -16,9 +16,11 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from alexnet_jax import build, checkpointing, config_checks, multihost, plots, sharding, steps
+from alexnet_jax import (build, checkpointing, config_checks, multihost, plots, sharding, steps,
+                         workdir_lock)
 from alexnet_jax.data import pipeline, sources
 from alexnet_jax.epoch_metrics import EpochMeans
 from alexnet_jax.errors import UserError
@@ -28,6 +30,7 @@ from alexnet_jax.preemption import StopRequest
 from alexnet_jax.progress import progress_bar
 from alexnet_jax.run_files import COMPLETION_FILE, read_completion
 from alexnet_jax.schedule import Schedule
+from alexnet_jax.workdir_lock import WorkdirLock
 from alexnet_jax.sharded_network import count_params
 
 
@@ -49,6 +52,7 @@ class Run:
     writer: MetricsWriter
     num_params: int
     progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
+    lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
 
     @property
     def step(self) -> int:
@@ -110,33 +114,67 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     if for_evaluation and not has_checkpoints(workdir):
         raise UserError(f"{workdir} has no checkpoint to evaluate; train first (the same command "
                         "without --mode=eval).")
+    if not for_evaluation and (who := workdir_lock.holder(workdir)):
+        raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
     source = multihost.chief_first(lambda: sources.open_source(
         config.data.name, config.data.path, config.data.data_dir), "prepare dataset")
     prep = multihost.chief_first(lambda: pipeline.preprocessing_from_config(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
     graphdef, params, tx, opt_state = build.build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
+    lock = None if for_evaluation else lock_workdir(workdir)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
                                               config.train.keep_checkpoints)
+    checkpointer.bytes_needed = checkpointing.tree_bytes(params, opt_state)
     schedule = Schedule(config.schedule, config.optimizer.learning_rate)
     fingerprint = model_fingerprint(config, source.num_classes)
     progress = {"step": 0, "epoch": 0, "fingerprint": fingerprint, "best": None}
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        saved = checkpointer.restore_progress(latest)
+
+    def same_model(step: int, saved: dict[str, Any]) -> None:
         if saved.get("fingerprint") != fingerprint:
             checkpointer.close()
+            if lock:
+                lock.release()
             raise UserError(
-                f"the checkpoint at {checkpointer.directory}/{latest} was written by a different "
+                f"the checkpoint at {checkpointer.directory}/{step} was written by a different "
                 f"model or dataset (its: {saved.get('fingerprint')}; this run's: {fingerprint})."
                 " Use a new --workdir for a different model, or run with the original config.")
-        params, opt_state, progress = checkpointer.restore(
-            latest, checkpointing.abstract_like(params), checkpointing.abstract_like(opt_state))
+
+    try:
+        newest = checkpointer.restore_newest(
+            checkpointing.abstract_like(params), checkpointing.abstract_like(opt_state),
+            same_model, set_aside=not for_evaluation)
+    except UserError:
+        if lock:
+            lock.release()
+        raise
+    if newest is not None:
+        step, (params, opt_state, progress) = newest
         schedule.load_dict(progress["schedule"])
-        logging.info("resumed from %s at step %d", checkpointer.directory, latest)
+        logging.info("resumed from %s at step %d", checkpointer.directory, step)
     writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress)
+               checkpointer, writer, count_params(params), progress, lock)
+
+
+def lock_workdir(workdir: Path) -> WorkdirLock | None:
+    """Process 0 takes the workdir's lock for the whole run; every process learns whether it
+    got it (a second run on a busy workdir stops on all its processes)."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        lock = WorkdirLock(workdir)
+        try:
+            lock.acquire()
+        except UserError as caught:
+            error, lock = caught, None
+    if jax.process_count() > 1:
+        got_it = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not got_it and error is None:
+            error = workdir_lock.in_use_error(workdir, workdir_lock.holder(workdir) or
+                                              "another run")
+    if error is not None:
+        raise error
+    return lock
 
 
 def write_run_facts(run: Run) -> None:
@@ -168,11 +206,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 logging.info("the run in %s is already complete (step %d)", run.workdir,
                              run.step)
                 return complete
+            if run.lock:
+                run.lock.record_holder()
             write_run_facts(run)
             return trainer.train()
     finally:
-        run.checkpointer.close()
-        run.writer.close()
+        try:
+            run.checkpointer.close()
+        finally:
+            run.writer.close()
+            if run.lock:
+                run.lock.release()
 
 
 class Trainer:
