@@ -100,54 +100,58 @@ class Checkpointer:
                        set_aside: bool = True) -> tuple[int, tuple[Any, Any, dict]] | None:
         """The newest checkpoint that restores completely: (step, (params, opt_state,
         progress)), or None when there is none. `check_progress(step, progress)` may refuse a
-        checkpoint (UserError, e.g. another model's). An unreadable checkpoint is reported and,
-        with `set_aside`, moved to checkpoints_unreadable/; when every checkpoint is unreadable,
-        UserError."""
-        failures = []
+        checkpoint (UserError, e.g. another model's). Unreadable checkpoints are reported; once
+        an older one has restored, they are moved to checkpoints_unreadable/ (with
+        `set_aside`). When none restores, nothing is moved and UserError says so."""
+        failures: list[tuple[int, str]] = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 progress = self.restore_progress(step)
             except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
-                failures.append(self._unreadable(step, error, set_aside))
+                failures.append((step, _cause(error)))
+                logging.warning("checkpoint %s cannot be restored (%s)",
+                                self.directory / str(step), failures[-1][1])
                 continue
             check_progress(step, progress)
             try:
-                restored = self.restore(step, abstract_params, abstract_opt_state)
-                error = None
-            except Exception as caught:  # noqa: BLE001
-                restored, error = None, caught
-            if _all_processes_ok(error is None):
+                restored, cause = self.restore(step, abstract_params, abstract_opt_state), None
+            except Exception as error:  # noqa: BLE001
+                restored, cause = None, _cause(error)
+            if _all_processes_ok(cause is None):
                 if failures:
-                    logging.warning("resuming from checkpoint %d, the newest that restores "
-                                    "completely", step)
+                    moved = self._set_aside([s for s, _ in failures]) if set_aside else []
+                    logging.warning(
+                        "resuming from checkpoint %d, the newest that restores completely; "
+                        "unreadable: %s", step, "; ".join(
+                            f"{self.directory / str(s)} ({c})" for s, c in failures)
+                        + (f" (moved to {', '.join(map(str, moved))}, not deleted)" if moved
+                           else ""))
                 return step, restored
-            failures.append(self._unreadable(step, error or RuntimeError(
-                "another process could not restore its part"), set_aside))
+            failures.append((step, cause or "another process could not restore its part"))
+            logging.warning("checkpoint %s cannot be restored (%s)", self.directory / str(step),
+                            failures[-1][1])
         if failures:
             raise UserError(
-                f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
-                + ". Start a new run in a new --workdir, or move a good copy of a checkpoint back "
-                f"into {self.directory}.")
+                f"no checkpoint in {self.directory} can be restored: " + "; ".join(
+                    f"step {s}: {c}" for s, c in failures)
+                + ". Nothing was moved or deleted. Put a good copy of a checkpoint back, or "
+                "start a new run with another --workdir.")
         return None
 
-    def _unreadable(self, step: int, error: Exception, set_aside: bool) -> str:
-        """Report (and maybe set aside) an unreadable checkpoint; a one-line description."""
-        cause = " ".join(str(error).split())[:300] or type(error).__name__
-        path = self.directory / str(step)
-        where = ""
-        if set_aside:
-            target = self.directory.parent / UNREADABLE_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-            multihost_utils.sync_global_devices(f"set_aside_{step}_before")
-            if jax.process_index() == 0:
+    def _set_aside(self, steps: list[int]) -> list[Path]:
+        """Move checkpoints to <workdir>/checkpoints_unreadable/<step>-<time>/ (process 0)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        targets = [self.directory.parent / UNREADABLE_DIR / f"{step}-{stamp}" for step in steps]
+        multihost_utils.sync_global_devices("set_aside_before")
+        if jax.process_index() == 0:
+            for step, target in zip(steps, targets):
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(path), str(target))
-            multihost_utils.sync_global_devices(f"set_aside_{step}_after")
-            self._manager.close()
-            self._manager = self._open_manager()
-            self._last_saved = self._manager.latest_step()
-            where = f", moved to {target}"
-        logging.warning("checkpoint %s cannot be restored (%s)%s", path, cause, where)
-        return f"{path} ({cause}){where}"
+                shutil.move(str(self.directory / str(step)), str(target))
+        multihost_utils.sync_global_devices("set_aside_after")
+        self._manager.close()  # forget the moved steps
+        self._manager = self._open_manager()
+        self._last_saved = self._manager.latest_step()
+        return targets
 
     def warn_if_short_of_space(self) -> None:
         """A warning before the first save when the disk cannot hold one more checkpoint."""
@@ -205,6 +209,11 @@ class Checkpointer:
             return
         self._guard(self._manager.wait_until_finished)
         self._manager.close()
+
+
+def _cause(error: BaseException) -> str:
+    """An exception as one short line."""
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def is_disk_full(error: BaseException) -> bool:

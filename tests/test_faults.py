@@ -1,0 +1,207 @@
+"""Faults a run survives: an unreadable checkpoint, a second run on the workdir, a full disk,
+a lost process of a multi-process run."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import train
+from alexnet_jax.checkpointing import load_params
+from alexnet_jax.errors import UserError
+from alexnet_jax.metrics_writer import read_records
+from test_cli import REPO, records
+from test_resilience import command, free_port, wait_for_step
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").iterdir()
+                  if p.name.isdigit())
+
+
+def truncate_arrays(checkpoint_dir: Path) -> int:
+    """Cut every array data file of a checkpoint to 100 bytes (a disk error, a broken copy)."""
+    files = [f for f in checkpoint_dir.rglob("*") if f.is_file() and f.parent.name == "d"]
+    for file in files:
+        file.write_bytes(file.read_bytes()[:100])
+    return len(files)
+
+
+def starts(workdir):
+    return [r["start_step"] for r in read_records(workdir) if r.get("event") == "run_start"]
+
+
+def steps_config(config, num_steps):
+    with config.unlocked():
+        config.train.num_steps = num_steps
+        config.train.checkpoint_every_steps = 2
+        config.train.final_eval_views = ()
+    return config
+
+
+def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(
+        config, tmp_path, caplog):
+    train.train_and_evaluate(steps_config(config, 6), tmp_path / "whole")
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(steps_config(config, 4), workdir)
+    assert checkpoint_steps(workdir) == [2, 4]
+    assert truncate_arrays(workdir / "checkpoints" / "4") > 0
+    train.train_and_evaluate(steps_config(config, 6), workdir)
+    assert starts(workdir) == [0, 2]                     # resumed from 2, not 4
+    (aside,) = (workdir / "checkpoints_unreadable").iterdir()
+    assert aside.name.startswith("4-") and (aside / "params").is_dir()  # kept, not deleted
+    warning = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"checkpoint {workdir / 'checkpoints' / '4'} cannot be restored" in warning
+    assert "resuming from checkpoint 2, the newest that restores completely" in warning
+    whole, resumed = load_params(tmp_path / "whole" / "checkpoints" / "6" / "params"), \
+        load_params(workdir / "checkpoints" / "6" / "params")
+    for layer in whole:  # the resumed run continues exactly as an uninterrupted one
+        for name in whole[layer]:
+            np.testing.assert_array_equal(resumed[layer][name], whole[layer][name])
+
+
+def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(config, tmp_path):
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(steps_config(config, 4), workdir)
+    for step in (2, 4):
+        truncate_arrays(workdir / "checkpoints" / str(step))
+    with pytest.raises(UserError, match="no checkpoint in .* can be restored: step 4: .*step 2"):
+        train.train_and_evaluate(steps_config(config, 6), workdir)
+    assert checkpoint_steps(workdir) == [2, 4] and not (workdir / "checkpoints_unreadable").exists()
+    assert starts(workdir) == [0]
+
+
+def test_a_second_run_on_a_busy_workdir_stops_at_once_and_evaluation_is_allowed(image_tree,
+                                                                                tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    args, env = command(workdir, image_tree, data_dir, "--config.train.num_steps=100000")
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(workdir, 3, first)
+        second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is in use by another run (pid {first.pid} on host {socket.gethostname()}" \
+            in second.stderr
+        assert starts(workdir) == [0]                    # the second run wrote nothing
+        evaluation = subprocess.run([*args, "--mode=eval", "--config.train.final_eval_views=(1,)"],
+                                    cwd=REPO, env=env, capture_output=True, text=True,
+                                    timeout=300)
+        assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+        assert first.poll() is None                      # still training
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    steps = [r["step"] for r in records(workdir) if r.get("split") == "train"]
+    assert steps == list(range(1, len(steps) + 1))       # one run's steps, none twice
+    stopped_at = max(checkpoint_steps(workdir))
+    after = subprocess.run([*args[:-1], f"--config.train.num_steps={stopped_at + 1}"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 0, after.stderr[-2000:]   # the lock died with its run
+    assert starts(workdir) == [0, stopped_at]
+
+
+NO_SPACE = ("RESOURCE_EXHAUSTED: Error writing local file \"{}\": Failed to write 115 bytes to "
+            "file 8: No space left on device [os_error_code='28']")
+
+
+def test_a_full_disk_stops_with_a_message_and_the_same_command_resumes(config, tmp_path,
+                                                                       monkeypatch):
+    """A write that raises ENOSPC in the middle of checkpoint 4 (Orbax's own error text)."""
+    workdir = tmp_path / "run"
+    real_save = ocp.CheckpointManager.save
+
+    def save_on_a_full_disk(self, step, *args, **kwargs):
+        if step < 4:
+            return real_save(self, step, *args, **kwargs)
+        partial = Path(self.directory) / f"{step}.orbax-checkpoint-tmp-1764"
+        (partial / "params").mkdir(parents=True)
+        raise ValueError(NO_SPACE.format(partial / "params" / "manifest.ocdbt"))
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save_on_a_full_disk)
+    with pytest.raises(UserError) as error:
+        train.train_and_evaluate(steps_config(config, 6), workdir)
+    message = str(error.value)
+    assert f"no space left on the device holding {workdir / 'checkpoints'}" in message
+    assert "a checkpoint of this run needs about" in message
+    assert "4.orbax-checkpoint-tmp-1764) was removed" in message
+    assert f"The newest complete checkpoint is step 2 ({workdir / 'checkpoints' / '2'})" in message
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)  # space freed
+    assert train.train_and_evaluate(steps_config(config, 6), workdir)["step"] == 6
+    assert starts(workdir) == [0, 2]
+
+
+@pytest.fixture()
+def small_filesystem(tmp_path):
+    """A 400 KiB tmpfs: one tiny checkpoint fits, the second does not (needs root)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs",
+                             str(mount_point)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {result.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_real_full_disk_from_the_command_line(image_tree, tmp_path, small_filesystem):
+    workdir = small_filesystem / "run"
+    args, env = command(workdir, image_tree, tmp_path / "tfds", "--config.train.num_steps=12")
+    full = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    (line,) = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert f"no space left on the device holding {workdir / 'checkpoints'}" in line
+    assert "The newest complete checkpoint is step 2" in line
+    assert [p.name for p in (workdir / "checkpoints").iterdir()] == ["2"]  # no partial left
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_filesystem)], check=True)
+    resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == [0, 2]
+
+
+def test_a_lost_process_ends_the_survivor_with_a_message_and_the_run_resumes(image_tree,
+                                                                            tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+
+    def start(port, *extra):
+        processes = []
+        for index in range(2):
+            args, env = command(workdir, image_tree, data_dir, *extra,
+                                f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                                f"--process_id={index}", "--heartbeat_timeout_seconds=10",
+                                devices=2)
+            processes.append(subprocess.Popen(args, cwd=REPO, env=env,
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, text=True))
+        return processes
+
+    survivor, victim = start(free_port(), "--config.train.num_steps=100000")
+    wait_for_step(workdir, 5, survivor)
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = survivor.communicate(timeout=300)
+    waited = time.time() - killed_at
+    victim.wait()
+    assert survivor.returncode == 3, stderr[-3000:]
+    assert waited < 10 + 60, waited                       # the heartbeat timeout, and some
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: process 1 of this 2-process run was lost")
+    assert "Run the same command on every process again" in line
+    assert "Fatal Python error" not in stderr and "Traceback" not in stderr
+    last_checkpoint = max(checkpoint_steps(workdir))
+    again = start(free_port(), f"--config.train.num_steps={last_checkpoint + 2}")
+    for process in again:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    assert starts(workdir)[-1] == last_checkpoint
