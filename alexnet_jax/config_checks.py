@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from alexnet_jax import layers
-from alexnet_jax.data.sources import SOURCE_NAMES
+from alexnet_jax.data.catalog import SOURCE_NAMES
 from alexnet_jax.errors import UserError
 from alexnet_jax.schedule import SCHEDULES
 
@@ -29,6 +29,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if d.crop_size < 1 or d.resize_size < 1:
         raise UserError(f"data.crop_size ({d.crop_size}) and data.resize_size "
                         f"({d.resize_size}) must be positive.")
+    if d.prepared != "none" and d.prepared != str(d.resize_size):
+        raise UserError(f"data.prepared={d.prepared!r} must be 'none' or the resize size "
+                        f"'{d.resize_size}' (data.resize_size): the images are prepared once as "
+                        "the paper's resize_size x resize_size squares.")
+    _choice("data.prepared_format", d.prepared_format, ("jpeg", "raw"))
+    if not 1 <= d.prepared_quality <= 100 or d.synthetic_examples < 1 or d.num_classes < 2:
+        raise UserError(f"data.prepared_quality ({d.prepared_quality}) must be in 1..100, "
+                        f"data.synthetic_examples ({d.synthetic_examples}) >= 1 and "
+                        f"data.num_classes ({d.num_classes}) >= 2.")
     if d.crop_size > d.resize_size:
         raise UserError(f"data.crop_size={d.crop_size} is larger than the resized image "
                         f"(data.resize_size={d.resize_size}): crops are cut from the "

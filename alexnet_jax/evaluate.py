@@ -6,26 +6,25 @@ from typing import Callable
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
-from alexnet_jax.data import pipeline
-from alexnet_jax.data.sources import Source
+from alexnet_jax.data import catalog, feeding
+from alexnet_jax.data.augmentation import Preprocessing
 from alexnet_jax.progress import progress_bar
 
 
-def evaluate(eval_step: Callable, params, source: Source, prep: pipeline.Preprocessing,
+def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
              global_batch: int, mesh: Mesh, views: int = 1) -> dict[str, float]:
     """{"top1_error", "top5_error", "loss", "count", "crops"} on the source's evaluation split.
 
     views=1 is the centre crop; views=10 averages the softmax over the paper's 10 patches.
     """
-    dataset = pipeline.eval_dataset(source, prep, global_batch, views)
     totals = None
     description = f"evaluating {source.eval_split} ({'centre crop' if views == 1 else f'{views} views'})"
     with progress_bar(source.num_examples(source.eval_split), description, "img",
                       enabled=jax.process_index() == 0) as bar:
-        for batch in pipeline.to_device(tfds.as_numpy(dataset), mesh):
+        for batch in feeding.to_device(catalog.eval_batches(source, prep, global_batch, views),
+                                       mesh):
             sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
             bar.update(min(global_batch, bar.total - bar.n))

@@ -19,10 +19,12 @@ FLAGS = flags.FLAGS
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "stats"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "stats", "prepare"],
                   "train (resumes from the workdir's latest checkpoint), eval (evaluate a "
-                  "checkpoint of the workdir, centre crop and 10 crops, without training) or "
-                  "stats (compute or show the dataset's mean image and RGB PCA; no workdir).")
+                  "checkpoint of the workdir, centre crop and 10 crops, without training), "
+                  "stats (compute or show the dataset's mean image and RGB PCA; no workdir) or "
+                  "prepare (prepare the dataset, its 256 x 256 squares and statistics; no "
+                  "workdir).")
 flags.DEFINE_integer("step", None, "With --mode=eval: the checkpoint step (default: latest).")
 flags.DEFINE_string("coordinator_address", None,
                     "Multi-process runs (jax.distributed): host:port of process 0. Also read "
@@ -55,12 +57,17 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None or (FLAGS.workdir is None and FLAGS.mode != "stats"):
+    if FLAGS.config is None or (FLAGS.workdir is None and FLAGS.mode not in ("stats",
+                                                                              "prepare")):
         _fail("both --config=configs/<name>.py and --workdir=DIR are required.")
 
-    # TensorFlow only feeds data on the host: keep it off the accelerators JAX uses.
-    import tensorflow as tf  # noqa: PLC0415
-    tf.config.set_visible_devices([], "GPU")
+    # TensorFlow only feeds data on the host: keep it off the accelerators JAX uses. (It may be
+    # absent: the synthetic source needs none.)
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+        tf.config.set_visible_devices([], "GPU")
+    except ImportError:
+        pass
 
     import jax  # noqa: PLC0415
 
@@ -77,7 +84,7 @@ def main(argv: list[str]) -> None:
         elif FLAGS.mode == "eval":
             train.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.step)
         else:
-            _print_dataset_stats(FLAGS.config)
+            _print_dataset_stats(FLAGS.config)  # stats or prepare: both prepare what is missing
     except UserError as error:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 - only a lost peer is handled; the rest re-raised
@@ -108,10 +115,19 @@ def _int_env(name: str) -> int | None:
 
 
 def _print_dataset_stats(config) -> None:
-    from alexnet_jax.data import sources, stats  # noqa: PLC0415
+    from alexnet_jax.data import catalog  # noqa: PLC0415
+    from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: PLC0415
+
+    source = catalog.open_dataset(config)
+    where = getattr(getattr(source, "builder", None), "data_dir", "(not stored)")
+    print(f"dataset {source.name}: {source.num_examples(source.train_split)} training and "
+          f"{source.num_examples(source.eval_split)} evaluation images at {where}")
+    if FLAGS.mode == "prepare":
+        preprocessing_from_config(config, source)
+        return
+    from alexnet_jax.data import stats  # noqa: PLC0415
 
     d = config.data
-    source = sources.open_source(d.name, d.path, d.data_dir)
     computed = stats.dataset_stats(source, d.resize_size, d.stats_sample)
     print(stats.describe(computed, stats.stats_path(source, d.resize_size, d.stats_sample)))
 

@@ -14,14 +14,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from alexnet_jax import (build, checkpointing, config_checks, multihost, plots, sharding, steps,
                          workdir_lock)
-from alexnet_jax.data import pipeline, sources
+from alexnet_jax import device_augment
+from alexnet_jax.data import catalog, feeding
+from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
 from alexnet_jax.epoch_metrics import EpochMeans
 from alexnet_jax.errors import UserError
 from alexnet_jax.evaluate import evaluate
@@ -41,8 +42,8 @@ class Run:
     config: ml_collections.ConfigDict
     workdir: Path
     mesh: Mesh
-    source: sources.Source
-    prep: pipeline.Preprocessing
+    source: Any  # a tfds-backed sources.Source, or synthetic.SyntheticSource
+    prep: Preprocessing
     graphdef: Any
     params: Any
     opt_state: Any
@@ -116,9 +117,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                         "without --mode=eval).")
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
-    source = multihost.chief_first(lambda: sources.open_source(
-        config.data.name, config.data.path, config.data.data_dir), "prepare dataset")
-    prep = multihost.chief_first(lambda: pipeline.preprocessing_from_config(
+    source = multihost.chief_first(lambda: catalog.open_dataset(config), "prepare dataset")
+    prep = multihost.chief_first(lambda: preprocessing_from_config(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
     graphdef, params, tx, opt_state = build.build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
@@ -226,7 +226,7 @@ class Trainer:
         self.run, self.stop = run, stop
         train = run.config.train
         self.batch_size = train.batch_size
-        self.steps_per_epoch = pipeline.train_steps_per_epoch(run.source, train.batch_size)
+        self.steps_per_epoch = feeding.train_steps_per_epoch(run.source, train.batch_size)
         if self.steps_per_epoch == 0:
             raise UserError(f"the training split has fewer images "
                             f"({run.source.num_examples(run.source.train_split)}) than one batch "
@@ -237,6 +237,9 @@ class Trainer:
             run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
             jax.random.key(run.config.seed))
         self.eval_step = steps.make_eval_step(run.graphdef)
+        # prepared uint8 crops are finished (mean, lighting) on the devices
+        self.finish = device_augment.make_finisher(run.prep.mean_square(),
+                                                   run.prep.lighting_basis(), run.mesh)
         self.pending = None  # (step, metrics on device): fetched one step late
         self.epoch_means = EpochMeans()  # the epoch's mean training error (paper Figure 1)
         self.evaluations = {}  # (step, views) -> record, so the end never evaluates twice
@@ -283,10 +286,8 @@ class Trainer:
     def _train_epoch(self, epoch: int, start_batch: int, step: int) -> int:
         run, train = self.run, self.run.config.train
         self.epoch_means.start(epoch, run.progress.get("epoch_train") if start_batch else None)
-        dataset = pipeline.train_dataset(run.source, run.prep, self.batch_size, run.config.seed,
-                                         epoch, start_batch, run.config.data.shuffle_buffer,
-                                         process_sharding=run.config.data.process_sharding)
-        batches = pipeline.to_device(tfds.as_numpy(dataset), run.mesh)
+        batches = feeding.to_device(catalog.train_batches(run.source, run.prep, run.config,
+                                                          epoch, start_batch), run.mesh)
         learning_rate = jnp.float32(run.schedule.learning_rate)
         while step < self.total_steps:
             wait_start = time.perf_counter()
@@ -294,8 +295,9 @@ class Trainer:
             self.window["data_wait"] += time.perf_counter() - wait_start
             if batch is None:
                 break
+            images = self.finish(batch) if "pixels" in batch else batch["images"]
             run.params, run.opt_state, metrics = self.train_step(
-                run.params, run.opt_state, batch["images"], batch["labels"], learning_rate,
+                run.params, run.opt_state, images, batch["labels"], learning_rate,
                 jnp.int32(step))
             step += 1
             self._flush()
@@ -448,7 +450,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
                     step, checkpointing.abstract_like(run.params),
                     checkpointing.abstract_like(run.opt_state))
             eval_step = steps.make_eval_step(run.graphdef)
-            steps_per_epoch = max(1, pipeline.train_steps_per_epoch(
+            steps_per_epoch = max(1, feeding.train_steps_per_epoch(
                 run.source, run.config.train.batch_size))
             views_list = run.config.train.final_eval_views or (1,)
             return [log_evaluation(run, run.step, run.step / steps_per_epoch,

@@ -19,6 +19,7 @@ def get_config():
         data = config.data
         data.name = "cifar10"
         data.resize_size = 32       # CIFAR-10 keeps its own resolution...
+        data.prepared = "none"      # ...and its 32 x 32 files need no down-sampling
         data.crop_size = 24         # ...and trains on random 24 x 24 crops and their mirrors
         data.lighting = "none"      # cuda-convnet's CIFAR-10 nets used no PCA lighting
         data.stats_sample = 0       # mean image over all 50,000 training images

@@ -15,11 +15,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # one seed for initialisation, data order and augmentation
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder
+    data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder | synthetic
     data.path = ""              # ImageFolder tree (train/<class>/*, val/<class>/*) for folder; for
                                 # imagenette/cifar10 a local copy used instead of downloading
     data.data_dir = ""          # where tfds keeps prepared data; "" = tfds default
     data.resize_size = 256      # shorter side -> this, then the central square (paper: 256)
+    # The paper down-sampled every image once to 256 x 256: "256" writes each split once as
+    # S x S squares (S = resize_size) and trains from them (the host decodes only each random
+    # crop's window); "none" decodes and resizes the original files every epoch.
+    data.prepared = "256"
+    data.prepared_format = "jpeg"  # storage of the squares: jpeg | raw (uint8 pixels, exact)
+    data.prepared_quality = 95     # JPEG quality of the squares (README "Input pipeline")
+    data.num_classes = 1000        # synthetic only: number of classes
+    data.synthetic_examples = 12_800  # synthetic only: training images per epoch
     data.crop_size = 224        # network input (paper: 224; Caffe geometry: 227)
     data.random_crop = True     # augmentation 1: random crop_size patches...
     data.random_flip = True     # ...and their horizontal mirrors

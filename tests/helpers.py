@@ -55,6 +55,7 @@ def tiny_config(tree: Path, data_dir: Path):
     config.data.data_dir = str(data_dir)
     config.data.crop_size = TINY_CROP
     config.data.resize_size = TINY_RESIZE
+    config.data.prepared = "none"  # the original files (tests/test_prepared.py: the squares)
     config.model.conv_widths = TINY_CONV
     config.model.fc_widths = TINY_FC
     config.train.batch_size = 8

@@ -25,9 +25,13 @@ def resize_shorter_side(image: tf.Tensor, size: int) -> tf.Tensor:
     new_size = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
     new_size = tf.maximum(new_size, size)  # rounding must never leave a side below `size`
     # Antialiasing matters only when shrinking; plain bilinear is the same and faster otherwise.
-    return tf.cond(scale < 1.0,
-                   lambda: tf.image.resize(image, new_size, method="bilinear", antialias=True),
-                   lambda: tf.image.resize(image, new_size, method="bilinear"))
+    # An image already at the size (a prepared square) is returned as it is.
+    return tf.cond(
+        tf.equal(tf.minimum(shape[0], shape[1]), size), lambda: tf.cast(image, tf.float32),
+        lambda: tf.cond(scale < 1.0,
+                        lambda: tf.image.resize(image, new_size, method="bilinear",
+                                                antialias=True),
+                        lambda: tf.image.resize(image, new_size, method="bilinear")))
 
 
 def central_crop(image: tf.Tensor, size: int) -> tf.Tensor:

@@ -45,6 +45,8 @@ class Source:
     eval_split: str
     class_names: tuple[str, ...]
     skipped_images: dict[str, list[dict[str, str]]]
+    prepared_size: int = 0                # > 0: images stored as S x S squares (prepared.py)
+    prepared_storage: str | None = None   # their storage: "jpeg" or "raw"
 
     @property
     def num_classes(self) -> int:

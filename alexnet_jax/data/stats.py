@@ -8,7 +8,6 @@ central crop, and cached beside the prepared data as `alexnet_stats_<resize>_<sa
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -19,57 +18,11 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from alexnet_jax.data import preprocess
+from alexnet_jax.data.published_stats import (  # noqa: F401 - re-exported
+    CUDA_CONVNET2_EIGENVECTORS, CUDA_CONVNET2_STDS, FB_EIGENVALUES, FB_EIGENVECTORS,
+    IMAGENET_RGB_MEAN, DatasetStats, eigenvector_agreement, published_imagenet_stats)
 from alexnet_jax.data.sources import Source
 from alexnet_jax.progress import progress_bar
-
-# Published ImageNet values (PAPER.md section 3): a check on computed statistics, and the
-# fallback `data.stats_source='imagenet'`.
-CUDA_CONVNET2_EIGENVECTORS = np.array([[0.418, -0.713, -0.564],
-                                       [-0.817, -0.024, -0.576],
-                                       [0.397, 0.701, -0.592]])       # columns
-CUDA_CONVNET2_STDS = np.array([19.72, 37.09, 121.78])                 # 0-255 scale
-FB_EIGENVECTORS = np.array([[-0.5675, 0.7192, 0.4009],
-                            [-0.5808, -0.0045, -0.8140],
-                            [-0.5836, -0.6948, 0.4203]])
-# fb.resnet.torch writes this matrix row by row and computes rgb_i = sum_j V[i][j] a_j l_j, so
-# its eigenvectors are the columns (the first, the luminance direction, goes with 0.2175).
-FB_EIGENVALUES = np.array([0.2175, 0.0188, 0.0045])                   # [0, 1] scale
-IMAGENET_RGB_MEAN = np.array([123.68, 116.779, 103.939])              # 0-255 scale
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetStats:
-    """Mean image and RGB covariance eigen-decomposition (0-255 scale, largest first)."""
-
-    mean_image: np.ndarray      # (S, S, 3) float32
-    eigenvalues: np.ndarray     # (3,) variances along the eigenvectors, descending
-    eigenvectors: np.ndarray    # (3, 3) unit eigenvectors as columns
-    sample_size: int            # images the statistics were computed from
-
-    @property
-    def channel_mean(self) -> np.ndarray:
-        return self.mean_image.reshape(-1, 3).mean(axis=0)
-
-    def lighting_scales(self, mode: str) -> np.ndarray:
-        """Per-component noise scale: standard deviations (cuda-convnet2) or the eigenvalues of
-        the [0, 1]-scaled covariance expressed on the 0-255 scale (fb.resnet.torch reading)."""
-        if mode == "cuda_convnet2":
-            return np.sqrt(self.eigenvalues)
-        if mode == "eigenvalue":
-            return self.eigenvalues / 255.0
-        raise ValueError(f"unknown lighting mode {mode!r}")
-
-
-def published_imagenet_stats(resize_size: int, mode: str) -> DatasetStats:
-    """The published ImageNet values, as if computed: each mode's own published eigenbasis."""
-    if mode == "eigenvalue":
-        eigenvalues, eigenvectors = FB_EIGENVALUES * 255.0 ** 2, FB_EIGENVECTORS
-    else:
-        order = np.argsort(-CUDA_CONVNET2_STDS)
-        eigenvalues = CUDA_CONVNET2_STDS[order] ** 2
-        eigenvectors = CUDA_CONVNET2_EIGENVECTORS[:, order]
-    mean = np.broadcast_to(IMAGENET_RGB_MEAN, (resize_size, resize_size, 3))
-    return DatasetStats(mean.astype(np.float32), eigenvalues, eigenvectors, 0)
 
 
 def stats_path(source: Source, resize_size: int, sample_size: int) -> Path:
@@ -85,9 +38,12 @@ def compute_stats(source: Source, resize_size: int, sample_size: int,
     """
     total = source.num_examples(source.train_split)
     count = total if sample_size <= 0 else min(sample_size, total)
+    raw = source.prepared_storage == "raw"
     ds = source.builder.as_dataset(split=f"{source.train_split}[:{count}]", shuffle_files=False,
-                                   decoders={"image": tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda ex: preprocess.paper_square(preprocess.decode(ex["image"]), resize_size),
+                                   decoders=None if raw else {"image": tfds.decode.SkipDecoding()})
+    square = (lambda image: tf.cast(image, tf.float32)) if raw else (
+        lambda image: preprocess.paper_square(preprocess.decode(image), resize_size))
+    ds = ds.map(lambda ex: square(ex["image"]),
                 num_parallel_calls=tf.data.AUTOTUNE).batch(64).prefetch(2)
     image_sum = np.zeros((resize_size, resize_size, 3), np.float64)
     outer_sum = np.zeros((3, 3), np.float64)
@@ -137,12 +93,6 @@ def dataset_stats(source: Source, resize_size: int, sample_size: int,
         logging.warning("could not cache dataset statistics at %s (%s); they will be computed "
                         "again next time", path, error)
     return stats
-
-
-def eigenvector_agreement(eigenvectors: np.ndarray, reference_columns: np.ndarray) -> np.ndarray:
-    """|cosine| between corresponding eigenvectors (sign is arbitrary), largest first."""
-    unit = reference_columns / np.linalg.norm(reference_columns, axis=0)
-    return np.abs(np.sum(eigenvectors * unit, axis=0))
 
 
 def describe(stats: DatasetStats, path: Path | None = None) -> str:

@@ -1,0 +1,167 @@
+"""What the host does to an image (PAPER.md sections 2 and 4.1): the settings and statistics,
+and the tf.data ops that apply them. TensorFlow is imported only when an op is built, so sources
+without it (synthetic) can use the settings.
+
+Two ways to make a training image:
+- from original files (`data.prepared=none`): decode, resize to the S x S square, subtract the
+  mean image, random crop and flip, PCA lighting - all on the host, in float32;
+- from prepared S x S squares (`data.prepared=S`): the host decodes only the random crop window
+  of the stored JPEG (or slices the raw pixels) and flips it; the uint8 crop, its offsets in the
+  square, the flip and the lighting coefficients a_i go to the devices, which subtract the
+  mean image's matching window and add the colour shift (device_augment.py): a quarter of the
+  bytes, and no float work on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """Everything the host does to an image; see PAPER.md section 3."""
+
+    resize_size: int = 256            # shorter side -> this, then the central square
+    crop_size: int = 224              # network input
+    random_crop: bool = True
+    random_flip: bool = True
+    lighting_strength: float = 0.0    # std of the PCA lighting coefficients; 0 = off
+    eigenvectors: np.ndarray | None = None       # (3, 3), columns
+    component_scales: np.ndarray | None = None   # (3,), 0-255 scale
+    mean: np.ndarray | None = None    # (resize, resize, 3) mean image, (3,) channel mean, or None
+    stats_sample_size: int = 0        # training images the mean and PCA came from (0: published)
+    prepared_storage: str | None = None  # images already S x S squares: "jpeg" or "raw"
+
+    def decoded_square(self, image):
+        """The float32 S x S square of one stored image, before the mean is subtracted."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+        if self.prepared_storage == "raw":
+            return tf.cast(image, tf.float32)
+        if self.prepared_storage == "jpeg":
+            return tf.cast(preprocess.decode(image), tf.float32)
+        return preprocess.paper_square(preprocess.decode(image), self.resize_size)
+
+    def square(self, image):
+        """Decoded, resized, centre-squared, mean-subtracted float32 image."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        image = self.decoded_square(image)
+        if self.mean is not None:
+            image = image - tf.constant(self.mean, tf.float32)
+        return image
+
+    def train_view(self, image_bytes, seed):
+        """One augmented training image (crop, flip and PCA lighting), all on the host."""
+        image, alphas = self.train_view_and_lighting(image_bytes, seed)
+        return self.add_lighting(image, alphas)
+
+    def train_view_and_lighting(self, image_bytes, seed):
+        """The cropped, flipped image and its PCA lighting coefficients a_i, not yet added
+        (the pipeline adds them to a whole batch at once: one op instead of one per image)."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+        crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = preprocess.random_crop_and_flip(self.square(image_bytes), self.crop_size,
+                                                crop_seed, self.random_crop, self.random_flip)
+        alphas = preprocess.lighting_coefficients(light_seed, self.lighting_strength)
+        return image, alphas
+
+    def prepared_train_view(self, image, seed) -> dict:
+        """From a prepared square: the uint8 crop (decoding only its window of a JPEG), flipped,
+        with its offsets (top, left), flip flag and lighting coefficients for the devices."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+        crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(crop_seed, 2))
+        size, crop = self.resize_size, self.crop_size
+        if self.random_crop:
+            offsets = tf.random.stateless_uniform([2], offset_seed, 0, size - crop + 1, tf.int32)
+        else:
+            offsets = tf.fill([2], (size - crop) // 2)
+        if self.prepared_storage == "jpeg":
+            pixels = tf.image.decode_and_crop_jpeg(
+                image, tf.stack([offsets[0], offsets[1], crop, crop]), channels=3)
+        else:
+            pixels = tf.slice(image, tf.stack([offsets[0], offsets[1], 0]), [crop, crop, 3])
+        pixels = tf.ensure_shape(pixels, [crop, crop, 3])
+        flip = (tf.random.stateless_uniform([], flip_seed) < 0.5 if self.random_flip
+                else tf.constant(False))
+        pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
+        return {"pixels": pixels, "offsets": offsets, "flips": flip,
+                "alphas": preprocess.lighting_coefficients(light_seed, self.lighting_strength)}
+
+    def add_lighting(self, images, alphas):
+        """Images (..., H, W, 3) plus their colour shifts, alphas (..., 3)."""
+        from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+        if self.lighting_strength <= 0:
+            return images
+        return images + preprocess.lighting_offsets(alphas, self.eigenvectors,
+                                                    self.component_scales)
+
+    def eval_views(self, image_bytes, views: int):
+        """(views, crop, crop, 3): the centre crop (views=1) or the paper's 10 views."""
+        from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+        square = self.square(image_bytes)
+        if views == 1:
+            return preprocess.central_crop(square, self.crop_size)[None]
+        if views == 10:
+            return preprocess.ten_views(square, self.crop_size)
+        raise ValueError(f"evaluation views must be 1 or 10, got {views}")
+
+    def mean_square(self) -> np.ndarray:
+        """The subtracted mean as an S x S x 3 image (zeros when none is subtracted)."""
+        shape = (self.resize_size, self.resize_size, 3)
+        if self.mean is None:
+            return np.zeros(shape, np.float32)
+        return np.broadcast_to(np.asarray(self.mean, np.float32), shape).copy()
+
+    def lighting_basis(self) -> np.ndarray:
+        """(3, 3): column i is eigenvector i times its scale, so a colour shift is basis @ a
+        (zeros when lighting is off)."""
+        if self.lighting_strength <= 0:
+            return np.zeros((3, 3), np.float32)
+        return (np.asarray(self.eigenvectors, np.float32)
+                * np.asarray(self.component_scales, np.float32)[None, :])
+
+
+def preprocessing_from_config(config: ml_collections.ConfigDict, source,
+                              progress: bool = True) -> Preprocessing:
+    """The host-side preprocessing of config.data; computes the dataset statistics it needs
+    on first use (cached beside the prepared data)."""
+    d = config.data
+    stats = None
+    if d.mean != "none" or d.lighting != "none":
+        if d.stats_source == "dataset" and hasattr(source, "dataset_stats"):
+            stats = source.dataset_stats(d.resize_size)  # a source that knows its own (synthetic)
+        elif d.stats_source == "dataset":
+            from alexnet_jax.data import stats as stats_lib  # noqa: PLC0415
+
+            stats = stats_lib.dataset_stats(source, d.resize_size, d.stats_sample, progress)
+        else:
+            from alexnet_jax.data.published_stats import published_imagenet_stats  # noqa: PLC0415
+
+            mode = d.lighting if d.lighting != "none" else "cuda_convnet2"
+            stats = published_imagenet_stats(d.resize_size, mode)
+    mean = {"image": stats.mean_image if stats else None,
+            "channel": stats.channel_mean if stats else None, "none": None}[d.mean]
+    lighting = d.lighting != "none" and d.lighting_strength > 0
+    return Preprocessing(
+        resize_size=d.resize_size, crop_size=d.crop_size, random_crop=d.random_crop,
+        random_flip=d.random_flip, mean=None if mean is None else np.asarray(mean, np.float32),
+        lighting_strength=d.lighting_strength if lighting else 0.0,
+        eigenvectors=stats.eigenvectors.astype(np.float32) if lighting else None,
+        component_scales=stats.lighting_scales(d.lighting).astype(np.float32)
+        if lighting else None, stats_sample_size=stats.sample_size if stats else 0,
+        prepared_storage=getattr(source, "prepared_storage", None))

@@ -1,0 +1,60 @@
+"""The one door from a config to its data: the source (prepared once at the paper's resolution
+when `data.prepared` asks for it) and its batches as NumPy arrays. TensorFlow is imported only
+for the tfds sources, so `data.name=synthetic` runs where TensorFlow is not installed."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+
+from alexnet_jax.data.feeding import Shard
+
+SOURCE_NAMES = ("imagenet2012", "imagenette", "cifar10", "folder", "synthetic")
+
+
+def open_dataset(config: ml_collections.ConfigDict):
+    """The source of config.data, prepared if needed (UserError says how to get it)."""
+    d = config.data
+    if d.name == "synthetic":
+        from alexnet_jax.data.synthetic import SyntheticSource  # noqa: PLC0415
+
+        return SyntheticSource(d.synthetic_examples, d.num_classes, d.crop_size, config.seed)
+    from alexnet_jax.data import prepared, sources  # noqa: PLC0415
+
+    source = sources.open_source(d.name, d.path, d.data_dir)
+    if d.prepared == "none":
+        return source
+    return prepared.prepare(source, int(d.prepared), d.prepared_format, d.prepared_quality,
+                            sources.default_data_dir(d.data_dir))
+
+
+def train_batches(source, prep, config: ml_collections.ConfigDict, epoch: int,
+                  start_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    """This process's training batches of one epoch, from batch `start_batch` on."""
+    shard = Shard.of_this_process()
+    if hasattr(source, "train_batches"):
+        return source.train_batches(prep, config.train.batch_size, config.seed, epoch,
+                                    start_batch, shard)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    from alexnet_jax.data import pipeline  # noqa: PLC0415
+
+    return tfds.as_numpy(pipeline.train_dataset(
+        source, prep, config.train.batch_size, config.seed, epoch, start_batch,
+        config.data.shuffle_buffer, shard=shard,
+        process_sharding=config.data.process_sharding))
+
+
+def eval_batches(source, prep, global_batch: int, views: int
+                 ) -> Iterator[dict[str, np.ndarray]]:
+    """This process's evaluation batches: every image once, padded with mask 0."""
+    shard = Shard.of_this_process()
+    if hasattr(source, "eval_batches"):
+        return source.eval_batches(prep, global_batch, views, shard)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    from alexnet_jax.data import pipeline  # noqa: PLC0415
+
+    return tfds.as_numpy(pipeline.eval_dataset(source, prep, global_batch, views, shard))

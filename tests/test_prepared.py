@@ -1,0 +1,173 @@
+"""Data prepared once at the paper's resolution, the pipeline on it, the augmentation finished
+on the devices, and the synthetic source that runs without TensorFlow."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from alexnet_jax import device_augment, train
+from alexnet_jax.data import catalog, pipeline, preprocess
+from alexnet_jax.data.augmentation import preprocessing_from_config
+from alexnet_jax.metrics_writer import read_records
+from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+from test_cli import REPO, tensorboard_tags
+
+
+def prepared_config(config, storage="raw", quality=95):
+    with config.unlocked():
+        config.data.prepared = str(TINY_RESIZE)
+        config.data.prepared_format = storage
+        config.data.prepared_quality = quality
+        config.data.stats_sample = 0
+    return config
+
+
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_squares_are_prepared_once_from_the_original_images(config, storage):
+    with config.unlocked():
+        config.data.prepared = "none"
+    original = catalog.open_dataset(config)
+    source = catalog.open_dataset(prepared_config(config, storage))
+    assert source.prepared_size == TINY_RESIZE and source.prepared_storage == storage
+    for split in ("train", "val"):
+        assert source.num_examples(split) == original.num_examples(split)
+    again = catalog.open_dataset(config)
+    assert again.builder.data_dir == source.builder.data_dir      # not prepared twice
+    decoders = None if storage == "raw" else {"image": tfds.decode.SkipDecoding()}
+    stored = source.builder.as_dataset("val", shuffle_files=False, decoders=decoders)
+    originals = original.builder.as_dataset("val", shuffle_files=False,
+                                            decoders={"image": tfds.decode.SkipDecoding()})
+    stored_squares = sorted((np.asarray(preprocess.decode(ex["image"]) if storage == "jpeg"
+                                        else ex["image"]).astype(np.float32).sum(), i)
+                            for i, ex in enumerate(stored))
+    assert len(stored_squares) == 15
+    exact = [preprocess.paper_square(preprocess.decode(ex["image"]), TINY_RESIZE).numpy()
+             for ex in originals]
+    # every stored square is one of the originals' squares: raw exactly (rounded), JPEG close
+    for ex in stored.take(3):
+        image = (preprocess.decode(ex["image"]) if storage == "jpeg" else ex["image"]).numpy()
+        assert image.shape == (TINY_RESIZE, TINY_RESIZE, 3) and image.dtype == np.uint8
+        errors = [np.abs(image.astype(np.float32) - square).mean() for square in exact]
+        assert min(errors) <= (0.26 if storage == "raw" else 3.0)
+    with config.unlocked():
+        config.data.prepared_quality = 80
+    if storage == "jpeg":
+        assert catalog.open_dataset(config).builder.data_dir != source.builder.data_dir
+
+
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_device_augmentation_equals_the_host_computation(config, storage):
+    source = catalog.open_dataset(prepared_config(config, storage))
+    prep = preprocessing_from_config(config, source, progress=False)
+    assert prep.mean is not None and prep.lighting_strength > 0
+    decoders = None if storage == "raw" else {"image": tfds.decode.SkipDecoding()}
+    for index, example in enumerate(source.builder.as_dataset(
+            "train", shuffle_files=False, decoders=decoders).take(6)):
+        seed = tf.constant([7, index], tf.int64)
+        view = prep.prepared_train_view(example["image"], seed)
+        top, left = view["offsets"].numpy()
+        # the host's way: float square minus the mean image, cropped, mirrored, lit
+        host = prep.square(example["image"]).numpy()[top:top + TINY_CROP, left:left + TINY_CROP]
+        if view["flips"].numpy():
+            host = host[:, ::-1]
+        host = prep.add_lighting(tf.constant(host), view["alphas"]).numpy()
+        device = device_augment.finish_images(
+            view["pixels"].numpy()[None], view["offsets"].numpy()[None],
+            view["flips"].numpy()[None], view["alphas"].numpy()[None],
+            prep.mean_square(), prep.lighting_basis())[0]
+        np.testing.assert_allclose(np.asarray(device), host, atol=1e-3)
+
+
+def batches(source, prep, epoch=0, start=0):
+    return [b for b in tfds.as_numpy(pipeline.train_dataset(source, prep, 8, seed=0, epoch=epoch,
+                                                            start_batch=start))]
+
+
+def test_prepared_training_batches_are_deterministic_and_resume_at_any_step(config):
+    source = catalog.open_dataset(prepared_config(config, "jpeg"))
+    prep = preprocessing_from_config(config, source, progress=False)
+    first, second = batches(source, prep), batches(source, prep)
+    assert len(first) == 5
+    assert set(first[0]) == {"pixels", "offsets", "flips", "alphas", "labels"}
+    assert first[0]["pixels"].dtype == np.uint8 and first[0]["pixels"].shape == (8, 67, 67, 3)
+    for a, b in zip(first, second):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    for start in (1, 3):
+        for a, b in zip(batches(source, prep, start=start), first[start:]):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+    other_epoch = batches(source, prep, epoch=1)
+    assert not np.array_equal(other_epoch[0]["labels"], first[0]["labels"]) or \
+        not np.array_equal(other_epoch[0]["offsets"], first[0]["offsets"])
+
+
+def test_ten_views_of_prepared_squares_match_the_original_files(config):
+    with config.unlocked():
+        config.data.prepared = "none"
+    original = catalog.open_dataset(config)
+    prep_original = preprocessing_from_config(config, original, progress=False)
+    source = catalog.open_dataset(prepared_config(config, "raw"))
+    prep = preprocessing_from_config(config, source, progress=False)
+    views = lambda s, p: np.concatenate([b["images"] for b in tfds.as_numpy(  # noqa: E731
+        pipeline.eval_dataset(s, p, 8, views=10))])
+    from_files, from_squares = views(original, prep_original), views(source, prep)
+    assert from_squares.shape == from_files.shape == (16, 10, TINY_CROP, TINY_CROP, 3)
+    order = lambda x: x[np.argsort(x.reshape(len(x), -1).sum(1))]  # noqa: E731 (split order)
+    # the stored squares are the original squares rounded to whole levels, and so is the mean
+    # image computed from them: each differs by at most half a level
+    np.testing.assert_allclose(order(from_squares), order(from_files), atol=1.0 + 1e-3)
+
+
+def test_a_run_trains_on_prepared_squares(config, tmp_path):
+    with config.unlocked():
+        config.train.num_steps = 3
+        config.train.final_eval_views = (1, 10)
+    outcome = train.train_and_evaluate(prepared_config(config, "jpeg"), tmp_path)
+    assert outcome["step"] == 3 and [e["count"] for e in outcome["eval"]] == [15, 15]
+    losses = [r["loss"] for r in read_records(tmp_path) if r.get("split") == "train"]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+# As if TensorFlow were not installed: `import tensorflow` fails and find_spec finds nothing.
+BLOCK_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None
+sys.modules["tensorflow_datasets"] = None
+"""
+
+
+def test_the_synthetic_source_trains_where_tensorflow_is_not_installed(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+               f"--workdir={workdir}", "--config.data.name=synthetic",
+               "--config.data.num_classes=7", "--config.data.synthetic_examples=40",
+               f"--config.data.crop_size={TINY_CROP}", f"--config.data.resize_size={TINY_RESIZE}",
+               f"--config.data.prepared={TINY_RESIZE}",
+               f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
+               "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+               "--config.train.num_epochs=2", "--config.train.log_every_steps=1"]
+    blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
+                             capture_output=True, text=True)
+    assert blocked.returncode != 0 and "ModuleNotFoundError" in blocked.stderr
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = read_records(workdir)
+    assert lines[0]["dataset"] == "synthetic" and lines[0]["num_classes"] == 7
+    assert [r["step"] for r in lines if r.get("split") == "train"] == list(range(1, 11))
+    assert [(r["crops"], r["count"]) for r in lines if r.get("split") == "val"][-2:] == \
+        [(1, 4), (10, 4)]
+    tags = tensorboard_tags(workdir)  # events written without TensorFlow, read with it
+    assert {"train/loss", "train/data_wait_fraction", "val_1crop/top1_error"} <= tags["scalars"]
+    assert "conv1_filters" in tags["images"]
