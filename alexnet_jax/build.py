@@ -45,7 +45,8 @@ def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mes
         conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn_params(config),
         overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate, activation=m.activation,
         conv1_geometry=m.conv1_geometry, column_impl=m.column_impl, init_std=m.init_std,
-        positive_bias=m.positive_bias, dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+        positive_bias=m.positive_bias, lrn_impl=m.lrn_impl, conv1_impl=m.conv1_impl,
+        dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int,

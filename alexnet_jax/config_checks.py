@@ -33,7 +33,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"data.prepared={d.prepared!r} must be 'none' or the resize size "
                         f"'{d.resize_size}' (data.resize_size): the images are prepared once as "
                         "the paper's resize_size x resize_size squares.")
-    _choice("data.prepared_format", d.prepared_format, ("jpeg", "raw"))
+    _choice("data.prepared_format", d.prepared_format, ("jpeg", "jpeg444", "raw"))
     if not 1 <= d.prepared_quality <= 100 or d.synthetic_examples < 1 or d.num_classes < 2:
         raise UserError(f"data.prepared_quality ({d.prepared_quality}) must be in 1..100, "
                         f"data.synthetic_examples ({d.synthetic_examples}) >= 1 and "
@@ -48,6 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.activation", m.activation, ("relu", "tanh"))
     _choice("model.conv1_geometry", m.conv1_geometry, ("cuda_convnet", "caffe", "torchvision"))
     _choice("model.column_impl", m.column_impl, ("split", "grouped"))
+    _choice("model.lrn_impl", m.lrn_impl, ("matmul", "slices"))
+    _choice("model.conv1_impl", m.conv1_impl, ("direct", "space_to_depth"))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if not 0.0 <= m.dropout_rate < 1.0:
         raise UserError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1) (0 turns "

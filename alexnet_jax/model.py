@@ -68,6 +68,7 @@ class AlexNet(ShardedNetwork):
                  layers.LRNParams(), overlap_pool: bool = True, dropout_rate: float = 0.5,
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
+                 lrn_impl: str = "matmul", conv1_impl: str = "direct",
                  dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
@@ -75,7 +76,7 @@ class AlexNet(ShardedNetwork):
         self.columns, self.num_classes, self.input_size = columns, num_classes, input_size
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry, self.column_impl = activation, conv1_geometry, column_impl
-        self.dtype = dtype
+        self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
         if map_sizes["pool5"] < 1:
@@ -115,7 +116,12 @@ class AlexNet(ShardedNetwork):
         b = lambda p: p.bias[...].reshape(-1).astype(self.dtype)  # noqa: E731
 
         x = images.astype(self.dtype)
-        x = act(layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad) + b(self.conv1))
+        if self.conv1_impl == "space_to_depth":
+            conv1 = layers.conv_space_to_depth(x, layers.merge_columns_out(w(self.conv1)), 4,
+                                               self.conv1_pad)
+        else:
+            conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad)
+        x = act(conv1 + b(self.conv1))
         x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
         x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl)
                 + b(self.conv2))
@@ -138,7 +144,8 @@ class AlexNet(ShardedNetwork):
         return logits + self.fc8.bias[...]
 
     def _lrn(self, x: jax.Array, columns_here: int) -> jax.Array:
-        return layers.local_response_norm(x, columns_here, self.lrn) if self.lrn else x
+        return (layers.local_response_norm(x, columns_here, self.lrn, self.lrn_impl)
+                if self.lrn else x)
 
 
 def gather_columns(x: jax.Array) -> jax.Array:

@@ -67,7 +67,8 @@ class Run:
 def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
     """What a checkpoint's arrays depend on: restoring into a different model is refused."""
     model = json.loads(config.model.to_json())
-    for key in ("column_impl", "dtype", "dropout_rate"):  # how it computes, not what it stores
+    for key in ("column_impl", "lrn_impl", "conv1_impl", "dtype",
+                "dropout_rate"):  # how it computes, not what it stores
         model.pop(key, None)
     return {"model": model, "crop_size": config.data.crop_size, "num_classes": num_classes}
 

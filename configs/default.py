@@ -24,8 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
     # S x S squares (S = resize_size) and trains from them (the host decodes only each random
     # crop's window); "none" decodes and resizes the original files every epoch.
     data.prepared = "256"
-    data.prepared_format = "jpeg"  # storage of the squares: jpeg | raw (uint8 pixels, exact)
-    data.prepared_quality = 95     # JPEG quality of the squares (README "Input pipeline")
+    data.prepared_format = "jpeg"  # storage of the squares: jpeg (4:2:0) | jpeg444 | raw (uint8)
+    data.prepared_quality = 90     # JPEG quality of the squares (README "Input pipeline")
     data.num_classes = 1000        # synthetic only: number of classes
     data.synthetic_examples = 12_800  # synthetic only: training images per epoch
     data.crop_size = 224        # network input (paper: 224; Caffe geometry: 227)
@@ -60,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.init_std = 0.01       # weights ~ N(0, init_std^2)
     model.positive_bias = 1.0   # bias of conv2, conv4, conv5, fc6, fc7 (Caffe used 0.1)
     model.column_impl = "split"  # own-column convs: split (one conv per column) | grouped
+    model.lrn_impl = "matmul"   # LRN window sums: matmul (banded matrix) | slices (n adds)
+    model.conv1_impl = "direct"  # conv1: direct (11x11/4) | space_to_depth (3x3 over 4x4 blocks)
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

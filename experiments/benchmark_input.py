@@ -1,19 +1,23 @@
-"""Throughput of the host input pipeline, and how long training waits for it.
+"""Throughput of the host input pipeline, from the original files and from the prepared squares.
 
-1. Augmented training batches per second (decode, resize to 256, central square, mean image,
-   random 224 crop, flip, with and without PCA lighting) on Imagenette's 224-pixel JPEGs, with
-   the tf.data pipeline limited to 1 thread and to all host cores; printed per core.
-2. A short CPU training run of the full network with the full augmentation, reporting the
-   fraction of wall time the training loop waited for its next batch (an upper bound on the
-   time the devices waited for data), from the run's metrics.jsonl.
+For each format - `original` (decode the file, resize to 256, central square, mean image,
+random 224 crop, flip, PCA lighting: all on the host, float32) and `prepared` (the squares
+written once; the host decodes only each random crop's window of the stored JPEG, or slices raw
+pixels, and flips it; the mean image and the lighting are added on the devices, see
+alexnet_jax/device_augment.py) - with and without PCA lighting, on 1 core and on every core (the process pinned to them, tf.data
+given as many threads): augmented training images per second (batch 128; the median of
+--repeats measurements), printed per core.
+Optionally a short CPU training run then reports how long the loop waited for data.
 
 Run:
-    python experiments/benchmark_input.py --path ../shared/data/imagenette2-224
+    python experiments/benchmark_input.py --path ../shared/data/imagenet-sample-500 \
+        --json runs/input_imagenet_sample.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,26 +25,65 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from alexnet_jax.data import file_survey, pipeline, sources  # noqa: E402
+from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
+from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
 from alexnet_jax.metrics_writer import read_records  # noqa: E402
 from configs.imagenette import get_config  # noqa: E402
 
 
-def pipeline_images_per_sec(source, prep, threads: int, batches: int, batch: int) -> float:
-    dataset = pipeline.train_dataset(source, prep, batch, seed=0, epoch=0)
+def use_cpus(count: int) -> None:
+    """Pin every thread of this process (and those it starts) to the first `count` CPUs, so a
+    figure per core is measured on that many cores, whatever else TensorFlow starts."""
+    cpus = set(sorted(os.sched_getaffinity(0) | ALL_CPUS)[:count])
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except OSError:
+            pass  # a thread that just ended
+
+
+ALL_CPUS = set(os.sched_getaffinity(0))
+
+
+def images_per_sec(source, prep, threads: int, batches: int, batch: int) -> tuple[float, float]:
+    """(images/s in steady state, seconds to an epoch's first batch). Epochs follow each other
+    (a small set is seen many times); each epoch's first batch waits for the pipeline to be
+    built and its shuffle buffer to fill, which a real epoch (ImageNet: 10,000 batches) pays
+    once, so it is timed apart."""
+    use_cpus(threads)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
-    iterator = iter(tfds.as_numpy(dataset.with_options(options)))
-    next(iterator)  # warm-up: file opening, shuffle buffer fill
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch / (time.perf_counter() - start)
+    options.threading.max_intra_op_parallelism = 1
+    steady, starts, epoch = [], [], 0
+    while len(steady) < batches:
+        start = time.perf_counter()
+        dataset = pipeline.train_dataset(source, prep, batch, seed=0, epoch=epoch,
+                                         shuffle_buffer=1024)
+        for index, _ in enumerate(tfds.as_numpy(dataset.with_options(options))):
+            now = time.perf_counter()
+            (starts if index == 0 else steady).append(now - start)
+            start = now
+        epoch += 1
+    steady = steady[:batches]
+    return batch * len(steady) / sum(steady), float(np.mean(starts[1:] or starts))
+
+
+def train_only_tree(path: Path) -> Path:
+    """A tree whose train/ and val/ are both the given tree's train/ (links): the benchmark
+    reads only training images, and a tree like imagenet-sample-500 has disjoint val classes."""
+    root = Path(tempfile.gettempdir()) / f"alexnet_benchmark_{path.resolve().name}"
+    root.mkdir(exist_ok=True)
+    for split in ("train", "val"):
+        link = root / split
+        if not link.is_symlink():
+            link.symlink_to((path / "train").resolve())
+    return root
 
 
 def training_data_wait(config, steps: int, batch: int) -> tuple[float, float]:
@@ -62,34 +105,71 @@ def training_data_wait(config, steps: int, batch: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", default="../shared/data/imagenette2-224",
-                        help="ImageFolder copy of Imagenette")
-    parser.add_argument("--batches", type=int, default=20)
+                        help="an ImageFolder tree (train/<class>/*)")
+    parser.add_argument("--storage", default="jpeg",
+                        help="prepared storage(s), comma-separated: jpeg, jpeg444, raw")
+    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements; the median counts")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--train-steps", type=int, default=12)
+    parser.add_argument("--threads", default="", help="e.g. 1,2 (default: 1 and all cores)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="also a CPU training run of this many steps (0: none)")
     parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
 
+    cores = os.cpu_count()
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cores})
     config = get_config()
     with config.unlocked():
-        config.data.name, config.data.path = "imagenette", args.path
-    source = sources.open_source("imagenette", args.path, config.data.data_dir)
-    cores = os.cpu_count()
-    print(f"read {file_survey.survey(Path(args.path) / 'train').describe()}; "
-          f"{source.num_examples('train')} prepared; -> 256 square -> 224 crops; batch "
-          f"{args.batch}; host CPUs {cores}", flush=True)
-    for lighting in ("cuda_convnet2", "none"):
+        config.data.name, config.data.path = "folder", str(train_only_tree(Path(args.path)))
+        config.data.prepared_quality = args.quality
+    surveyed = file_survey.survey(Path(args.path) / "train")
+    print(f"read {surveyed.describe()}; -> 256 square -> 224 crops; batch {args.batch}; "
+          f"host CPUs {cores}", flush=True)
+    results = []
+    storages = args.storage.split(",")
+    for fmt, storage in [("original", None)] + [("prepared", s) for s in storages]:
         with config.unlocked():
-            config.data.lighting = lighting
-        prep = pipeline.preprocessing_from_config(config, source)
-        for threads in sorted({1, cores}):
-            rate = pipeline_images_per_sec(source, prep, threads, args.batches, args.batch)
-            print(f"  mean image + crop + flip, lighting={lighting:13s} {threads} thread(s): "
-                  f"{rate:7.0f} images/s = {rate / threads:6.0f} per core", flush=True)
-    with config.unlocked():
-        config.data.lighting = "cuda_convnet2"
-    wait, rate = training_data_wait(config, args.train_steps, args.train_batch)
-    print(f"  CPU training (full AlexNet, batch {args.train_batch}, full augmentation): "
-          f"{rate:.1f} images/s, loop waited for data {100 * wait:.2f}% of the time")
+            config.data.prepared = "none" if fmt == "original" else "256"
+            config.data.prepared_format = storage or "jpeg"
+        source = catalog.open_dataset(config)
+        for augmentation, lighting in (("full", "cuda_convnet2"), ("no_lighting", "none")):
+            with config.unlocked():
+                config.data.lighting = lighting
+            prep = preprocessing_from_config(config, source)
+            for count in threads:
+                repeats = [images_per_sec(source, prep, count, args.batches, args.batch)
+                           for _ in range(args.repeats)]
+                rate = float(np.median([r for r, _ in repeats]))
+                epoch_start = float(np.median([e for _, e in repeats]))
+                name = fmt if storage is None else f"{fmt} ({storage}"
+                name += "" if storage is None else (")" if storage == "raw"
+                                                    else f" q{args.quality})")
+                print(f"  {name:24s} {augmentation:12s} {count} thread(s): {rate:7.0f} images/s "
+                      f"= {rate / count:6.0f} per thread (epoch start {epoch_start:.2f} s)",
+                      flush=True)
+                results.append({"format": fmt, "storage": storage, "augmentation": augmentation,
+                                "threads": count, "images_per_sec": round(rate, 1),
+                                "images_per_sec_per_thread": round(rate / count, 1),
+                                "repeats": [round(r, 1) for r, _ in repeats],
+                                "epoch_start_s": round(epoch_start, 3)})
+    report = {"path": args.path, "files": surveyed.files,
+              "median_width": surveyed.median_width, "median_height": surveyed.median_height,
+              "mean_file_kib": round(surveyed.mean_bytes / 1024, 1), "host_cpus": cores,
+              "batch": args.batch, "results": results}
+    if args.train_steps:
+        with config.unlocked():
+            config.data.lighting = "cuda_convnet2"
+        wait, rate = training_data_wait(config, args.train_steps, args.train_batch)
+        print(f"  CPU training (full AlexNet, batch {args.train_batch}, prepared, full "
+              f"augmentation): {rate:.1f} images/s, loop waited for data {100 * wait:.2f}% of "
+              "the time")
+        report["training"] = {"images_per_sec": rate, "data_wait_fraction": wait}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

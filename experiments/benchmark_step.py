@@ -8,6 +8,7 @@ PyTorch implementation of the same network in the same process and prints the ra
 
 Run:
     python experiments/benchmark_step.py                      # all devices, both impls
+    python experiments/benchmark_step.py --variants split,lrn_slices,space_to_depth,fast --layers
     python experiments/benchmark_step.py --steps 3 --torch    # add the PyTorch reference
     python experiments/benchmark_step.py --dtype bfloat16     # mixed precision (GPU)
 """
@@ -31,11 +32,13 @@ from alexnet_jax import build, sharding, steps  # noqa: E402
 from configs.default import get_config  # noqa: E402
 
 
-def jax_images_per_sec(column_impl: str, dtype: str, batch: int, steps_timed: int,
+def jax_images_per_sec(overrides: dict, dtype: str, batch: int, steps_timed: int,
                        warmup: int, mesh_model: int) -> tuple[float, dict]:
+    """The training step's images/s with the model config `overrides` (e.g. lrn_impl)."""
     config = get_config()
     with config.unlocked():
-        config.model.column_impl = column_impl
+        for key, value in overrides.items():
+            config.model[key] = value
         config.model.dtype = dtype
         config.mesh.model = mesh_model
     mesh = build.build_mesh(config)
@@ -59,6 +62,82 @@ def jax_images_per_sec(column_impl: str, dtype: str, batch: int, steps_timed: in
         jax.block_until_ready((params, metrics))
         elapsed = time.perf_counter() - start
     return batch * steps_timed / elapsed, sharding.describe(mesh)
+
+
+def forward_backward_ms(function, *args, steps_timed: int = 10) -> float:
+    """Milliseconds of one jitted forward + backward pass of `function` (grads of all args)."""
+    grad = jax.jit(jax.grad(lambda *a: jnp.sum(function(*a).astype(jnp.float32)),
+                            argnums=tuple(range(len(args)))))
+    jax.block_until_ready(grad(*args))
+    start = time.perf_counter()
+    for _ in range(steps_timed):
+        out = grad(*args)
+    jax.block_until_ready(out)
+    return 1e3 * (time.perf_counter() - start) / steps_timed
+
+
+def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str, float]]:
+    """Forward + backward of each piece of the network alone (both columns on one device, the
+    paper's widths): (piece, implementation, milliseconds)."""
+    from alexnet_jax import layers, optim  # noqa: PLC0415
+
+    compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    rng = np.random.RandomState(0)
+    arr = lambda *shape, scale=1.0: jnp.asarray(  # noqa: E731
+        rng.normal(0, scale, shape).astype(np.float32)).astype(compute)
+    lrn, pad1 = layers.LRNParams(), layers.conv1_padding(224, "cuda_convnet")
+    image, k1 = arr(batch, 224, 224, 3, scale=50), arr(11, 11, 3, 96, scale=0.01)
+    x1, x2 = arr(batch, 55, 55, 96), arr(batch, 27, 27, 256)
+    k2, p1 = arr(2, 5, 5, 48, 128, scale=0.01), arr(batch, 27, 27, 96)
+    p2, k3 = arr(batch, 13, 13, 256), arr(3, 3, 256, 384, scale=0.01)
+    x3, k4 = arr(batch, 13, 13, 384), arr(2, 3, 3, 192, 192, scale=0.01)
+    k5, x5 = arr(2, 3, 3, 192, 128, scale=0.01), arr(batch, 13, 13, 256)
+    f6, w6 = arr(batch, 9216), arr(9216, 4096, scale=0.01)
+    w7, w8, f7 = arr(4096, 4096, scale=0.01), arr(4096, 1000, scale=0.01), arr(batch, 4096)
+    relu_lrn = lambda impl: lambda x: layers.local_response_norm(  # noqa: E731
+        jax.nn.relu(x), 2, lrn, impl)
+    rows = [
+        ("conv1", "direct", forward_backward_ms(lambda x, k: layers.conv(x, k, 4, pad1),
+                                                image, k1, steps_timed=steps_timed)),
+        ("conv1", "space_to_depth", forward_backward_ms(
+            lambda x, k: layers.conv_space_to_depth(x, k, 4, pad1), image, k1,
+            steps_timed=steps_timed)),
+    ]
+    for impl in ("matmul", "slices"):
+        rows.append(("ReLU + LRN1", impl, forward_backward_ms(relu_lrn(impl), x1,
+                                                               steps_timed=steps_timed)))
+        rows.append(("ReLU + LRN2", impl, forward_backward_ms(relu_lrn(impl), x2,
+                                                               steps_timed=steps_timed)))
+    pool = lambda x: layers.max_pool(x, True)  # noqa: E731
+    rows += [("pool1", "reduce_window", forward_backward_ms(pool, x1, steps_timed=steps_timed)),
+             ("pool2", "reduce_window", forward_backward_ms(pool, x2, steps_timed=steps_timed)),
+             ("pool5", "reduce_window", forward_backward_ms(pool, x5, steps_timed=steps_timed))]
+    for impl in ("split", "grouped"):
+        own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl)  # noqa: E731
+        rows += [("conv2", impl, forward_backward_ms(lambda x, k: own(x, k, ((2, 2), (2, 2))),
+                                                     p1, k2, steps_timed=steps_timed)),
+                 ("conv4", impl, forward_backward_ms(lambda x, k: own(x, k, ((1, 1), (1, 1))),
+                                                     x3, k4, steps_timed=steps_timed)),
+                 ("conv5", impl, forward_backward_ms(lambda x, k: own(x, k, ((1, 1), (1, 1))),
+                                                     x3, k5, steps_timed=steps_timed))]
+    rows.append(("conv3", "direct", forward_backward_ms(
+        lambda x, k: layers.conv(x, k, 1, ((1, 1), (1, 1))), p2, k3, steps_timed=steps_timed)))
+    rows.append(("fc6 + fc7 + fc8", "dot", forward_backward_ms(
+        lambda x, a, b, c: jax.nn.relu(jax.nn.relu(x @ a) @ b) @ c, f6, w6, w7, w8,
+        steps_timed=steps_timed)))
+    del f7
+    params = {"w": jnp.zeros((60_965_224,), jnp.float32)}
+    tx = optim.create_optimizer(0.9, 5e-4, "paper", False, 0.01)
+    state = tx.init(params)
+    update = jax.jit(lambda p, s: tx.update(p, s, p))
+    jax.block_until_ready(update(params, state))
+    start = time.perf_counter()
+    for _ in range(steps_timed):
+        out = update(params, state)
+    jax.block_until_ready(out)
+    rows.append(("SGD update of 61 M parameters", "optax", 1e3 * (time.perf_counter() - start)
+                 / steps_timed))
+    return rows
 
 
 def torch_images_per_sec(batch: int, steps_timed: int, warmup: int) -> float:
@@ -91,7 +170,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
-    parser.add_argument("--impls", default="split,grouped")
+    parser.add_argument("--variants", default="split,grouped",
+                        help="comma-separated model variants to time: split, grouped (column "
+                        "convolutions), lrn_slices, space_to_depth, fast (both)")
+    parser.add_argument("--layers", action="store_true",
+                        help="also the per-layer forward+backward table")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--mesh-model", type=int, default=-1, help="size of the model axis")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch (CPU only)")
@@ -106,24 +189,40 @@ def main() -> None:
     results = {"device": device.device_kind, "platform": device.platform,
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "images_per_sec": {}}
-    for impl in args.impls.split(","):
-        rate, mesh = jax_images_per_sec(impl, args.dtype, args.batch, args.steps, args.warmup,
-                                        args.mesh_model)
-        results["images_per_sec"][f"jax_{impl}"] = rate
+    for variant in args.variants.split(","):
+        rate, mesh = jax_images_per_sec(VARIANTS[variant], args.dtype, args.batch, args.steps,
+                                        args.warmup, args.mesh_model)
+        results["images_per_sec"][f"jax_{variant}"] = rate
         results["mesh"] = mesh
-        print(f"  jax  column_impl={impl:8s} mesh={mesh}: {rate:9.1f} images/s", flush=True)
+        print(f"  jax  {variant:15s} {VARIANTS[variant]} mesh={mesh}: {rate:9.1f} images/s",
+              flush=True)
+    if args.layers:
+        rows = layer_table(args.batch, args.dtype, args.steps)
+        results["layers_ms"] = [{"piece": p, "impl": i, "ms": ms} for p, i, ms in rows]
+        print("| piece | implementation | forward + backward (ms) |\n|---|---|---|")
+        for piece, impl, ms in rows:
+            print(f"| {piece} | {impl} | {ms:.2f} |")
     if args.torch:
         import torch  # noqa: PLC0415
         rate = torch_images_per_sec(args.batch, args.steps, args.warmup)
         results["images_per_sec"]["torch"] = rate
         print(f"  torch {torch.__version__} ({torch.get_num_threads()} threads, grouped convs): "
               f"{rate:9.1f} images/s", flush=True)
-        for impl in args.impls.split(","):
-            ratio = results["images_per_sec"][f"jax_{impl}"] / rate
-            results[f"ratio_jax_{impl}_to_torch"] = ratio
-            print(f"  ratio jax {impl} / torch: {ratio:.2f}")
+        for variant in args.variants.split(","):
+            ratio = results["images_per_sec"][f"jax_{variant}"] / rate
+            results[f"ratio_jax_{variant}_to_torch"] = ratio
+            print(f"  ratio jax {variant} / torch: {ratio:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+VARIANTS = {  # name -> model config overrides
+    "split": {"column_impl": "split"},
+    "grouped": {"column_impl": "grouped"},
+    "lrn_slices": {"lrn_impl": "slices"},
+    "space_to_depth": {"conv1_impl": "space_to_depth"},
+    "fast": {"lrn_impl": "slices", "conv1_impl": "space_to_depth"},
+}
 
 
 if __name__ == "__main__":

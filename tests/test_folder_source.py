@@ -105,7 +105,7 @@ def test_a_validation_class_missing_from_training_is_refused(tmp_path):
     (tree / "train" / "eel" / "000.jpg").rename(tree / "val" / "eel" / "extra.jpg")
     (tree / "train" / "eel" / "001.jpg").unlink()
     (tree / "train" / "eel").rmdir()
-    with pytest.raises(UserError, match="val/ has classes that train/ does not have: eel"):
+    with pytest.raises(UserError, match="val/ has 1 class\\(es\\) that train/ does not have: eel"):
         sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
     # a train/ class without validation images is fine
     tree2 = make_image_tree(tmp_path / "tree2", train_per_class=2, val_per_class=1)

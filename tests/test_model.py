@@ -179,3 +179,43 @@ def test_ablation_switches_change_the_output(overrides):
 def test_wrong_input_size_is_refused():
     with pytest.raises(ValueError, match="built for 67x67x3"):
         tiny_model()(jnp.zeros((1, 64, 64, 3)))
+
+
+@pytest.mark.parametrize("columns", [1, 2])
+def test_lrn_as_shifted_slices_equals_the_banded_matmul(columns):
+    from alexnet_jax import layers  # noqa: PLC0415
+
+    x = jnp.asarray(np.random.RandomState(3).uniform(0, 40, (2, 5, 5, 12)).astype(np.float32))
+    for params in (layers.LRNParams(), layers.LRNParams(n=9, k=1.0, alpha=1e-3,
+                                                        alpha_over_n=True)):
+        want = layers.local_response_norm(x, columns, params, "matmul")
+        got = layers.local_response_norm(x, columns, params, "slices")
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,geometry", [(224, "cuda_convnet"), (227, "caffe"),
+                                           (224, "torchvision"), (67, "cuda_convnet")])
+def test_conv1_as_space_to_depth_equals_the_strided_convolution(size, geometry):
+    from alexnet_jax import layers  # noqa: PLC0415
+
+    rng = np.random.RandomState(4)
+    x = jnp.asarray(rng.uniform(-100, 100, (2, size, size, 3)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(0, 0.01, (11, 11, 3, 8)).astype(np.float32))
+    padding = layers.conv1_padding(size, geometry)
+    want = layers.conv(x, kernel, 4, padding)
+    got = layers.conv_space_to_depth(x, kernel, 4, padding)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=2e-4)
+
+
+def test_the_whole_network_is_the_same_with_the_fast_formulations():
+    from flax import nnx  # noqa: PLC0415
+
+    from alexnet_jax.model import AlexNet  # noqa: PLC0415
+
+    x = np.random.RandomState(5).uniform(-100, 100, (2, 67, 67, 3)).astype(np.float32)
+    small = dict(input_size=67, conv_widths=(8, 16, 16, 16, 16), fc_widths=(32, 32),
+                 num_classes=5, init_std=0.05, positive_bias=0.1)
+    base = AlexNet(**small, rngs=nnx.Rngs(0))(x)
+    fast = AlexNet(**small, lrn_impl="slices", conv1_impl="space_to_depth", rngs=nnx.Rngs(0))(x)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(base), rtol=1e-4, atol=1e-5)

@@ -4,6 +4,7 @@ on the devices, and the synthetic source that runs without TensorFlow."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -61,8 +62,11 @@ def test_squares_are_prepared_once_from_the_original_images(config, storage):
         assert catalog.open_dataset(config).builder.data_dir != source.builder.data_dir
 
 
-@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+@pytest.mark.parametrize("storage", ["raw", "jpeg444", "jpeg"])
 def test_device_augmentation_equals_the_host_computation(config, storage):
+    """Exactly (to float32 rounding) for raw and full-colour JPEG. With 4:2:0 JPEG, libjpeg
+    upsamples the colour at a crop window's edge without the pixels outside it, so decoding
+    only the window differs from decoding the whole square on a few edge pixels."""
     source = catalog.open_dataset(prepared_config(config, storage))
     prep = preprocessing_from_config(config, source, progress=False)
     assert prep.mean is not None and prep.lighting_strength > 0
@@ -81,7 +85,11 @@ def test_device_augmentation_equals_the_host_computation(config, storage):
             view["pixels"].numpy()[None], view["offsets"].numpy()[None],
             view["flips"].numpy()[None], view["alphas"].numpy()[None],
             prep.mean_square(), prep.lighting_basis())[0]
-        np.testing.assert_allclose(np.asarray(device), host, atol=1e-3)
+        difference = np.abs(np.asarray(device) - host)
+        if storage == "jpeg":
+            assert difference.max() <= 2.01 and (difference > 1e-3).mean() < 0.02
+        else:
+            np.testing.assert_allclose(np.asarray(device), host, atol=1e-3)
 
 
 def batches(source, prep, epoch=0, start=0):
@@ -171,3 +179,21 @@ def test_the_synthetic_source_trains_where_tensorflow_is_not_installed(tmp_path)
     tags = tensorboard_tags(workdir)  # events written without TensorFlow, read with it
     assert {"train/loss", "train/data_wait_fraction", "val_1crop/top1_error"} <= tags["scalars"]
     assert "conv1_filters" in tags["images"]
+
+
+def test_a_preparation_that_cannot_fit_on_the_disk_is_refused_before_it_starts(config,
+                                                                                monkeypatch):
+    import shutil  # noqa: PLC0415
+    from collections import namedtuple  # noqa: PLC0415
+
+    from alexnet_jax.errors import UserError  # noqa: PLC0415
+
+    with config.unlocked():
+        config.data.prepared = "none"
+    catalog.open_dataset(config)  # the original files are prepared (they fit)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(UserError, match=r"needs about .* GiB, but .* has 0.0 GiB free.*"
+                                        r"prepared_format=jpeg"):
+        catalog.open_dataset(prepared_config(config, "raw"))
+    assert not (Path(config.data.data_dir) / "alexnet_prepared").exists()

@@ -33,7 +33,7 @@ class Preprocessing:
     component_scales: np.ndarray | None = None   # (3,), 0-255 scale
     mean: np.ndarray | None = None    # (resize, resize, 3) mean image, (3,) channel mean, or None
     stats_sample_size: int = 0        # training images the mean and PCA came from (0: published)
-    prepared_storage: str | None = None  # images already S x S squares: "jpeg" or "raw"
+    prepared_storage: str | None = None  # images already S x S squares: jpeg, jpeg444, raw
 
     def decoded_square(self, image):
         """The float32 S x S square of one stored image, before the mean is subtracted."""
@@ -43,7 +43,7 @@ class Preprocessing:
 
         if self.prepared_storage == "raw":
             return tf.cast(image, tf.float32)
-        if self.prepared_storage == "jpeg":
+        if self.prepared_storage in ("jpeg", "jpeg444"):
             return tf.cast(preprocess.decode(image), tf.float32)
         return preprocess.paper_square(preprocess.decode(image), self.resize_size)
 
@@ -88,7 +88,7 @@ class Preprocessing:
             offsets = tf.random.stateless_uniform([2], offset_seed, 0, size - crop + 1, tf.int32)
         else:
             offsets = tf.fill([2], (size - crop) // 2)
-        if self.prepared_storage == "jpeg":
+        if self.prepared_storage in ("jpeg", "jpeg444"):
             pixels = tf.image.decode_and_crop_jpeg(
                 image, tf.stack([offsets[0], offsets[1], crop, crop]), channels=3)
         else:

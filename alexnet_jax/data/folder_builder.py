@@ -60,10 +60,10 @@ def scan_tree(root: str | os.PathLike) -> FolderTree:
         class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
         unknown = [d.name for d in class_dirs if d.name not in label_of]
         if unknown:
-            raise ValueError(f"{split}/ has classes that train/ does not have: "
-                             f"{', '.join(unknown)} ({', '.join(str(split_dir / u) for u in unknown)}"
-                             "); every class needs training images: add them under train/ or "
-                             f"remove those folders from {split}/")
+            raise ValueError(f"{split}/ has {len(unknown)} class(es) that train/ does not have: "
+                             f"{some_names(unknown)} (in {split_dir}); every class needs training "
+                             f"images: add them under train/ or remove those folders from "
+                             f"{split}/")
         empty = []
         for class_dir in class_dirs:
             images = [entry for entry in sorted(os.scandir(class_dir), key=lambda e: e.name)
@@ -77,11 +77,17 @@ def scan_tree(root: str | os.PathLike) -> FolderTree:
                 entries.append((relative, label_of[class_dir.name]))
         if empty:
             raise ValueError(f"{len(empty)} class folder(s) of train/ hold no image file: "
-                             f"{', '.join(empty)}; every class needs training images (file "
+                             f"{some_names(empty)}; every class needs training images (file "
                              f"names ending in {', '.join(IMAGE_SUFFIXES)}): add them, or remove "
                              "the folders")
         files[split] = tuple(entries)
     return FolderTree(root, class_names, files, digest.hexdigest()[:12])
+
+
+def some_names(names: list[str], shown: int = 5) -> str:
+    """The first few names, and how many more (messages stay one readable paragraph)."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def classes_without_images(tree: FolderTree, skipped: dict[str, list[dict[str, str]]]

@@ -7,14 +7,17 @@ split of the source is written by its own tfds builder (`alexnet_prepared`, in t
 `data_dir`), whose config name carries a fingerprint of the source and of the settings (size,
 storage, quality, PREPARED_VERSION): a changed source or setting is prepared again.
 
-Storage (`data.prepared_format`): `jpeg` at `data.prepared_quality` (what the measurements in
-README "Input pipeline" chose), or `raw` uint8 pixels (exact, 192 KiB an image at 256).
+Storage (`data.prepared_format`): `jpeg` (4:2:0 colour) or `jpeg444` (full colour) at
+`data.prepared_quality`, or `raw` uint8 pixels (exact to rounding, 192 KiB an image at 256);
+README "Input pipeline" gives the measurements that chose the default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -23,10 +26,11 @@ from absl import logging
 
 from alexnet_jax.data import preprocess
 from alexnet_jax.data.sources import Source
+from alexnet_jax.errors import UserError
 from alexnet_jax.progress import progress_bar
 
-PREPARED_VERSION = "1.0.0"
-FORMATS = ("jpeg", "raw")
+PREPARED_VERSION = "1.1.0"  # 1.1: raw pixels stored as bytes (1.0: 2x larger)
+FORMATS = ("jpeg", "jpeg444", "raw")
 
 
 def square_uint8(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
@@ -36,8 +40,11 @@ def square_uint8(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def encode(square: tf.Tensor, storage: str, quality: int) -> tf.Tensor:
-    if storage == "jpeg":  # full-resolution colour: no chroma subsampling
-        return tf.io.encode_jpeg(square, quality=quality, chroma_downsampling=False)
+    """jpeg: colour planes at half resolution (4:2:0, as most JPEG files, the originals too);
+    jpeg444: full-resolution colour (a quarter slower to decode); raw: the uint8 pixels."""
+    if storage.startswith("jpeg"):
+        return tf.io.encode_jpeg(square, quality=quality,
+                                 chroma_downsampling=storage == "jpeg")
     return square
 
 
@@ -62,7 +69,7 @@ class PreparedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             raise ValueError(f"storage must be one of {FORMATS}, got {storage!r}")
         self._source, self._size, self._storage, self._quality = source, size, storage, quality
         settings = f"{source_fingerprint(source)}-{size}-{storage}"
-        settings += f"{quality}" if storage == "jpeg" else ""
+        settings += f"{quality}" if storage.startswith("jpeg") else ""
         safe = "".join(c if c.isalnum() else "_" for c in source.builder.info.full_name)
         config = tfds.core.BuilderConfig(name=f"{safe}-{settings}")
         super().__init__(data_dir=data_dir, config=config)
@@ -74,8 +81,8 @@ class PreparedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         shape = (self._size, self._size, 3)
         image = (tfds.features.Image(shape=shape, encoding_format="jpeg")
-                 if self._storage == "jpeg" else tfds.features.Tensor(shape=shape,
-                                                                      dtype=np.uint8))
+                 if self._storage.startswith("jpeg") else tfds.features.Tensor(
+                     shape=shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES))
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"{self._source.builder.info.full_name} down-sampled once to "
@@ -116,11 +123,33 @@ class PreparedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                             for split in (self._source.train_split, self._source.eval_split))
         logging.info("down-sampling %s (%s images) once to %d x %d (%s) at %s",
                      self._source.name, counts, self._size, self._size,
-                     f"JPEG quality {self._quality}" if self._storage == "jpeg" else "raw pixels",
+                     f"{self._storage} quality {self._quality}" if self._storage != "raw"
+                     else "raw pixels",
                      self.data_dir)
 
     def _log_download_done(self) -> None:
         logging.info("prepared %s; later runs reuse it", self.data_dir)
+
+
+# Bytes a stored square takes, per pixel: measured on ImageNet images at 256 x 256 (README).
+BYTES_PER_PIXEL = {"raw": 3.0, "jpeg": 0.35, "jpeg444": 0.45}
+
+
+def check_disk_space(source: Source, size: int, storage: str, data_dir: str) -> None:
+    """Refuse to start a preparation that cannot fit on the disk (UserError, nothing written)."""
+    images = sum(source.num_examples(split) for split in (source.train_split, source.eval_split))
+    needed = images * size * size * BYTES_PER_PIXEL[storage] * (1.0 if storage == "raw" else 1.5)
+    existing = Path(data_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserError(
+            f"preparing {images} images of {source.name} as {size} x {size} squares "
+            f"({storage}) needs about {needed / 2**30:.1f} GiB, but {data_dir} has "
+            f"{free / 2**30:.1f} GiB free. Free space, choose another --config.data.data_dir, "
+            "store JPEG (--config.data.prepared_format=jpeg: about 24 KiB an image against 192 "
+            "for raw), or train from the original files (--config.data.prepared=none).")
 
 
 def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str) -> Source:
@@ -128,6 +157,7 @@ def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str
     needed."""
     builder = PreparedImages(source, size, storage, quality, data_dir=data_dir)
     if not builder.is_prepared():
+        check_disk_space(source, size, storage, data_dir)
         builder.download_and_prepare()
     return Source(source.name, builder, source.train_split, source.eval_split,
                   source.class_names, source.skipped_images, prepared_size=size,

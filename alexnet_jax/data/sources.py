@@ -46,7 +46,7 @@ class Source:
     class_names: tuple[str, ...]
     skipped_images: dict[str, list[dict[str, str]]]
     prepared_size: int = 0                # > 0: images stored as S x S squares (prepared.py)
-    prepared_storage: str | None = None   # their storage: "jpeg" or "raw"
+    prepared_storage: str | None = None   # their storage: "jpeg", "jpeg444" or "raw"
 
     @property
     def num_classes(self) -> int:
@@ -105,7 +105,7 @@ def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
     unreadable_classes = folder_builder.classes_without_images(tree, skipped)
     if unreadable_classes:
         raise UserError(f"no image of {len(unreadable_classes)} class folder(s) of {root / 'train'} "
-                        f"could be read: {', '.join(unreadable_classes)} (the causes are listed in "
+                        f"could be read: {folder_builder.some_names(unreadable_classes)} (the causes are listed in "
                         f"{builder.data_dir}/{folder_builder.SKIPPED_FILE}); every class needs "
                         "readable training images: fix or add them, or remove the folders.")
     for split in folder_builder.SPLITS:

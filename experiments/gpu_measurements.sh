@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the README's Performance section in one run (about 5 minutes on an
+# H200): the step per variant in bfloat16 and float32 at batch 128 and 512 with the per-layer
+# table, then the whole trainer on synthetic data (no TensorFlow needed). Figures go to $OUT
+# (default: runs/gpu) as JSON and a log.
+#   experiments/gpu_measurements.sh
+# On a machine without ml_collections, install its wheel first (see README "Performance").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/gpu}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt" || true
+variants=split,grouped,lrn_slices,space_to_depth,fast
+for dtype in bfloat16 float32; do
+    $py experiments/benchmark_step.py --steps 30 --warmup 3 --dtype $dtype --variants $variants \
+        --layers --json "$out/step_${dtype}_128.json" 2>&1 | tee -a "$out/log.txt"
+    $py experiments/benchmark_step.py --steps 20 --warmup 3 --dtype $dtype --batch 512 \
+        --variants split,fast --json "$out/step_${dtype}_512.json" 2>&1 | tee -a "$out/log.txt"
+done
+# The trainer itself: synthetic uint8 batches made on the host, finished on the device,
+# logging, metrics fetched one step late, checkpoints every 100 steps.
+$py -m alexnet_jax.main --config=configs/default.py --workdir="$out/trainer_run" \
+    --config.data.name=synthetic --config.model.dtype=bfloat16 \
+    --config.model.lrn_impl=slices --config.model.conv1_impl=space_to_depth \
+    --config.data.synthetic_examples=12800 --config.train.num_steps=400 \
+    --config.train.log_every_steps=50 --config.train.checkpoint_every_steps=100 \
+    "--config.train.final_eval_views=()" 2>&1 | tail -5 | tee -a "$out/log.txt"
+cp "$out/trainer_run/metrics.jsonl" "$out/trainer_metrics.jsonl"
+rm -rf "$out/trainer_run"
