@@ -19,13 +19,24 @@ FLAGS = flags.FLAGS
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "stats", "prepare"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "stats", "prepare", "predict", "features"],
                   "train (resumes from the workdir's latest checkpoint), eval (evaluate a "
                   "checkpoint of the workdir, centre crop and 10 crops, without training), "
                   "stats (compute or show the dataset's mean image and RGB PCA; no workdir) or "
                   "prepare (prepare the dataset, its 256 x 256 squares and statistics; no "
-                  "workdir).")
-flags.DEFINE_integer("step", None, "With --mode=eval: the checkpoint step (default: latest).")
+                  "workdir), predict (top-5 classes of --images with the workdir's latest "
+                  "checkpoint) or features (fc7 vectors of --split or --images to --output).")
+flags.DEFINE_integer("step", None, "With --mode=eval, predict or features: the checkpoint step "
+                     "(default: latest).")
+flags.DEFINE_multi_string("images", None, "With --mode=predict or features: image files or "
+                          "folders (more may follow as plain arguments).")
+flags.DEFINE_enum("views", "1", ["1", "10"], "With --mode=predict: the centre crop (1) or the "
+                  "paper's 10 views, softmax averaged.")
+flags.DEFINE_string("split", "val", "With --mode=features: the split (train or val).")
+flags.DEFINE_string("output", None, "With --mode=features: the .npy file to write (an index "
+                    "<output>.index.jsonl is written beside it).")
+flags.DEFINE_integer("limit", 0, "With --mode=features: at most this many images of the split "
+                     "(0: all).")
 flags.DEFINE_string("coordinator_address", None,
                     "Multi-process runs (jax.distributed): host:port of process 0. Also read "
                     "from JAX_COORDINATOR_ADDRESS.")
@@ -55,7 +66,8 @@ class _QuietLibraries(std_logging.Filter):
 
 def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    if len(argv) > 1:
+    extra_images = argv[1:] if FLAGS.mode in ("predict", "features") else []
+    if len(argv) > 1 and not extra_images:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.config is None or (FLAGS.workdir is None and FLAGS.mode not in ("stats",
                                                                               "prepare")):
@@ -83,6 +95,8 @@ def main(argv: list[str]) -> None:
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         elif FLAGS.mode == "eval":
             train.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.step)
+        elif FLAGS.mode in ("predict", "features"):
+            _predict_or_features(FLAGS.config, [*(FLAGS.images or []), *extra_images])
         else:
             _print_dataset_stats(FLAGS.config)  # stats or prepare: both prepare what is missing
     except UserError as error:
@@ -130,6 +144,33 @@ def _print_dataset_stats(config) -> None:
     d = config.data
     computed = stats.dataset_stats(source, d.resize_size, d.stats_sample)
     print(stats.describe(computed, stats.stats_path(source, d.resize_size, d.stats_sample)))
+
+
+def _predict_or_features(config, images: list[str]) -> None:
+    import json  # noqa: PLC0415
+
+    from alexnet_jax import predict  # noqa: PLC0415
+    from alexnet_jax.errors import UserError  # noqa: PLC0415
+
+    if FLAGS.mode == "predict" and not images:
+        raise UserError("--mode=predict needs --images=PATH (files or folders; more paths may "
+                        "follow).")
+    if FLAGS.mode == "features" and not FLAGS.output:
+        raise UserError("--mode=features needs --output=FILE.npy.")
+    run = predict.load_trained(config, FLAGS.workdir, FLAGS.step)
+    if FLAGS.mode == "features":
+        rows, vectors, index = predict.write_features(
+            run, Path(FLAGS.output), FLAGS.split, images or None, FLAGS.limit)
+        print(f"wrote {rows} fc7 vectors of checkpoint {run.step} to {vectors} (index: {index})")
+        return
+    failed = total = 0
+    for record in predict.predict(run, images, int(FLAGS.views)):
+        print(json.dumps(record), flush=True)
+        total += 1
+        failed += "error" in record
+    if failed:
+        raise UserError(f"{failed} of {total} images could not be read (their lines above say "
+                        "why); the others were predicted.")
 
 
 def _fail(message: str) -> None:

@@ -108,8 +108,10 @@ class AlexNet(ShardedNetwork):
 
     # -- what each device runs on its own shard (inside shard_map) --------------------------
 
-    def forward_on_device(self, images: jax.Array, masks: list[jax.Array]) -> jax.Array:
-        """This device's part of the forward pass. Parameters are this device's columns."""
+    def forward_on_device(self, images: jax.Array, masks: list[jax.Array],
+                          features: bool = False) -> jax.Array:
+        """This device's part of the forward pass. Parameters are this device's columns.
+        With `features`, this device's columns' fc7 units (float32) instead of the logits."""
         act = layers.activation_fn(self.activation)
         cols = self.conv1.kernel.shape[0]  # columns held by this device
         w = lambda p: p.kernel[...].astype(self.dtype)  # noqa: E731
@@ -139,6 +141,8 @@ class AlexNet(ShardedNetwork):
         x = gather_columns(x)                                  # into fc7: all 4096 units
         x = act(x @ layers.merge_columns_out(w(self.fc7)) + b(self.fc7))
         x = x * masks[1] if masks else x
+        if features:
+            return x.astype(jnp.float32)
         partial_logits = x @ w(self.fc8).reshape(-1, self.num_classes)
         logits = jax.lax.psum(partial_logits.astype(jnp.float32), MODEL_AXIS)  # into fc8
         return logits + self.fc8.bias[...]

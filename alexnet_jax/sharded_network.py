@@ -35,6 +35,13 @@ class ShardedNetwork(nnx.Module):
         masks = self.dropout_masks(images_BxHxWx3.shape[0], dropout_key)
         return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, masks)
 
+    def features(self, images_BxHxWx3: jax.Array) -> jax.Array:
+        """The last hidden layer's activations (B, units), float32, in evaluation mode (paper
+        section 6.1: the 4096-d fc7 vectors whose Euclidean neighbours look alike)."""
+        images_BxHxWx3 = jax.sharding.reshard(images_BxHxWx3, sharding_for(self.mesh, "batch"))
+        graphdef, params = nnx.split(self)
+        return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, [], True)
+
     def dropout_widths(self) -> tuple[int, ...]:
         return ()
 
@@ -56,20 +63,24 @@ class ShardedNetwork(nnx.Module):
         raise NotImplementedError
 
 
-def _forward_on_device(graphdef, params, images, masks):
-    return nnx.merge(graphdef, params).forward_on_device(images, masks)
+def _forward_on_device(graphdef, features, params, images, masks):
+    network = nnx.merge(graphdef, params)
+    if features:
+        return network.forward_on_device(images, masks, features=True)
+    return network.forward_on_device(images, masks)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _sharded_forward(graphdef, mesh: Mesh, params, images, masks):
+@partial(jax.jit, static_argnums=(0, 1, 5))
+def _sharded_forward(graphdef, mesh: Mesh, params, images, masks, features: bool = False):
     """The forward pass as one shard_map over the mesh (jitted, so that eager calls are fast;
-    inside an outer jit it is inlined)."""
+    inside an outer jit it is inlined). With `features`, the last hidden layer instead of the
+    logits: each device returns its columns' units."""
     param_specs = jax.tree.map(lambda v: P(*v.out_sharding), params,
                                is_leaf=lambda v: isinstance(v, nnx.Variable))
     mask_specs = [spec_for("batch_by_column")] * len(masks)
-    forward = jax.shard_map(partial(_forward_on_device, graphdef), mesh=mesh,
+    forward = jax.shard_map(partial(_forward_on_device, graphdef, features), mesh=mesh,
                             in_specs=(param_specs, spec_for("batch"), mask_specs),
-                            out_specs=spec_for("batch"))
+                            out_specs=spec_for("batch_by_column" if features else "batch"))
     return forward(params, images, masks)
 
 

@@ -161,4 +161,4 @@ def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str
         builder.download_and_prepare()
     return Source(source.name, builder, source.train_split, source.eval_split,
                   source.class_names, source.skipped_images, prepared_size=size,
-                  prepared_storage=storage)
+                  prepared_storage=storage, original=source)

@@ -47,6 +47,7 @@ class Source:
     skipped_images: dict[str, list[dict[str, str]]]
     prepared_size: int = 0                # > 0: images stored as S x S squares (prepared.py)
     prepared_storage: str | None = None   # their storage: "jpeg", "jpeg444" or "raw"
+    original: "Source | None" = None      # for prepared squares: the source of the files
 
     @property
     def num_classes(self) -> int:

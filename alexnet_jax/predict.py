@@ -1,0 +1,199 @@
+"""A trained run's network on images: top-5 predictions (--mode=predict) and the 4096-d fc7
+feature vectors (--mode=features), as in the paper's Figure 4 (section 6.1).
+
+Images are preprocessed as the validation images are (shorter side to data.resize_size, central
+square, mean image subtracted; the centre crop or the paper's 10 views, softmax averaged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from alexnet_jax import build, checkpointing
+from alexnet_jax.data import catalog, class_names
+from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
+from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure
+from alexnet_jax.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """The network of a workdir's checkpoint, with what is needed to feed it."""
+
+    model: Any
+    prep: Preprocessing          # validation preprocessing of original image files
+    names: tuple[str, ...]       # readable class names
+    raw_names: tuple[str, ...]   # the dataset's own class names (e.g. WordNet IDs)
+    step: int
+    source: Any
+
+
+def load_trained(config, workdir: str | Path, step: int | None = None) -> TrainedRun:
+    """The network of the workdir's latest (or given) checkpoint; UserError if there is none."""
+    directory = Path(workdir).expanduser().absolute() / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+        if directory.is_dir() else []
+    if not steps:
+        raise UserError(f"{workdir} has no checkpoint; train first (the same command with "
+                        "--mode=train).")
+    if step is not None and step not in steps:
+        raise UserError(f"no checkpoint at step {step} in {directory}; available: {steps}")
+    step = steps[-1] if step is None else step
+    source = catalog.open_dataset(config)
+    prep = preprocessing_from_config(config, source, progress=False)
+    params = checkpointing.load_params(directory / str(step) / "params")
+    try:
+        model = build.model_with_params(config, source.num_classes, params)
+    except ValueError as error:
+        raise UserError(f"the checkpoint {directory / str(step)} does not fit this config "
+                        f"({error}); use the config the run was trained with (its "
+                        "config.json).") from error
+    return TrainedRun(model, dataclasses.replace(prep, prepared_storage=None),
+                      class_names.readable(source.class_names), tuple(source.class_names),
+                      step, source)
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The files named, and the image files under the folders named (sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def load_views(path: Path, prep: Preprocessing, views: int) -> np.ndarray:
+    """(views, crop, crop, 3) float32 network inputs of one image file; raises ValueError with
+    a plain cause (empty file, not an image, truncated JPEG, ...) when it cannot be read."""
+    from alexnet_jax.data.folder_builder import read_image_for_storage  # noqa: PLC0415
+
+    if not path.is_file():
+        raise ValueError("no such file")
+    try:
+        data = read_image_for_storage(path)  # any mode Pillow reads, as 8-bit RGB
+    except Exception as error:  # noqa: BLE001 - any failure: report its plain cause
+        raise ValueError(describe_failure(path, error)) from error
+    return np.asarray(prep.eval_views(data, views))
+
+
+def top_k(probabilities: np.ndarray, names: tuple[str, ...], k: int = 5) -> list:
+    order = np.argsort(-probabilities)[:k]
+    return [[names[i], round(float(probabilities[i]), 6)] for i in order]
+
+
+def probabilities(model, images_BxVxHxWx3: np.ndarray) -> np.ndarray:
+    """Softmax outputs averaged over the views: (B, classes)."""
+    batch, views = images_BxVxHxWx3.shape[:2]
+    flat = images_BxVxHxWx3.reshape(batch * views, *images_BxVxHxWx3.shape[2:])
+    logits = np.asarray(jax.device_get(model(flat)))
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return probs.reshape(batch, views, -1).mean(axis=1)
+
+
+def _padded(images: list[np.ndarray], multiple: int) -> np.ndarray:
+    """Stack, padding the batch to a multiple of the mesh's data axis with blank images."""
+    stack = np.stack(images)
+    extra = -len(stack) % multiple
+    return np.concatenate([stack, np.zeros((extra, *stack.shape[1:]), stack.dtype)]) \
+        if extra else stack
+
+
+def predict(run: TrainedRun, paths: list[str], views: int = 1, batch: int = 32
+            ) -> Iterator[dict[str, Any]]:
+    """One record per image: {"path", "top5": [[class name, probability], ...]} or
+    {"path", "error"} for a file that cannot be read (the others go on)."""
+    multiple = run.model.mesh.shape["data"]
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush():
+        images = _padded([views_ for _, views_ in pending], multiple)
+        for (path, _), probs in zip(pending, probabilities(run.model, images)):
+            yield {"path": str(path), "top5": top_k(probs, run.names)}
+        pending.clear()
+
+    for path in image_files(paths):
+        try:
+            pending.append((path, load_views(path, run.prep, views)))
+        except ValueError as error:
+            yield {"path": str(path), "error": str(error)}
+        if len(pending) == batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def fc7_features(run: TrainedRun, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    """(N, 4096) fc7 vectors of centre-crop inputs (N, crop, crop, 3)."""
+    multiple = run.model.mesh.shape["data"]
+    out = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        vectors = np.asarray(jax.device_get(run.model.features(_padded(chunk, multiple))))
+        out.append(vectors[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def split_examples(run: TrainedRun, split: str, limit: int = 0
+                   ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
+    """(name, label, centre-crop input, centre crop for display in [0, 1]) of a split's images
+    in the dataset's stored order, from the original files (names where the source has them)."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+    original = run.source.original or run.source
+    builder = original.builder
+    has_names = "file_name" in builder.info.features
+    split_name = {"train": original.train_split, "val": original.eval_split}.get(split, split)
+    data = builder.as_dataset(split=split_name, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+    if limit:
+        data = data.take(limit)
+    crop = run.prep.crop_size
+    for index, example in enumerate(tfds.as_numpy(data)):
+        square = run.prep.decoded_square(example["image"]).numpy()
+        display = np.asarray(preprocess.central_crop(square, crop)) / 255.0
+        inputs = np.asarray(run.prep.eval_views(example["image"], 1))[0]
+        name = example["file_name"].decode() if has_names else f"{split_name}[{index}]"
+        yield name, int(example["label"]), inputs, display
+
+
+def write_features(run: TrainedRun, output: Path, split: str | None = None,
+                   paths: list[str] | None = None, limit: int = 0) -> tuple[int, Path, Path]:
+    """fc7 vectors of a split (or of image files) to `output` (.npy) and an index beside it
+    (<output>.index.jsonl: one {"row", "path", "label", "class"} per row). Returns (rows, npy
+    path, index path)."""
+    names, labels, inputs = [], [], []
+    if paths:
+        for path in image_files(paths):
+            try:
+                inputs.append(load_views(path, run.prep, 1)[0])
+            except ValueError as error:
+                raise UserError(f"{path} cannot be read: {error}") from error
+            names.append(str(path))
+            labels.append(None)
+    else:
+        for name, label, image, _ in split_examples(run, split or "val", limit):
+            names.append(name)
+            labels.append(label)
+            inputs.append(image)
+    vectors = fc7_features(run, inputs).astype(np.float32)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, vectors)
+    index = output.with_suffix(".index.jsonl")
+    with index.open("w") as f:
+        for row, (name, label) in enumerate(zip(names, labels)):
+            f.write(json.dumps({"row": row, "path": name, "label": label,
+                                "class": None if label is None else run.names[label]}) + "\n")
+    return len(vectors), output, index
