@@ -94,7 +94,8 @@ def probabilities(model, images_BxVxHxWx3: np.ndarray) -> np.ndarray:
     """Softmax outputs averaged over the views: (B, classes)."""
     batch, views = images_BxVxHxWx3.shape[:2]
     flat = images_BxVxHxWx3.reshape(batch * views, *images_BxVxHxWx3.shape[2:])
-    logits = np.asarray(jax.device_get(model(flat)))
+    flat = _padded(list(flat), model.mesh.shape["data"])
+    logits = np.asarray(jax.device_get(model(flat)))[:batch * views]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     return probs.reshape(batch, views, -1).mean(axis=1)
@@ -112,20 +113,21 @@ def predict(run: TrainedRun, paths: list[str], views: int = 1, batch: int = 32
             ) -> Iterator[dict[str, Any]]:
     """One record per image: {"path", "top5": [[class name, probability], ...]} or
     {"path", "error"} for a file that cannot be read (the others go on)."""
-    multiple = run.model.mesh.shape["data"]
-    pending: list[tuple[Path, np.ndarray]] = []
+    pending: list[tuple[Path, np.ndarray | str]] = []  # views, or why the file is unreadable
 
     def flush():
-        images = _padded([views_ for _, views_ in pending], multiple)
-        for (path, _), probs in zip(pending, probabilities(run.model, images)):
-            yield {"path": str(path), "top5": top_k(probs, run.names)}
+        readable = [views_ for _, views_ in pending if not isinstance(views_, str)]
+        probs = iter(probabilities(run.model, np.stack(readable)) if readable else [])
+        for path, views_ in pending:  # in the order given
+            yield ({"path": str(path), "error": views_} if isinstance(views_, str) else
+                   {"path": str(path), "top5": top_k(next(probs), run.names)})
         pending.clear()
 
     for path in image_files(paths):
         try:
             pending.append((path, load_views(path, run.prep, views)))
         except ValueError as error:
-            yield {"path": str(path), "error": str(error)}
+            pending.append((path, str(error)))
         if len(pending) == batch:
             yield from flush()
     if pending:
