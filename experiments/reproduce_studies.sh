@@ -12,5 +12,5 @@ study() {
         --dir="runs/studies/$1" --config.data.path="$data/$2"
 }
 study cifar10_figure1 cifar10
-study imagenette_ablations imagenette2-224
 study cifar10_lrn cifar10
+study imagenette_ablations imagenette2-224
