@@ -170,6 +170,10 @@ class Checkpointer:
             if not is_disk_full(error):
                 raise
             self._failed = True
+            try:  # no save may still be writing when its partial directory is removed
+                self._manager.wait_until_finished()
+            except Exception:  # noqa: BLE001 - the same full disk: already being reported
+                pass
             removed = self.remove_partial_checkpoints()
             newest = self._manager.latest_step()
             if newest is not None:  # what one checkpoint really takes on this disk

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 - only a lost peer is handled; the rest re-raised
         if multihost.is_lost_peer(error):
-            multihost.exit_lost_process(str(error))
+            multihost.exit_lost_process(str(error), FLAGS.heartbeat_timeout_seconds)
         raise
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from typing import Callable, TypeVar
 
 import jax
@@ -53,10 +54,33 @@ def is_lost_peer(error: BaseException) -> bool:
     return jax.process_count() > 1 and any(p in str(error) for p in LOST_PEER_PATTERNS)
 
 
-def lost_process_message(detail: str) -> str:
-    """One paragraph: which process was lost (when JAX's message says) and how to resume."""
+def live_processes(timeout: float) -> set[int] | None:
+    """The processes JAX's coordination service counts as alive: it answers once the silent
+    ones are declared dead (at most the heartbeat timeout); None if it does not answer."""
+    from jax._src import distributed  # noqa: PLC0415 - the runtime's client, no public API
+
+    client, answer = distributed.global_state.client, {}
+
+    def ask():
+        try:
+            live = client.get_live_nodes(list(range(jax.process_count())))
+            answer["live"] = set(live.keys() if isinstance(live, dict) else live)
+        except Exception:  # noqa: BLE001 - no answer is an answer too
+            pass
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer.get("live")
+
+
+def lost_process_message(detail: str, live: set[int] | None = None) -> str:
+    """One paragraph: which process was lost (from the live set or JAX's message) and how to
+    resume."""
     me = jax.process_index()
     found = sorted({int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", detail)} - {me})
+    if not found and live is not None:
+        found = sorted(set(range(jax.process_count())) - live - {me})
     who = (f"process {', '.join(map(str, found))}" if found else "another process")
     cause = " ".join(detail.split())[:300]
     return (f"{who} of this {jax.process_count()}-process run was lost (killed, crashed or "
@@ -64,8 +88,12 @@ def lost_process_message(detail: str) -> str:
             "every process again: the run resumes from its last complete checkpoint.")
 
 
-def exit_lost_process(detail: str) -> None:
-    """Print the lost-process message and leave at once, with LOST_PROCESS_EXIT_CODE: JAX's
-    orderly shutdown would wait for the lost process, then abort."""
-    print(f"error: {lost_process_message(detail)}", file=sys.stderr, flush=True)
+def exit_lost_process(detail: str, heartbeat_timeout: float) -> None:
+    """Print the lost-process message and leave with LOST_PROCESS_EXIT_CODE (JAX's orderly
+    shutdown would wait for the lost process, then abort). When the error does not say which
+    process is gone, ask the coordination service first (at most the heartbeat timeout)."""
+    live = None
+    if not re.search(r"[Tt]ask:?\s*\d", detail):
+        live = live_processes(heartbeat_timeout + 5)
+    print(f"error: {lost_process_message(detail, live)}", file=sys.stderr, flush=True)
     os._exit(LOST_PROCESS_EXIT_CODE)

@@ -122,6 +122,7 @@ def test_a_full_disk_stops_with_a_message_and_the_same_command_resumes(config, t
     def save_on_a_full_disk(self, step, *args, **kwargs):
         if step < 4:
             return real_save(self, step, *args, **kwargs)
+        self.wait_until_finished()  # as Orbax does before it starts the next save
         partial = Path(self.directory) / f"{step}.orbax-checkpoint-tmp-1764"
         (partial / "params").mkdir(parents=True)
         raise ValueError(NO_SPACE.format(partial / "params" / "manifest.ocdbt"))
