@@ -234,18 +234,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     curves.grid(alpha=0.3)
     curves.legend(fontsize=8)
     names = list(arms)
-    getter = METRICS["top1"][1]
+    # a training-error target: the epochs each arm needed (Figure 1's claim); else final error
+    getter = (lambda run: run.get("epochs_to_target")) if target else METRICS["top1"][1]
+    scale = 1.0 if target else 100.0
     means = [np.mean(_values(arms[n], getter)) if _values(arms[n], getter) else np.nan
              for n in names]
-    bars.bar(range(len(names)), [100 * m for m in means], color=[
+    bars.bar(range(len(names)), [scale * m for m in means], color=[
         colours[i % len(colours)] for i in range(len(names))], alpha=0.6)
     for i, name in enumerate(names):
         values = _values(arms[name], getter)
-        bars.plot([i] * len(values), [100 * v for v in values], "ko", ms=4)
+        bars.plot([i] * len(values), [scale * v for v in values], "ko", ms=4)
     bars.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    bars.set_ylabel("final validation top-1 error (%), seeds as dots")
+    bars.set_ylabel(f"epochs to {100 * target:g}% training error, seeds as dots" if target
+                    else "final validation top-1 error (%), seeds as dots")
     finite = [m for m in means if not math.isnan(m)]
-    if finite:
+    if finite and not target:
         low = 100 * min(min(_values(arms[n], getter) or [1]) for n in names)
         bars.set_ylim(max(0.0, low - 5), 100 * max(finite) + 5)
     bars.grid(axis="y", alpha=0.3)
