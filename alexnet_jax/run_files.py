@@ -33,6 +33,18 @@ def surviving_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def read_divergence(workdir: Path) -> dict[str, Any] | None:
+    """The `diverged` record (step and loss) of a run whose latest start ended in a non-finite
+    loss; None for a run that is still going, finished, or was resumed since."""
+    diverged = None
+    for record in read_records(workdir):
+        if record.get("event") == "run_start":
+            diverged = None
+        elif record.get("event") == "diverged":
+            diverged = record
+    return diverged
+
+
 def read_completion(workdir: Path) -> dict[str, Any] | None:
     """The outcome of a finished run (its last step and final evaluation), if it finished."""
     path = Path(workdir) / COMPLETION_FILE

@@ -18,6 +18,8 @@ A study file (configs/studies/<name>.py) defines `get_study()` returning a dict:
         choose          optional: {"key": config key, "among": [arm names]}: the value of `key`
                         is taken from the listed (sweep) arm whose runs ended with the lowest
                         mean training error of their last epoch; those arms must come first.
+                        A sweep run whose loss became non-finite counts as failed (an infinite
+                        error) and the study goes on; in any other arm it stops the study.
 
 Each run is `python -m alexnet_jax.main --config=<base_config> --workdir=DIR/<arm>/seed<k>
 --config.seed=<k> --config.<key>=<value> ...` (study overrides, arm overrides, then the command
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_jax.errors import UserError
-from alexnet_jax.run_files import read_completion
+from alexnet_jax.run_files import read_completion, read_divergence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,6 +145,9 @@ def chosen_value(study: Study, arm: Arm, directory: Path,
                             f"{key}; run the study again once they have finished.")
         scores[name] = sum(errors) / len(errors)
     best = min(candidates, key=lambda name: scores[name])
+    if scores[best] == float("inf"):
+        raise UserError(f"every run that arm {arm.name!r} chooses {key} among diverged "
+                        f"({', '.join(candidates)}); the sweep needs a smaller value.")
     return study.arm(best).overrides.get(key, study.overrides.get(key))
 
 
@@ -205,6 +210,10 @@ def run_study(study: Study, directory: Path, extra_args: list[str],
             if read_completion(workdir) is not None:
                 print(f"{label}: complete", flush=True)
                 continue
+            if arm.sweep and (diverged := read_divergence(workdir)):
+                print(f"{label}: diverged at step {diverged['step']} (a failed sweep run)",
+                      flush=True)
+                continue
             overrides = arm_overrides(study, arm, directory, final_train_error)
             command = run_command(study, arm, seed, directory, overrides, extra_args)
             log = log_path(directory, arm.name, seed)
@@ -222,6 +231,10 @@ def run_study(study: Study, directory: Path, extra_args: list[str],
                 print(f"{label}: stopped by {signals.received} after {time.time() - start:.0f} s "
                       "(checkpoint saved); run the same command again to resume.", flush=True)
                 return 1
+            if code != 0 and arm.sweep and (diverged := read_divergence(workdir)):
+                print(f"{label}: diverged at step {diverged['step']}: scored as a failed sweep "
+                      "run, the study goes on", flush=True)
+                continue
             if code != 0:
                 print(f"{label}: failed with exit code {code}; the end of {log}:", flush=True)
                 print("".join(log.read_text().splitlines(keepends=True)[-15:]), flush=True)

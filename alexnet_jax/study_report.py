@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_jax.run_files import read_completion, read_records, surviving_records
+from alexnet_jax.run_files import (read_completion, read_divergence, read_records,
+                                   surviving_records)
 from alexnet_jax.study import Study, arm_overrides, run_dir
 
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
@@ -53,8 +54,10 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
     elif centre:
         final["val_1crop"] = pick(centre[-1])  # the latest, while the run is in progress
     steps = completion["step"] if completion else max([r["step"] for r in train_lines] or [0])
+    diverged = read_divergence(workdir)
     result = {
         "workdir": str(workdir), "complete": completion is not None, "steps": steps,
+        "diverged_at_step": diverged["step"] if diverged else None,
         "epochs": max([r["epoch"] for r in epoch_lines + centre] or [0.0]),
         "wall_time_s": round(wall_time(records), 1), "final": final,
         "best_val_1crop": pick(min(centre, key=lambda r: r["top1_error"])) if centre else None,
@@ -69,7 +72,10 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
 
 
 def final_train_error(workdir: Path) -> float | None:
-    """The last epoch's mean training error of a finished run (None while unfinished)."""
+    """The last epoch's mean training error of a finished run (None while unfinished; infinite
+    for a run whose loss became non-finite)."""
+    if read_divergence(workdir) is not None:
+        return math.inf
     if read_completion(workdir) is None:
         return None
     return run_result(workdir)["final_train_error"]
@@ -195,8 +201,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
             runs = [run for run in arm["runs"].values() if run["complete"]]
             changes = ", ".join(f"`{k}={v}`" for k, v in arm["overrides"].items())
             epochs = "/".join(sorted({f"{run['epochs']:g}" for run in runs})) or "-"
-            lines.append(f"| `{name}` | {changes} | {epochs} | "
-                         f"{_mean_spread(_values(arm, METRICS['train'][1]))} | "
+            diverged = [f"diverged at step {run['diverged_at_step']}"
+                        for run in arm["runs"].values() if run["diverged_at_step"] is not None]
+            train = ", ".join(filter(None, [
+                _mean_spread(_values(arm, METRICS['train'][1])) if runs else "", *diverged]))
+            lines.append(f"| `{name}` | {changes} | {epochs} | {train or '-'} | "
                          f"{_mean_spread(_values(arm, METRICS['top1'][1]))} |")
         chosen = [f"`{name}`: `{arm['choose']['key']}="
                   f"{arm['resolved_overrides'].get(arm['choose']['key'])}`"

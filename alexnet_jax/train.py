@@ -320,6 +320,9 @@ class Trainer:
         (step, metrics), self.pending = self.pending, None
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not math.isfinite(metrics["loss"]):
+            # recorded so that a study's sweep can score this learning rate as failed
+            self.run.writer.write_record(
+                {"event": "diverged", "step": step, "loss": str(metrics["loss"])})
             raise UserError(
                 f"the training loss became {metrics['loss']} at step {step}; the run stopped "
                 f"and kept its last good checkpoint (step {self.run.checkpointer.latest_step()})"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -131,6 +132,48 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     assert "| 5 (not reached: >4) | 1.67 |" in tanh_row   # 5 epochs against relu's 3
     assert "| 40.00 ± 0.00 | +9.00 |" in tanh_row          # relu: 30 and 32 -> 31
     assert "`optimizer.learning_rate=0.2` (chosen by the sweep)" in table
+
+
+def test_a_diverged_sweep_run_counts_as_failed_and_the_study_goes_on(tmp_path, capsys):
+    study_file = write_study(tmp_path / "sweep.py", """
+        def get_study():
+            sweep = [{"name": f"lr{r}", "sweep": True,
+                      "overrides": {"optimizer.learning_rate": r}} for r in (0.1, 0.2)]
+            return {"name": "sweep", "description": "d", "base_config": "configs/cifar10.py",
+                    "seeds": (0,), "baseline": "main",
+                    "arms": [*sweep, {"name": "main", "choose": {
+                        "key": "optimizer.learning_rate", "among": ["lr0.1", "lr0.2"]}}]}
+    """)
+    study = study_lib.load_study(study_file)
+    directory = tmp_path / "dir"
+    write_run(directory / "lr0.1" / "seed0", [0.6, 0.5], 0.5)
+    write_run(directory / "lr0.2" / "seed0", [0.6], 0.5, complete=False)
+    with (directory / "lr0.2" / "seed0" / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"event": "diverged", "step": 13, "loss": "nan"}) + "\n")
+    overrides = study_lib.arm_overrides(study, study.arm("main"), directory,
+                                        study_report.final_train_error)
+    assert overrides["optimizer.learning_rate"] == 0.1   # the diverged rate is never chosen
+    # Both sweep runs are done (one finished, one diverged): nothing is launched for them.
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        raise RuntimeError("launched")
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        with pytest.raises(RuntimeError, match="launched"):
+            study_lib.run_study(study, directory, [], study_report.final_train_error)
+    assert "lr0.2 seed 0: diverged at step 13 (a failed sweep run)" in capsys.readouterr().out
+    assert len(launched) == 1 and "--config.optimizer.learning_rate=0.1" in launched[0]
+    table = study_report.markdown(study_report.collect(study, directory), "cmd")
+    assert "| `lr0.2` | `optimizer.learning_rate=0.2` | - | diverged at step 13 |" in table
+
+    (directory / "lr0.1" / "seed0" / "run_complete.json").unlink()
+    with (directory / "lr0.1" / "seed0" / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"event": "diverged", "step": 20, "loss": "inf"}) + "\n")
+    with pytest.raises(UserError, match="every run that arm 'main' chooses"):
+        study_lib.arm_overrides(study, study.arm("main"), directory,
+                                study_report.final_train_error)
 
 
 def test_bad_study_files_get_clear_errors(tmp_path):

@@ -1,11 +1,14 @@
 """The training loop in process: reproducibility, full augmentation, resumption."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
 from alexnet_jax import train
 from alexnet_jax.errors import UserError
 from alexnet_jax.metrics_writer import read_records
+from alexnet_jax.run_files import read_divergence
 
 
 def train_losses(config, workdir):
@@ -97,6 +100,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert kept and max(kept) < bad_step
     assert f"last good checkpoint (step {max(kept)})" in str(error.value)
+    assert read_divergence(tmp_path) == {"event": "diverged", "step": bad_step,
+                                         "loss": mock.ANY, "time": mock.ANY}
 
 
 @pytest.mark.parametrize("section,key,value,message", [
