@@ -119,6 +119,10 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
     source = multihost.chief_first(lambda: catalog.open_dataset(config), "prepare dataset")
+    if not for_evaluation and feeding.train_steps_per_epoch(source, config.train.batch_size) == 0:
+        raise UserError(f"the training split has fewer images "
+                        f"({source.num_examples(source.train_split)}) than one batch "
+                        f"(train.batch_size={config.train.batch_size}); lower the batch size.")
     prep = multihost.chief_first(lambda: preprocessing_from_config(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
     graphdef, params, tx, opt_state = build.build_train_state(config, source.num_classes, mesh)
@@ -228,10 +232,6 @@ class Trainer:
         train = run.config.train
         self.batch_size = train.batch_size
         self.steps_per_epoch = feeding.train_steps_per_epoch(run.source, train.batch_size)
-        if self.steps_per_epoch == 0:
-            raise UserError(f"the training split has fewer images "
-                            f"({run.source.num_examples(run.source.train_split)}) than one batch "
-                            f"(train.batch_size={train.batch_size}); lower the batch size.")
         self.total_steps = (train.num_steps if train.num_steps > 0
                             else train.num_epochs * self.steps_per_epoch)
         self.train_step = steps.make_train_step(

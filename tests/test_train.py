@@ -112,6 +112,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
     ("data", "name", "mnist", "data.name='mnist' is not valid"),
     ("model", "dropout_rate", 1.0, "dropout_rate"),
     ("data", "path", "/no/such/tree", "ImageFolder tree"),
+    ("train", "batch_size", 4096, "fewer images .* than one batch"),
 ])
 def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, section, key,
                                                             value, message):
@@ -122,6 +123,14 @@ def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, sec
     with pytest.raises(UserError, match=message):
         train.train_and_evaluate(config, workdir)
     assert snapshot(workdir) == before
+
+
+def test_a_batch_larger_than_the_training_split_creates_no_workdir(config, tmp_path):
+    with config.unlocked():
+        config.train.batch_size = 4096
+    with pytest.raises(UserError, match="fewer images .* than one batch"):
+        train.train_and_evaluate(config, tmp_path / "new_run")
+    assert not (tmp_path / "new_run").exists()
 
 
 def test_mesh_larger_than_the_devices_is_refused(config, tmp_path):
