@@ -12,7 +12,6 @@ complete checkpoint.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 from typing import Callable, TypeVar
@@ -20,8 +19,10 @@ from typing import Callable, TypeVar
 import jax
 from jax.experimental import multihost_utils
 
+from alexnet_jax import supervisor
+from alexnet_jax.errors import LOST_PROCESS_EXIT_CODE
+
 T = TypeVar("T")
-LOST_PROCESS_EXIT_CODE = 3
 # What JAX's runtime says when a peer process is gone (collectives, barriers, heartbeats).
 LOST_PEER_PATTERNS = ("heartbeat", "Connection closed by peer", "Connection reset by peer",
                       "Gloo", "Barrier failed", "unhealthy", "CoordinationService", "UNAVAILABLE")
@@ -75,17 +76,14 @@ def live_processes(timeout: float) -> set[int] | None:
 
 
 def lost_process_message(detail: str, live: set[int] | None = None) -> str:
-    """One paragraph: which process was lost (from the live set or JAX's message) and how to
+    """One paragraph: which process was lost (from JAX's message or the live set) and how to
     resume."""
     me = jax.process_index()
-    found = sorted({int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", detail)} - {me})
+    found = supervisor.named_processes(detail, me)
     if not found and live is not None:
         found = sorted(set(range(jax.process_count())) - live - {me})
-    who = (f"process {', '.join(map(str, found))}" if found else "another process")
-    cause = " ".join(detail.split())[:300]
-    return (f"{who} of this {jax.process_count()}-process run was lost (killed, crashed or "
-            f"unreachable), so process {me} stopped too ({cause}). Run the same command on "
-            "every process again: the run resumes from its last complete checkpoint.")
+    return supervisor.lost_process_message(found, me, jax.process_count(),
+                                           " ".join(detail.split())[:300])
 
 
 def exit_lost_process(detail: str, heartbeat_timeout: float) -> None:
@@ -93,7 +91,7 @@ def exit_lost_process(detail: str, heartbeat_timeout: float) -> None:
     shutdown would wait for the lost process, then abort). When the error does not say which
     process is gone, ask the coordination service first (at most the heartbeat timeout)."""
     live = None
-    if not re.search(r"[Tt]ask:?\s*\d", detail):
+    if not supervisor.named_processes(detail, jax.process_index()):
         live = live_processes(heartbeat_timeout + 5)
     print(f"error: {lost_process_message(detail, live)}", file=sys.stderr, flush=True)
     os._exit(LOST_PROCESS_EXIT_CODE)

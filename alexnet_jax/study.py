@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from alexnet_jax import supervisor
 from alexnet_jax.errors import UserError
 from alexnet_jax.run_files import read_completion, read_divergence
 
@@ -169,22 +170,21 @@ def run_command(study: Study, arm: Arm, seed: int, directory: Path,
 
 
 class _ForwardSignals:
-    """While a run's process lives, SIGTERM/SIGINT to the study go to it (it saves a
+    """While a run's process lives, SIGTERM/SIGINT/SIGHUP to the study go to it (it saves a
     checkpoint and exits), and the study stops after it."""
 
     def __init__(self):
         self.child: subprocess.Popen | None = None
         self.received: str | None = None
         self._previous = {}
+        self._forward = supervisor.forward_stop_signals(lambda: self.child)
 
     def _handle(self, signum, frame):
-        del frame
         self.received = signal.Signals(signum).name
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        self._forward(signum, frame)
 
     def __enter__(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in supervisor.STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -222,8 +222,10 @@ def run_study(study: Study, directory: Path, extra_args: list[str],
             with log.open("a") as out:
                 out.write(f"\n$ {' '.join(command)}\n")
                 out.flush()
+                # its own process group: a terminal's Ctrl-C reaches it once, through the
+                # study (a second SIGINT would stop it without a checkpoint)
                 signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
-                                                 stderr=subprocess.STDOUT)
+                                                 stderr=subprocess.STDOUT, process_group=0)
                 code = signals.child.wait()
                 signals.child = None
             after_each_run()

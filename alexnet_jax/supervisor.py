@@ -5,7 +5,7 @@ When a process of a jax.distributed run dies, JAX's coordination service tells t
 after the heartbeat timeout, and each survivor's runtime then terminates its process from C++
 (SIGABRT, pages of logs), which Python cannot catch. The parent forwards the child's output as
 it comes, holds back that crash dump, and reports what happened. Signals to the parent
-(SIGTERM, SIGINT, SIGHUP) are passed to the child, which saves a checkpoint and exits.
+(SIGTERM, SIGINT; SIGHUP as SIGTERM) are passed to the child, which saves a checkpoint and exits.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import re
 import signal
 import subprocess
 import sys
+from typing import Callable
 
-from alexnet_jax.multihost import LOST_PROCESS_EXIT_CODE
+from alexnet_jax.errors import LOST_PROCESS_EXIT_CODE
 
 SUPERVISED_ENV = "ALEXNET_JAX_SUPERVISED"
 # The first line of JAX's report that a peer is gone; from here on the child's output is the
@@ -31,20 +32,34 @@ def is_supervised() -> bool:
     return os.environ.get(SUPERVISED_ENV) == "1"
 
 
-def lost_processes(output: bytes, me: int) -> list[int]:
-    """The process indices JAX's messages name as lost (tasks), this process excluded."""
-    found = {int(n) for n in re.findall(rb"(?:task:|[Tt]ask )(\d+)", output)}
-    return sorted(found - {me})
+def named_processes(text: str, me: int) -> list[int]:
+    """The process indices JAX's messages name (its tasks), this process excluded."""
+    return sorted({int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", text)} - {me})
 
 
-def lost_message(output: bytes, me: int, count: int | None, heartbeat_timeout: int) -> str:
-    lost = lost_processes(output, me)
+def lost_process_message(lost: list[int], me: int, count: int | None, cause: str) -> str:
+    """One paragraph: which process was lost, why this one stopped, and how to resume."""
     who = f"process {', '.join(map(str, lost))}" if lost else "another process"
     size = f"this {count}-process run" if count else "this multi-process run"
-    return (f"{who} of {size} was lost (killed, crashed or unreachable): JAX's coordination "
-            f"service stopped hearing from it (heartbeat timeout {heartbeat_timeout} s, "
-            f"--heartbeat_timeout_seconds), so process {me} stopped. Run the same command on "
-            "every process again: the run resumes from its last complete checkpoint.")
+    return (f"{who} of {size} was lost (killed, crashed or unreachable), so process {me} "
+            f"stopped too ({cause}). Run the same command on every process again: the run "
+            "resumes from its last complete checkpoint.")
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def forward_stop_signals(child: Callable[[], subprocess.Popen | None]):
+    """A signal handler that passes SIGTERM and SIGINT to the running child (which saves a
+    checkpoint and exits) and a hang-up as SIGTERM (the trainer does not handle SIGHUP)."""
+
+    def forward(signum, frame):
+        del frame
+        process = child()
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    return forward
 
 
 def _die_with_parent() -> None:
@@ -60,15 +75,14 @@ def _die_with_parent() -> None:
 def run_child(argv: list[str], me: int, count: int | None, heartbeat_timeout: int) -> int:
     """Run `python -m alexnet_jax.main argv...` as a child; its exit code, or 3 for a lost peer."""
     env = dict(os.environ, **{SUPERVISED_ENV: "1", "PYTHONUNBUFFERED": "1"})
+    # In its own process group, the child hears a terminal's Ctrl-C once, through the parent (a
+    # second SIGINT would mean "stop at once", without a checkpoint).
     child = subprocess.Popen([sys.executable, "-m", "alexnet_jax.main", *argv], env=env,
-                             stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                             stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                             process_group=0)
+    forward = forward_stop_signals(lambda: child)
 
-    def forward(signum, frame):
-        del frame
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, forward)
     out = sys.stderr.buffer
     pending, tail, holding = b"", b"", False
@@ -88,7 +102,10 @@ def run_child(argv: list[str], me: int, count: int | None, heartbeat_timeout: in
     tail += pending
     code = child.wait()
     if code != 0 and code != LOST_PROCESS_EXIT_CODE and any(e in tail for e in LOST_PEER_EVIDENCE):
-        print(f"error: {lost_message(tail, me, count, heartbeat_timeout)}", file=sys.stderr,
+        lost = named_processes(tail.decode(errors="replace"), me)
+        cause = (f"JAX's coordination service stopped hearing from it: heartbeat timeout "
+                 f"{heartbeat_timeout} s, --heartbeat_timeout_seconds")
+        print(f"error: {lost_process_message(lost, me, count, cause)}", file=sys.stderr,
               flush=True)
         return LOST_PROCESS_EXIT_CODE
     return code if code >= 0 else 128 - code  # a signal's death as the shell reports it

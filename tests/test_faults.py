@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,3 +207,17 @@ def test_a_lost_process_ends_the_survivor_with_a_message_and_the_run_resumes(ima
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
     assert starts(workdir)[-1] == last_checkpoint
+
+
+def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
+    from alexnet_jax import supervisor  # noqa: PLC0415
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time\n"
+         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))\n"
+         "signal.signal(signal.SIGINT, lambda *a: sys.exit(2))\n"
+         "print('ready', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, process_group=0)
+    assert child.stdout.readline() == "ready\n"
+    supervisor.forward_stop_signals(lambda: child)(signal.SIGHUP, None)
+    assert child.wait(timeout=30) == 15   # the trainer saves and exits on SIGTERM, not SIGHUP
+    supervisor.forward_stop_signals(lambda: child)(signal.SIGINT, None)  # gone: nothing sent
