@@ -27,7 +27,9 @@ def holder(workdir: Path) -> str | None:
         return None
     with path.open("r") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # shared: the processes of one multi-process run probe at the same moment, and
+            # shared probes never block each other, only a running run's exclusive lock
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return handle.read().strip() or "another process"
         fcntl.flock(handle, fcntl.LOCK_UN)

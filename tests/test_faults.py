@@ -221,3 +221,20 @@ def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
     supervisor.forward_stop_signals(lambda: child)(signal.SIGHUP, None)
     assert child.wait(timeout=30) == 15   # the trainer saves and exits on SIGTERM, not SIGHUP
     supervisor.forward_stop_signals(lambda: child)(signal.SIGINT, None)  # gone: nothing sent
+
+
+def test_lock_probes_of_one_run_do_not_block_each_other(tmp_path):
+    import fcntl  # noqa: PLC0415
+    from alexnet_jax import workdir_lock  # noqa: PLC0415
+    (tmp_path / workdir_lock.LOCK_FILE).write_text("")
+    with (tmp_path / workdir_lock.LOCK_FILE).open() as probe:   # another process's probe
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert workdir_lock.holder(tmp_path) is None
+    lock = workdir_lock.WorkdirLock(tmp_path)
+    lock.acquire()
+    lock.record_holder()
+    try:
+        assert workdir_lock.holder(tmp_path).startswith(f"pid {os.getpid()} on host")
+    finally:
+        lock.release()
+    assert workdir_lock.holder(tmp_path) is None
