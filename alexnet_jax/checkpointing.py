@@ -108,7 +108,7 @@ class Checkpointer:
             try:
                 progress = self.restore_progress(step)
             except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
-                failures.append((step, _cause(error)))
+                failures.append((step, error_line(error)))
                 logging.warning("checkpoint %s cannot be restored (%s)",
                                 self.directory / str(step), failures[-1][1])
                 continue
@@ -116,7 +116,7 @@ class Checkpointer:
             try:
                 restored, cause = self.restore(step, abstract_params, abstract_opt_state), None
             except Exception as error:  # noqa: BLE001
-                restored, cause = None, _cause(error)
+                restored, cause = None, error_line(error)
             if _all_processes_ok(cause is None):
                 if failures:
                     moved = self._set_aside([s for s, _ in failures]) if set_aside else []
@@ -215,7 +215,7 @@ class Checkpointer:
         self._manager.close()
 
 
-def _cause(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     """An exception as one short line."""
     return " ".join(str(error).split())[:300] or type(error).__name__
 

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from alexnet_jax import layers
 from alexnet_jax.sharded_network import ShardedNetwork
-from alexnet_jax.sharding import axes_for, single_device_mesh
+from alexnet_jax.sharding import MODEL_AXIS, axes_for, single_device_mesh
 
 # cuda-convnet's initial weight standard deviations (initW) of conv1, conv2, local3, local4, fc10.
 CUDA_CONVNET_INIT_STDS = (1e-4, 1e-2, 4e-2, 4e-2, 1e-2)
@@ -59,7 +59,10 @@ class CifarConvLocal(ShardedNetwork):
         self.local4 = layer((s, s, w[2] * 9, w[3]), (s, s, w[3]), init_stds[3])
         self.fc10 = layer((s * s * w[3], num_classes), (num_classes,), init_stds[4])
 
-    def forward_on_device(self, images: jax.Array, masks: list[jax.Array]) -> jax.Array:
+    def forward_on_device(self, images: jax.Array, masks: list[jax.Array],
+                          features: bool = False) -> jax.Array:
+        """The logits; with `features`, this device's share of the last hidden layer (local4,
+        flattened: 6 x 6 x 32 = 1,152 units), the analogue of AlexNet's fc7."""
         del masks  # no dropout in this network
         act = layers.activation_fn(self.activation)
         w = lambda p: p.kernel[...].astype(self.dtype)  # noqa: E731
@@ -72,6 +75,13 @@ class CifarConvLocal(ShardedNetwork):
         x = layers.max_pool_ceil(x, 3, 2)
         x = act(layers.locally_connected(x, w(self.local3), 3, pad1) + b(self.local3))
         x = act(layers.locally_connected(x, w(self.local4), 3, pad1) + b(self.local4))
+        if features:
+            # every device of the model axis holds all units (the weights are replicated);
+            # features are gathered as columns' shares, so each returns its slice of them
+            units = x.reshape(x.shape[0], -1).astype(jnp.float32)
+            share = units.shape[1] // jax.lax.axis_size(MODEL_AXIS)
+            return jax.lax.dynamic_slice_in_dim(
+                units, jax.lax.axis_index(MODEL_AXIS) * share, share, axis=1)
         logits = x.reshape(x.shape[0], -1) @ w(self.fc10) + b(self.fc10)
         return logits.astype(jnp.float32)
 

@@ -33,8 +33,8 @@ flags.DEFINE_multi_string("images", None, "With --mode=predict or features: imag
 flags.DEFINE_enum("views", "1", ["1", "10"], "With --mode=predict: the centre crop (1) or the "
                   "paper's 10 views, softmax averaged.")
 flags.DEFINE_string("split", "val", "With --mode=features: the split (train or val).")
-flags.DEFINE_string("output", None, "With --mode=features: the .npy file to write (an index "
-                    "<output>.index.jsonl is written beside it).")
+flags.DEFINE_string("output", None, "With --mode=features: the NAME.npy file to write (an "
+                    "index NAME.index.jsonl is written beside it).")
 flags.DEFINE_integer("limit", 0, "With --mode=features: at most this many images of the split "
                      "(0: all).")
 flags.DEFINE_string("coordinator_address", None,

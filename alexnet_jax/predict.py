@@ -1,5 +1,6 @@
 """A trained run's network on images: top-5 predictions (--mode=predict) and the 4096-d fc7
-feature vectors (--mode=features), as in the paper's Figure 4 (section 6.1).
+feature vectors (--mode=features; the CIFAR-10 net's last hidden layer), as in the paper's
+Figure 4 (section 6.1).
 
 Images are preprocessed as the validation images are (shorter side to data.resize_size, central
 square, mean image subtracted; the centre crop or the paper's 10 views, softmax averaged).
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
 
-from alexnet_jax import build, checkpointing
+from alexnet_jax import build, checkpointing, train
 from alexnet_jax.data import catalog, class_names
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
 from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure
@@ -35,28 +39,47 @@ class TrainedRun:
 
 
 def load_trained(config, workdir: str | Path, step: int | None = None) -> TrainedRun:
-    """The network of the workdir's latest (or given) checkpoint; UserError if there is none."""
-    directory = Path(workdir).expanduser().absolute() / "checkpoints"
-    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
-        if directory.is_dir() else []
-    if not steps:
+    """The network of the workdir's latest (or given) checkpoint that restores; UserError if
+    there is none, or if it was trained with another model than `config` describes. Reads
+    only: an unreadable checkpoint is reported and the next older one tried, nothing moved."""
+    workdir = Path(workdir).expanduser().absolute()
+    if not train.has_checkpoints(workdir):
         raise UserError(f"{workdir} has no checkpoint; train first (the same command with "
                         "--mode=train).")
-    if step is not None and step not in steps:
-        raise UserError(f"no checkpoint at step {step} in {directory}; available: {steps}")
-    step = steps[-1] if step is None else step
-    source = catalog.open_dataset(config)
-    prep = preprocessing_from_config(config, source, progress=False)
-    params = checkpointing.load_params(directory / str(step) / "params")
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=1 << 30,
+                                              asynchronous=False)
     try:
-        model = build.model_with_params(config, source.num_classes, params)
-    except ValueError as error:
-        raise UserError(f"the checkpoint {directory / str(step)} does not fit this config "
-                        f"({error}); use the config the run was trained with (its "
-                        "config.json).") from error
+        steps = sorted(checkpointer.all_steps(), reverse=True)
+        if step is not None and step not in steps:
+            raise UserError(f"no checkpoint at step {step} in {checkpointer.directory}; "
+                            f"available: {sorted(steps)}")
+        source = catalog.open_dataset(config)
+        fingerprint = train.model_fingerprint(config, source.num_classes)
+        failures = []
+        for candidate in [step] if step is not None else steps:
+            path = checkpointer.directory / str(candidate)
+            try:
+                saved = checkpointer.restore_progress(candidate).get("fingerprint")
+                params = checkpointing.load_params(path / "params")
+            except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
+                failures.append(f"{path} ({checkpointing.error_line(error)})")
+                logging.warning("checkpoint %s cannot be restored; trying an older one", path)
+                continue
+            if saved != fingerprint:
+                raise UserError(f"the checkpoint {path} was written by another model or dataset "
+                                f"than this config describes (its: {saved}; this config's: "
+                                f"{fingerprint}); use the config the run was trained with (its "
+                                "config.json, with the same --config overrides).")
+            break
+        else:
+            raise UserError("no checkpoint can be restored: " + "; ".join(failures))
+    finally:
+        checkpointer.close()
+    prep = preprocessing_from_config(config, source, progress=False)
+    model = build.model_with_params(config, source.num_classes, params)
     return TrainedRun(model, dataclasses.replace(prep, prepared_storage=None),
                       class_names.readable(source.class_names), tuple(source.class_names),
-                      step, source)
+                      candidate, source)
 
 
 def image_files(paths: list[str]) -> list[Path]:
@@ -134,20 +157,30 @@ def predict(run: TrainedRun, paths: list[str], views: int = 1, batch: int = 32
         yield from flush()
 
 
-def fc7_features(run: TrainedRun, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
-    """(N, 4096) fc7 vectors of centre-crop inputs (N, crop, crop, 3)."""
+def fc7_batches(run: TrainedRun, items: Iterable[tuple[Any, np.ndarray]], batch: int = 64
+                ) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """For (key, centre-crop input) pairs, batch by batch: (the batch's keys, their (n, 4096)
+    fc7 vectors). Only one batch of inputs is held at a time."""
     multiple = run.model.mesh.shape["data"]
-    out = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        vectors = np.asarray(jax.device_get(run.model.features(_padded(chunk, multiple))))
-        out.append(vectors[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    keys, inputs = [], []
+    for key, image in items:
+        keys.append(key)
+        inputs.append(image)
+        if len(inputs) == batch:
+            yield keys, _features(run, inputs, multiple)
+            keys, inputs = [], []
+    if inputs:
+        yield keys, _features(run, inputs, multiple)
+
+
+def _features(run: TrainedRun, inputs: list[np.ndarray], multiple: int) -> np.ndarray:
+    vectors = jax.device_get(run.model.features(_padded(inputs, multiple)))
+    return np.asarray(vectors, np.float32)[:len(inputs)]
 
 
 def split_examples(run: TrainedRun, split: str, limit: int = 0
                    ) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
-    """(name, label, centre-crop input, centre crop for display in [0, 1]) of a split's images
+    """(name, label, centre-crop input, centre crop for display as uint8) of a split's images
     in the dataset's stored order, from the original files (names where the source has them)."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -164,7 +197,7 @@ def split_examples(run: TrainedRun, split: str, limit: int = 0
     crop = run.prep.crop_size
     for index, example in enumerate(tfds.as_numpy(data)):
         square = run.prep.decoded_square(example["image"]).numpy()
-        display = np.asarray(preprocess.central_crop(square, crop)) / 255.0
+        display = np.asarray(preprocess.central_crop(square, crop), np.uint8)
         inputs = np.asarray(run.prep.eval_views(example["image"], 1))[0]
         name = example["file_name"].decode() if has_names else f"{split_name}[{index}]"
         yield name, int(example["label"]), inputs, display
@@ -172,30 +205,48 @@ def split_examples(run: TrainedRun, split: str, limit: int = 0
 
 def write_features(run: TrainedRun, output: Path, split: str | None = None,
                    paths: list[str] | None = None, limit: int = 0) -> tuple[int, Path, Path]:
-    """fc7 vectors of a split (or of image files) to `output` (.npy) and an index beside it
-    (<output>.index.jsonl: one {"row", "path", "label", "class"} per row). Returns (rows, npy
-    path, index path)."""
-    names, labels, inputs = [], [], []
-    if paths:
+    """fc7 vectors of a split (or of image files) to `output` (a .npy file) and an index beside
+    it (`<name>.index.jsonl`: one {"row", "path", "label", "class"} per row). Vectors are
+    written batch by batch (memory stays flat for any split) to temporary files, renamed into
+    place once complete. Returns (rows, npy path, index path)."""
+    output = Path(output)
+    if output.suffix != ".npy":
+        raise UserError(f"--output={output}: the features file must end in .npy.")
+
+    def from_files():
         for path in image_files(paths):
             try:
-                inputs.append(load_views(path, run.prep, 1)[0])
+                yield (str(path), None), load_views(path, run.prep, 1)[0]
             except ValueError as error:
                 raise UserError(f"{path} cannot be read: {error}") from error
-            names.append(str(path))
-            labels.append(None)
-    else:
+
+    def from_split():
         for name, label, image, _ in split_examples(run, split or "val", limit):
-            names.append(name)
-            labels.append(label)
-            inputs.append(image)
-    vectors = fc7_features(run, inputs).astype(np.float32)
-    output = Path(output)
+            yield (name, label), image
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, vectors)
     index = output.with_suffix(".index.jsonl")
-    with index.open("w") as f:
-        for row, (name, label) in enumerate(zip(names, labels)):
-            f.write(json.dumps({"row": row, "path": name, "label": label,
-                                "class": None if label is None else run.names[label]}) + "\n")
-    return len(vectors), output, index
+    partial = {path: path.with_name(path.name + ".partial") for path in (output, index)}
+    raw = output.with_name(output.name + ".raw.partial")
+    rows, width = 0, 0
+    try:
+        with raw.open("wb") as vectors_out, partial[index].open("w") as index_out:
+            for keys, vectors in fc7_batches(run, from_files() if paths else from_split()):
+                vectors_out.write(vectors.tobytes())
+                width = vectors.shape[1]
+                for name, label in keys:
+                    index_out.write(json.dumps({
+                        "row": rows, "path": name, "label": label,
+                        "class": None if label is None else run.names[label]}) + "\n")
+                    rows += 1
+        with partial[output].open("wb") as out, raw.open("rb") as vectors_in:
+            np.lib.format.write_array_header_1_0(out, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False, "shape": (rows, width)})
+            shutil.copyfileobj(vectors_in, out)
+        for final, temporary in partial.items():
+            os.replace(temporary, final)
+    finally:
+        for leftover in (raw, *partial.values()):
+            leftover.unlink(missing_ok=True)
+    return rows, output, index

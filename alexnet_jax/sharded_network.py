@@ -59,7 +59,10 @@ class ShardedNetwork(nnx.Module):
             masks.append(kept.astype(self.dtype) * jnp.asarray(1.0 / keep, self.dtype))
         return masks
 
-    def forward_on_device(self, images: jax.Array, masks: list[jax.Array]) -> jax.Array:
+    def forward_on_device(self, images: jax.Array, masks: list[jax.Array],
+                          features: bool = False) -> jax.Array:
+        """This device's part of the forward pass (inside shard_map): the logits, or with
+        `features` this device's share of the last hidden layer's units."""
         raise NotImplementedError
 
 

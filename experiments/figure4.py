@@ -10,6 +10,7 @@ Writes <workdir>/figure4.png (or --output).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def draw(run, shown, queries, neighbours, train_pool, path: Path) -> None:
     probs = predict.probabilities(run.model, np.stack([s[2] for s in shown])[:, None])
     for row, ((name, label, _, display), p) in enumerate(zip(shown, probs)):
         image_ax = figure.add_subplot(grid[row, 0])
-        image_ax.imshow(np.clip(display, 0, 1))
+        image_ax.imshow(display)
         image_ax.set_axis_off()
         image_ax.set_title(run.names[label], fontsize=8)
         bars = figure.add_subplot(grid[row, 1])
@@ -57,12 +58,12 @@ def draw(run, shown, queries, neighbours, train_pool, path: Path) -> None:
         bars.tick_params(axis="x", labelsize=6)
     for q, ((name, label, _, display), found) in enumerate(zip(queries, neighbours)):
         ax = figure.add_subplot(grid[2 * q:2 * q + 2, 3])
-        ax.imshow(np.clip(display, 0, 1))
+        ax.imshow(display)
         ax.set_axis_off()
         ax.set_title(f"query: {run.names[label]}", fontsize=7)
         for n, index in enumerate(found):
             ax = figure.add_subplot(grid[2 * q:2 * q + 2, 4 + n])
-            ax.imshow(np.clip(train_pool[index][3], 0, 1))
+            ax.imshow(train_pool[index][3])
             ax.set_axis_off()
             ax.set_title(run.names[train_pool[index][1]], fontsize=7)
     figure.suptitle(f"{run.source.name}, checkpoint {run.step}: top-5 predictions (red: the "
@@ -76,14 +77,23 @@ def main(argv) -> None:
     del argv
     try:
         run = predict.load_trained(FLAGS.config, FLAGS.workdir)
-        validation = list(predict.split_examples(run, "val"))[::FLAGS.stride]
+        validation = list(itertools.islice(predict.split_examples(run, "val"), 0, None,
+                                           FLAGS.stride))
         shown = validation[:FLAGS.shown]
         queries = validation[-FLAGS.queries:] if FLAGS.queries else []
-        pool = list(predict.split_examples(run, "train", FLAGS.train_images))
+        # the training images searched: their vectors, and only a display copy of each
+        pool, pool_vectors = [], []
+        examples = predict.split_examples(run, "train", FLAGS.train_images)
+        for keys, vectors in predict.fc7_batches(
+                run, (((name, label, None, display), image)
+                      for name, label, image, display in examples)):
+            pool += keys
+            pool_vectors.append(vectors)
     except UserError as error:
         raise SystemExit(f"error: {error}")
-    pool_vectors = predict.fc7_features(run, [p[2] for p in pool])
-    query_vectors = predict.fc7_features(run, [q[2] for q in queries])
+    pool_vectors = np.concatenate(pool_vectors)
+    query_vectors = np.concatenate([vectors for _, vectors in predict.fc7_batches(
+        run, ((None, q[2]) for q in queries))] or [np.zeros((0, pool_vectors.shape[1]))])
     neighbours = []
     for vector in query_vectors:
         distances = np.linalg.norm(pool_vectors - vector[None], axis=1)

@@ -76,3 +76,13 @@ def test_fast_layers_equal_the_xla_reference_ops():
         dimension_numbers=layers.CONV_DIMENSIONS)
     got = layers.locally_connected(x, kernel, 3, ((1, 1), (1, 1)))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_features_are_the_last_hidden_layer_that_fc10_reads():
+    mesh = sharding.single_device_mesh()
+    model = CifarConvLocal(mesh=mesh, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.RandomState(1).rand(3, 24, 24, 3).astype(np.float32))
+    features = np.asarray(model.features(x))
+    assert features.shape == (3, 6 * 6 * 32) and (features >= 0).all()   # after the ReLU
+    logits = features @ np.asarray(model.fc10.kernel[...]) + np.asarray(model.fc10.bias[...])
+    np.testing.assert_allclose(np.asarray(model(x)), logits, rtol=1e-5, atol=1e-6)

@@ -1,13 +1,16 @@
 """Predictions, fc7 features and Figure 4 from a trained run."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from alexnet_jax import predict
 from alexnet_jax.data import class_names
+from alexnet_jax.errors import UserError
 from test_cli import REPO, run_cli, tiny_overrides
 
 
@@ -16,7 +19,7 @@ def trained(image_tree, tmp_path_factory):
     """A tiny run of two steps: its workdir and the overrides that describe it."""
     root = tmp_path_factory.mktemp("trained")
     overrides = [*tiny_overrides(image_tree, root / "tfds"), "--config.train.num_steps=2",
-                 "--config.train.final_eval_views=()"]
+                 "--config.train.final_eval_views=()", "--config.train.checkpoint_every_steps=1"]
     result = run_cli(root / "run", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run", overrides
@@ -55,6 +58,33 @@ def test_features_of_a_split_and_their_index(trained, tmp_path):
     assert [row["row"] for row in index] == list(range(15))
     assert {row["path"].split("/")[1] for row in index} == {"ant", "bee", "cat", "dog", "eel"}
     assert all(row["class"] == row["path"].split("/")[1] for row in index)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["val.index.jsonl", "val.npy"]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_and_another_model_is_refused(
+        trained, image_tree, tmp_path):
+    source, overrides = trained
+    workdir = tmp_path / "run"
+    shutil.copytree(source, workdir)
+    for path in (workdir / "checkpoints" / "2" / "params").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")                                # a damaged copy
+    image = str(image_tree / "val" / "ant" / "000.jpg")
+    result = run_cli(workdir, *overrides, f"--images={image}", mode="predict")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "checkpoints/2 cannot be restored; trying an older one" in result.stderr
+    assert len(json.loads(result.stdout.splitlines()[-1])["top5"]) == 5
+    assert (workdir / "checkpoints" / "2").is_dir()             # read only: nothing moved
+
+    result = run_cli(source, *overrides, "--config.model.lrn=False", f"--images={image}",
+                     mode="predict")
+    assert result.returncode == 2
+    assert "was written by another model or dataset than this config describes" in result.stderr
+
+
+def test_features_go_to_a_npy_file():
+    with pytest.raises(UserError, match="must end in .npy"):
+        predict.write_features(None, "features.bin")
 
 
 def test_figure4_is_drawn_from_a_trained_run(trained, tmp_path):
