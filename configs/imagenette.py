@@ -15,7 +15,7 @@ def get_config():
     config = default.get_config()
     with config.unlocked():
         config.data.name = "imagenette"
-        # Imagenette is 1/135 of ImageNet: an epoch is 74 steps of 128 instead of ~10,000, so
+        # Imagenette is 1/135 of ImageNet: an epoch is 73 steps of 128 instead of ~10,000, so
         # the paper's 90 epochs are only 6,660 steps here, and a plateau must last longer (in
         # epochs) before it is one: the early loss stays at ln(10) for hundreds of steps.
         # One deviation, measured (README "Results"): with 10 classes instead of 1000 the

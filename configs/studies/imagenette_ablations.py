@@ -1,7 +1,7 @@
 """The paper's ablations on Imagenette (10 ImageNet classes): LRN (section 3.3), overlapping
 pooling (3.4), dropout (4.2), two columns (3.2) and PCA lighting (4.1), each switched off alone.
 
-Budget: 6 epochs (444 steps of 128), the learning rate 0.01 divided by 10 after epoch 5, so every
+Budget: 6 epochs (438 steps of 128), the learning rate 0.01 divided by 10 after epoch 5, so every
 run ends at a lower rate instead of being cut off mid-plateau; the baseline with three seeds to
 show the seed-to-seed noise. The full network at 224 pixels runs about 8 minutes an epoch on 2
 CPU cores, so the study needs about 8 CPU hours; the paper's differences (0.4 to 1.7 points of
