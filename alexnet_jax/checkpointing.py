@@ -106,9 +106,11 @@ class Checkpointer:
         failures: list[tuple[int, str]] = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                progress = self.restore_progress(step)
+                progress, cause = self.restore_progress(step), None
             except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
-                failures.append((step, error_line(error)))
+                progress, cause = None, error_line(error)
+            if not _all_processes_ok(cause is None):  # all processes go on from the same step
+                failures.append((step, cause or "another process could not read its progress"))
                 logging.warning("checkpoint %s cannot be restored (%s)",
                                 self.directory / str(step), failures[-1][1])
                 continue
