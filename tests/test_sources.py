@@ -123,3 +123,19 @@ def test_offline_download_fails_fast_with_the_offline_recipe(tmp_path, monkeypat
     assert "download-host.invalid cannot be reached" in message
     assert "--config.data.name=folder --config.data.path=DIR" in message
     assert not (tmp_path / "downloads").exists()  # no download was started
+
+
+def test_the_host_check_is_skipped_behind_a_proxy_or_with_the_download_at_hand(tmp_path,
+                                                                              monkeypatch):
+    from alexnet_jax.data import sources  # noqa: PLC0415
+
+    for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    assert sources.must_reach("cifar10", str(tmp_path))
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "cs.toronto.edu_kriz_cifar-10-binaryODHPtIjLh3oLcXirEISTO7dkzyK"
+     "jRCuol6lV8Wc6C7s.tar.gz").write_bytes(b"x")   # the name tfds gives CIFAR-10's download
+    assert not sources.must_reach("cifar10", str(tmp_path))
+    assert sources.must_reach("imagenette", str(tmp_path))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert not sources.must_reach("imagenette", str(tmp_path))

@@ -32,6 +32,9 @@ SOURCE_NAMES = (*TFDS_DATASETS, "folder")
 # Where tfds downloads each dataset from: checked before a download starts, since tfds retries
 # an unreachable host for minutes (213 s for Imagenette here) before it gives up.
 DOWNLOAD_HOSTS = {"imagenette": "s3.amazonaws.com", "cifar10": "www.cs.toronto.edu"}
+# what the names of tfds's download files for each source contain (tfds names them after the
+# URL, e.g. cs.toronto.edu_kriz_cifar-10-binary<checksum>.tar.gz)
+DOWNLOAD_FILE_NAMES = {"imagenette": "imagenette2", "cifar10": "cifar-10"}
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -142,6 +145,17 @@ def unreachable_reason(host: str, timeout: float = CONNECT_TIMEOUT_S) -> str | N
         return f"{host} cannot be reached: {error.strerror or error}"
 
 
+def must_reach(name: str, data_dir: str) -> bool:
+    """Whether preparing source `name` needs a direct connection to its download host: not
+    through a proxy (a direct check would say nothing), nor when tfds already holds the
+    download in <data_dir>/downloads."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False
+    downloads, fragment = Path(data_dir) / "downloads", DOWNLOAD_FILE_NAMES.get(name)
+    return not (fragment and downloads.is_dir()
+                and any(fragment in p.name for p in downloads.iterdir()))
+
+
 def _prepare_or_explain(builder, name: str, data_dir: str) -> None:
     def explain(cause: str) -> UserError:
         return UserError(
@@ -152,7 +166,7 @@ def _prepare_or_explain(builder, name: str, data_dir: str) -> None:
             "DIR/train/<class>/* and DIR/val/<class>/*.")
 
     host = DOWNLOAD_HOSTS.get(name)
-    reason = unreachable_reason(host) if host else None
+    reason = unreachable_reason(host) if host and must_reach(name, data_dir) else None
     if reason:
         raise explain(reason)
     try:
