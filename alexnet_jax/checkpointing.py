@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from alexnet_jax.disk import directory_bytes, format_bytes, free_bytes
 from alexnet_jax.errors import UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
@@ -157,7 +158,7 @@ class Checkpointer:
 
     def warn_if_short_of_space(self) -> None:
         """A warning before the first save when the disk cannot hold one more checkpoint."""
-        free = shutil.disk_usage(self.directory).free
+        free = free_bytes(self.directory)
         if self.bytes_needed and free < self.bytes_needed:
             logging.warning("the disk holding %s has %s free, but a checkpoint of this run needs "
                             "about %s: saving it will fail. Free space now.", self.directory,
@@ -181,7 +182,7 @@ class Checkpointer:
             if newest is not None:  # what one checkpoint really takes on this disk
                 self.bytes_needed = max(self.bytes_needed,
                                         directory_bytes(self.directory / str(newest)))
-            free = shutil.disk_usage(self.directory).free
+            free = free_bytes(self.directory)
             raise UserError(
                 f"no space left on the device holding {self.directory} ({format_bytes(free)} "
                 f"free): a checkpoint of this run needs about {format_bytes(self.bytes_needed)}. "
@@ -236,19 +237,6 @@ def is_disk_full(error: BaseException) -> bool:
     return False
 
 
-def directory_bytes(path: Path) -> int:
-    """The bytes of every file under `path`."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
 def tree_bytes(*trees) -> int:
     """Bytes of every array in the pytrees (a checkpoint's size, give or take metadata)."""
     return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
@@ -273,7 +261,6 @@ def load_params(params_dir: str | Path) -> dict[str, Any]:
     """A checkpoint's parameters as NumPy arrays, on any machine (plain Orbax calls; the
     topology the checkpoint was saved on does not matter). `params_dir` is
     <workdir>/checkpoints/<step>/params."""
-    import numpy as np  # noqa: PLC0415
 
     params_dir = Path(params_dir).absolute()  # Orbax misreads relative paths' metadata
     checkpointer = ocp.PyTreeCheckpointer()

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from alexnet_jax import (build, checkpointing, config_checks, multihost, plots, sharding, steps,
                          workdir_lock)
-from alexnet_jax import device_augment
+from alexnet_jax import device_augment, disk
 from alexnet_jax.data import catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
 from alexnet_jax.epoch_metrics import EpochMeans
@@ -77,9 +77,7 @@ def check_workdir(workdir: str | Path) -> Path:
     """The workdir as an absolute path, if it is (or can be created as) a writable directory;
     creates nothing, so a run refused later leaves no trace."""
     workdir = Path(workdir).expanduser().absolute()
-    existing = workdir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = disk.existing_ancestor(workdir)
     if not existing.is_dir():
         what = "the workdir" if existing == workdir else f"the workdir {workdir} is inside"
         raise UserError(f"{what} {existing} is a file, not a directory. Choose a directory with "

@@ -193,7 +193,7 @@ def test_a_preparation_that_cannot_fit_on_the_disk_is_refused_before_it_starts(c
     catalog.open_dataset(config)  # the original files are prepared (they fit)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(UserError, match=r"needs about .* GiB, but .* has 0.0 GiB free.*"
+    with pytest.raises(UserError, match=r"needs about 981.5 KiB, but .* has 1000 B free.*"
                                         r"prepared_format=jpeg"):
         catalog.open_dataset(prepared_config(config, "raw"))
     assert not (Path(config.data.data_dir) / "alexnet_prepared").exists()

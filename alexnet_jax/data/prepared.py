@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +24,7 @@ from absl import logging
 
 from alexnet_jax.data import preprocess
 from alexnet_jax.data.sources import Source
+from alexnet_jax.disk import format_bytes, free_bytes
 from alexnet_jax.errors import UserError
 from alexnet_jax.progress import progress_bar
 
@@ -139,15 +138,12 @@ def check_disk_space(source: Source, size: int, storage: str, data_dir: str) -> 
     """Refuse to start a preparation that cannot fit on the disk (UserError, nothing written)."""
     images = sum(source.num_examples(split) for split in (source.train_split, source.eval_split))
     needed = images * size * size * BYTES_PER_PIXEL[storage] * (1.0 if storage == "raw" else 1.5)
-    existing = Path(data_dir)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(data_dir)
     if free < needed:
         raise UserError(
             f"preparing {images} images of {source.name} as {size} x {size} squares "
-            f"({storage}) needs about {needed / 2**30:.1f} GiB, but {data_dir} has "
-            f"{free / 2**30:.1f} GiB free. Free space, choose another --config.data.data_dir, "
+            f"({storage}) needs about {format_bytes(needed)}, but {data_dir} has "
+            f"{format_bytes(free)} free. Free space, choose another --config.data.data_dir, "
             "store JPEG (--config.data.prepared_format=jpeg: about 24 KiB an image against 192 "
             "for raw), or train from the original files (--config.data.prepared=none).")
 
