@@ -10,7 +10,9 @@ import importlib.util
 import logging as std_logging
 import os
 import sys
+import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -64,8 +66,29 @@ class _QuietLibraries(std_logging.Filter):
             part in record.pathname for part in self.NOISY)
 
 
+def _drop_late_wakeups_of_closed_loops(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A sys.unraisablehook that drops one known harmless message and passes on the rest.
+
+    When an Orbax read or write fails (a full disk, a truncated checkpoint), the event loop that
+    awaited it closes while tensorstore's other operations of the same checkpoint are still in
+    flight; when they finish, tensorstore's thread tries to wake the closed loop and Python
+    prints "Exception ignored ... RuntimeError: Event loop is closed" with a traceback, in the
+    middle of our one-paragraph message. Nothing is lost: the loop has no one left to wake."""
+
+    def hook(unraisable) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback)
+        if (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"
+                and frames and frames[0].name == "call_soon_threadsafe"):
+            return
+        previous(unraisable)
+
+    return hook
+
+
 def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    sys.unraisablehook = _drop_late_wakeups_of_closed_loops(sys.unraisablehook)
     extra_images = argv[1:] if FLAGS.mode in ("predict", "features") else []
     if len(argv) > 1 and not extra_images:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -238,3 +238,26 @@ def test_lock_probes_of_one_run_do_not_block_each_other(tmp_path):
     finally:
         lock.release()
     assert workdir_lock.holder(tmp_path) is None
+
+
+def test_late_wakeups_of_a_closed_event_loop_are_dropped_and_nothing_else():
+    """Orbax's failed reads and writes leave tensorstore operations that wake a closed loop."""
+    import asyncio  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from alexnet_jax import main  # noqa: PLC0415
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(lambda: None)   # what tensorstore's thread does
+    except RuntimeError as error:
+        late = types.SimpleNamespace(exc_type=RuntimeError, exc_value=error,
+                                     exc_traceback=error.__traceback__.tb_next, object=None)
+    other = RuntimeError("something else")
+    passed_on = []
+    hook = main._drop_late_wakeups_of_closed_loops(passed_on.append)
+    hook(late)
+    hook(types.SimpleNamespace(exc_type=RuntimeError, exc_value=other, exc_traceback=None,
+                               object=None))
+    assert [u.exc_value for u in passed_on] == [other]
