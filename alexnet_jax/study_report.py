@@ -188,8 +188,9 @@ def markdown(results: dict[str, Any], command: str) -> str:
             ratio = (np.mean(reached) / np.mean(base_epochs)) if reached and base_epochs else None
             row.append(f"{ratio:.2f}" if ratio is not None else "-")
         paper = arm.get("paper") or {}
-        row.append(" / ".join(f"{paper[k]:+g}" for k in ("top1", "top5") if k in paper)
-                   + (f" ({paper['note']})" if paper.get("note") else "") or "-")
+        figures = " / ".join(f"{paper[k]:+g}" for k in ("top1", "top5") if k in paper)
+        note = f"({paper['note']})" if paper.get("note") else ""
+        row.append(" ".join(filter(None, [figures, note])) or "-")
         lines.append("| " + " | ".join(row) + " |")
     sweep = {name: arm for name, arm in arms.items() if arm["sweep"]}
     if sweep:

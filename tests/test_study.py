@@ -102,7 +102,8 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
                     "arms": [*sweep,
                              {"name": "relu", "choose": {"key": "optimizer.learning_rate",
                                                          "among": ["relu_lr0.1", "relu_lr0.2"]}},
-                             {"name": "tanh", "overrides": {"model.activation": "tanh"}}]}
+                             {"name": "tanh", "overrides": {"model.activation": "tanh"},
+                              "paper": {"note": "6x the epochs"}}]}
     """)
     study = study_lib.load_study(study_file)
     directory = tmp_path / "dir"
@@ -129,7 +130,7 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     assert relu["0"]["wall_time_s"] == pytest.approx(185.0)
     table = (directory / "results.md").read_text()
     tanh_row = next(line for line in table.splitlines() if line.startswith("| `tanh`"))
-    assert "| 5 (not reached: >4) | 1.67 |" in tanh_row   # 5 epochs against relu's 3
+    assert "| 5 (not reached: >4) | 1.67 | (6x the epochs) |" in tanh_row   # 5 against 3
     assert "| 40.00 ± 0.00 | +9.00 |" in tanh_row          # relu: 30 and 32 -> 31
     assert "`optimizer.learning_rate=0.2` (chosen by the sweep)" in table
 
