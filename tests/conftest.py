@@ -1,10 +1,24 @@
-"""Test set-up: 8 fake CPU devices (set before JAX is imported), tiny configs, generated images."""
+"""Test set-up: 8 fake CPU devices (set before JAX is imported), one compilation cache for the
+session, tiny configs, generated images."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Most of a tiny run's time is XLA compiling the same few programs, again in every process a
+# test starts (a 2-step CLI run: 21.6 s cold, 8.0 s with a warm cache). One persistent JAX
+# compilation cache for the session, inherited by those processes, compiles each program once;
+# the executables are the same, so are the results. Removed when the session ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="alexnet_jax_tests_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
