@@ -261,7 +261,6 @@ def load_params(params_dir: str | Path) -> dict[str, Any]:
     """A checkpoint's parameters as NumPy arrays, on any machine (plain Orbax calls; the
     topology the checkpoint was saved on does not matter). `params_dir` is
     <workdir>/checkpoints/<step>/params."""
-
     params_dir = Path(params_dir).absolute()  # Orbax misreads relative paths' metadata
     checkpointer = ocp.PyTreeCheckpointer()
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),

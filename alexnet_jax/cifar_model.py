@@ -40,6 +40,8 @@ class Dense(nnx.Module):
 class CifarConvLocal(ShardedNetwork):
     """cuda-convnet's conv-local CIFAR-10 network with the paper's ReLU/tanh and LRN switches."""
 
+    FEATURE_LAYER = "local4 (last hidden layer)"  # what features() returns
+
     def __init__(self, *, num_classes: int = 10, input_size: int = 24,
                  widths: tuple[int, ...] = (64, 64, 64, 32),
                  lrn: layers.LRNParams | None = layers.LRNParams(n=9, k=1.0, alpha=1e-3,

@@ -62,6 +62,8 @@ class AlexNet(ShardedNetwork):
     train (dropout on fc6/fc7); without it the network runs in evaluation mode.
     """
 
+    FEATURE_LAYER = "fc7"  # what features() returns (paper section 6.1)
+
     def __init__(self, *, num_classes: int = 1000, input_size: int = 224, columns: int = 2,
                  conv_widths: tuple[int, ...] = PAPER_CONV_WIDTHS,
                  fc_widths: tuple[int, ...] = PAPER_FC_WIDTHS, lrn: layers.LRNParams | None =

@@ -34,10 +34,6 @@ flags.DEFINE_integer("stride", 37, "Take every n-th validation image (variety ac
 flags.DEFINE_string("output", None, "The PNG to write (default <workdir>/figure4.png).")
 
 
-# the layer whose vectors are compared (predict.py): AlexNet's fc7, the CIFAR-10 net's last
-FEATURE_LAYER = {"alexnet": "fc7", "cifar_conv_local": "local4 (last hidden layer)"}
-
-
 def draw(run, shown, queries, neighbours, train_pool, path: Path) -> None:
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
@@ -72,7 +68,7 @@ def draw(run, shown, queries, neighbours, train_pool, path: Path) -> None:
             ax.set_title(run.names[train_pool[index][1]], fontsize=7)
     figure.suptitle(f"{run.source.name}, checkpoint {run.step}: top-5 predictions (red: the "
                     "true class) and the training images nearest in "
-                    f"{FEATURE_LAYER.get(FLAGS.config.model.arch, 'fc7')} space", fontsize=9)
+                    f"{run.model.FEATURE_LAYER} space", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
