@@ -152,9 +152,11 @@ def _int_env(name: str) -> int | None:
 
 
 def _print_dataset_stats(config) -> None:
+    from alexnet_jax import config_checks  # noqa: PLC0415
     from alexnet_jax.data import catalog  # noqa: PLC0415
     from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: PLC0415
 
+    config_checks.validate(config)  # prepare what the same config would train on, or refuse
     source = catalog.open_dataset(config)
     where = getattr(getattr(source, "builder", None), "data_dir", "(not stored)")
     print(f"dataset {source.name}: {source.num_examples(source.train_split)} training and "

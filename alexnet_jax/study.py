@@ -25,6 +25,11 @@ Each run is `python -m alexnet_jax.main --config=<base_config> --workdir=DIR/<ar
 --config.seed=<k> --config.<key>=<value> ...` (study overrides, arm overrides, then the command
 line's), so a run's workdir is a normal one: resumable and evaluable with --mode=eval. Its output
 goes to DIR/logs/<arm>_seed<k>.log. A run that has written run_complete.json is skipped.
+
+Order: the runs of the arms that others choose among (sweeps) first, then the first seed of every
+other arm, then the second seed of every arm that has one, and so on, so that a study cut short
+is still a comparison. With a record directory (alexnet_jax/study_records.py) every finished run
+is copied there, and a recorded run counts as finished even when its workdir is gone.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from alexnet_jax import supervisor
+from alexnet_jax import study_records, supervisor
 from alexnet_jax.errors import UserError
 from alexnet_jax.run_files import read_completion, read_divergence
 
@@ -129,17 +134,76 @@ def run_dir(directory: Path, arm: str, seed: int) -> Path:
     return Path(directory) / arm / f"seed{seed}"
 
 
+@dataclasses.dataclass(frozen=True)
+class StudyDirs:
+    """Where a study's runs train (`runs`: workdirs with checkpoints, for this machine) and where
+    their records are kept (`record`: small files, meant to be committed). Either may be None:
+    no records kept, or (for a report) no workdirs at hand."""
+
+    runs: Path | None
+    record: Path | None = None
+
+    def workdir(self, arm: str, seed: int) -> Path:
+        if self.runs is None:
+            raise UserError("this needs the study's run directory (--dir=DIR).")
+        return run_dir(self.runs, arm, seed)
+
+    def recorded(self, arm: Arm, seed: int) -> Path | None:
+        """The run's record, if it has a finished one."""
+        if self.record is None:
+            return None
+        path = study_records.record_dir(self.record, arm.name, seed)
+        return path if is_finished(path, arm) else None
+
+    def result(self, arm: Arm, seed: int) -> Path:
+        """Where the run's results are read from: its record once it has one; else its workdir
+        (none when only records are at hand: an empty path reads as a run not yet made)."""
+        recorded = self.recorded(arm, seed)
+        if recorded is not None or self.runs is None:
+            return recorded or study_records.record_dir(self.record, arm.name, seed)
+        return run_dir(self.runs, arm.name, seed)
+
+    @property
+    def report(self) -> Path:
+        """Where results.json, results.md and results.png go."""
+        return Path(self.record if self.record is not None else self.runs)
+
+
+def as_dirs(directory: "Path | StudyDirs") -> StudyDirs:
+    return directory if isinstance(directory, StudyDirs) else StudyDirs(Path(directory))
+
+
+def is_finished(workdir: Path, arm: Arm) -> bool:
+    """A run that will not train again: complete, or (in a sweep) ended by a non-finite loss."""
+    return read_completion(workdir) is not None or (
+        arm.sweep and read_divergence(workdir) is not None)
+
+
+def run_order(study: Study, rounds: int | None = None) -> list[tuple[Arm, int]]:
+    """(arm, seed) in the order they run: every run of the arms chosen among first (their
+    results decide the others' values), then round by round, seed index by seed index; with
+    `rounds`, only the first `rounds` seeds of each arm."""
+    among = {name for arm in study.arms if arm.choose for name in arm.choose["among"]}
+    first = [(arm, seed) for arm in study.arms if arm.name in among for seed in arm.seeds]
+    rest = [arm for arm in study.arms if arm.name not in among]
+    most = max((len(arm.seeds) for arm in rest), default=0)
+    rounds = most if rounds is None else min(rounds, most)
+    return first + [(arm, arm.seeds[index]) for index in range(rounds) for arm in rest
+                    if index < len(arm.seeds)]
+
+
 def log_path(directory: Path, arm: str, seed: int) -> Path:
     return Path(directory) / "logs" / f"{arm}_seed{seed}.log"
 
 
-def chosen_value(study: Study, arm: Arm, directory: Path,
+def chosen_value(study: Study, arm: Arm, directory: Path | StudyDirs,
                  final_train_error: Callable[[Path], float | None]) -> Any:
     """The value of arm.choose["key"] from the best of the arms it chooses among."""
     key, candidates = arm.choose["key"], arm.choose["among"]
+    dirs = as_dirs(directory)
     scores = {}
     for name in candidates:
-        errors = [final_train_error(run_dir(directory, name, seed))
+        errors = [final_train_error(dirs.result(study.arm(name), seed))
                   for seed in study.arm(name).seeds]
         if any(error is None for error in errors):
             raise UserError(f"arm {arm.name!r} needs the finished runs of {name!r} to choose "
@@ -152,7 +216,7 @@ def chosen_value(study: Study, arm: Arm, directory: Path,
     return study.arm(best).overrides.get(key, study.overrides.get(key))
 
 
-def arm_overrides(study: Study, arm: Arm, directory: Path,
+def arm_overrides(study: Study, arm: Arm, directory: Path | StudyDirs,
                   final_train_error: Callable[[Path], float | None]) -> dict[str, Any]:
     """The study's overrides, then the arm's, with a chosen value resolved."""
     overrides = {**study.overrides, **arm.overrides}
@@ -161,12 +225,19 @@ def arm_overrides(study: Study, arm: Arm, directory: Path,
     return overrides
 
 
+def config_args(study: Study, seed: int, overrides: dict[str, Any],
+                extra_args: list[str]) -> list[str]:
+    """The `--config=...` and `--config.<key>=...` arguments of one run."""
+    return [f"--config={study.base_config}", f"--config.seed={seed}",
+            *(format_override(k, v) for k, v in overrides.items()), *extra_args]
+
+
 def run_command(study: Study, arm: Arm, seed: int, directory: Path,
                 overrides: dict[str, Any], extra_args: list[str]) -> list[str]:
     """The ordinary training command of one run."""
-    return [sys.executable, "-m", "alexnet_jax.main", f"--config={study.base_config}",
-            f"--workdir={run_dir(directory, arm.name, seed)}", f"--config.seed={seed}",
-            *(format_override(k, v) for k, v in overrides.items()), *extra_args]
+    arguments = config_args(study, seed, overrides, extra_args)
+    return [sys.executable, "-m", "alexnet_jax.main", arguments[0],
+            f"--workdir={run_dir(directory, arm.name, seed)}", *arguments[1:]]
 
 
 class _ForwardSignals:
@@ -193,53 +264,92 @@ class _ForwardSignals:
             signal.signal(signum, handler)
 
 
-def run_study(study: Study, directory: Path, extra_args: list[str],
+def run_study(study: Study, directory: Path | StudyDirs, extra_args: list[str],
               final_train_error: Callable[[Path], float | None],
-              after_each_run: Callable[[], None] = lambda: None) -> int:
-    """Run every unfinished run in order; returns 0 when all are complete, else the failing
-    run's exit code (or 1 after an interruption)."""
-    directory = Path(directory).absolute()
-    (directory / "logs").mkdir(parents=True, exist_ok=True)
+              after_each_run: Callable[[], None] = lambda: None,
+              rounds: int | None = None) -> int:
+    """Run every unfinished run in `run_order` (the first `rounds` seeds of each arm, when
+    given); returns 0 when all are complete, else the failing run's exit code (or 1 after an
+    interruption). Finished runs are checked to have been made with the config the study runs
+    now, and copied to the record directory."""
+    dirs = as_dirs(directory)
+    runs = dirs.workdir("-", 0).parents[1].absolute()  # UserError without a run directory
+    dirs = StudyDirs(runs, Path(dirs.record).absolute() if dirs.record else None)
+    (runs / "logs").mkdir(parents=True, exist_ok=True)
     record = {"study": dataclasses.asdict(study), "extra_args": extra_args}
-    (directory / "study.json").write_text(json.dumps(record, indent=1, default=str))
-    plan = [(arm, seed) for arm in study.arms for seed in arm.seeds]
+    (runs / "study.json").write_text(json.dumps(record, indent=1, default=str))
+    plan = run_order(study, rounds)
     with _ForwardSignals() as signals:
         for number, (arm, seed) in enumerate(plan, 1):
-            workdir = run_dir(directory, arm.name, seed)
             label = f"[{number}/{len(plan)}] {arm.name} seed {seed}"
-            if read_completion(workdir) is not None:
-                print(f"{label}: complete", flush=True)
+            if _already_finished(study, arm, seed, dirs, extra_args, final_train_error, label):
                 continue
-            if arm.sweep and (diverged := read_divergence(workdir)):
-                print(f"{label}: diverged at step {diverged['step']} (a failed sweep run)",
-                      flush=True)
-                continue
-            overrides = arm_overrides(study, arm, directory, final_train_error)
-            command = run_command(study, arm, seed, directory, overrides, extra_args)
-            log = log_path(directory, arm.name, seed)
-            print(f"{label}: training ({log})", flush=True)
-            start = time.time()
-            with log.open("a") as out:
-                out.write(f"\n$ {' '.join(command)}\n")
-                out.flush()
-                # its own process group: a terminal's Ctrl-C reaches it once, through the
-                # study (a second SIGINT would stop it without a checkpoint)
-                signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
-                                                 stderr=subprocess.STDOUT, process_group=0)
-                code = signals.child.wait()
-                signals.child = None
-            after_each_run()
-            if signals.received:
-                print(f"{label}: stopped by {signals.received} after {time.time() - start:.0f} s "
-                      "(checkpoint saved); run the same command again to resume.", flush=True)
-                return 1
-            if code != 0 and arm.sweep and (diverged := read_divergence(workdir)):
-                print(f"{label}: diverged at step {diverged['step']}: scored as a failed sweep "
-                      "run, the study goes on", flush=True)
-                continue
-            if code != 0:
-                print(f"{label}: failed with exit code {code}; the end of {log}:", flush=True)
-                print("".join(log.read_text().splitlines(keepends=True)[-15:]), flush=True)
+            code = _train_one(study, arm, seed, dirs, extra_args, final_train_error, label,
+                              signals, after_each_run)
+            if code is not None:
                 return code
-            print(f"{label}: done in {time.time() - start:.0f} s", flush=True)
     return 0
+
+
+def _already_finished(study: Study, arm: Arm, seed: int, dirs: StudyDirs,
+                      extra_args: list[str], final_train_error, label: str) -> bool:
+    """True (and said) for a run recorded or finished in its workdir, once its config is
+    checked to be the one the study would run now; a finished run gets its record."""
+    recorded, workdir = dirs.recorded(arm, seed), dirs.workdir(arm.name, seed)
+    if recorded is None and not is_finished(workdir, arm):
+        return False
+    overrides = arm_overrides(study, arm, dirs, final_train_error)
+    arguments = config_args(study, seed, overrides, extra_args)
+    where = recorded or workdir
+    study_records.check_same_protocol(where, arguments, "the record" if recorded else
+                                      "the finished run")
+    if recorded is None and dirs.record is not None:
+        study_records.save_record(workdir, study_records.record_dir(dirs.record, arm.name, seed))
+    diverged = read_divergence(where) if read_completion(where) is None else None
+    state = (f"diverged at step {diverged['step']} (a failed sweep run)" if diverged else
+             "complete" + (" (recorded)" if recorded else ""))
+    print(f"{label}: {state}", flush=True)
+    return True
+
+
+def _train_one(study: Study, arm: Arm, seed: int, dirs: StudyDirs, extra_args: list[str],
+               final_train_error, label: str, signals: _ForwardSignals,
+               after_each_run: Callable[[], None]) -> int | None:
+    """Train one run to its end; None when the study goes on, else the study's exit code."""
+    workdir = dirs.workdir(arm.name, seed)
+    overrides = arm_overrides(study, arm, dirs, final_train_error)
+    command = run_command(study, arm, seed, dirs.runs, overrides, extra_args)
+    log = log_path(dirs.runs, arm.name, seed)
+    print(f"{label}: training ({log})", flush=True)
+    start = time.time()
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        # its own process group: a terminal's Ctrl-C reaches it once, through the study (a
+        # second SIGINT would stop it without a checkpoint)
+        signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
+                                         stderr=subprocess.STDOUT, process_group=0)
+        code = signals.child.wait()
+        signals.child = None
+    if dirs.record is not None and is_finished(workdir, arm):
+        study_records.save_record(workdir, study_records.record_dir(dirs.record, arm.name, seed))
+    after_each_run()
+    if signals.received:
+        print(f"{label}: stopped by {signals.received} after {time.time() - start:.0f} s "
+              "(checkpoint saved); run the same command again to resume.", flush=True)
+        return 1
+    if code != 0 and arm.sweep and (diverged := read_divergence(workdir)):
+        print(f"{label}: diverged at step {diverged['step']}: scored as a failed sweep run, "
+              "the study goes on", flush=True)
+        return None
+    if code != 0:
+        print(f"{label}: failed with exit code {code}; the end of {log}:", flush=True)
+        print("".join(log.read_text().splitlines(keepends=True)[-15:]), flush=True)
+        return code
+    if read_completion(workdir) is None:  # exit 0 without finishing: stopped by a signal
+        print(f"{label}: stopped after {time.time() - start:.0f} s before finishing (a stop "
+              "signal reached the run; its checkpoint is saved); run the same command again to "
+              "resume.", flush=True)
+        return 1
+    print(f"{label}: done in {time.time() - start:.0f} s", flush=True)
+    return None

@@ -15,7 +15,7 @@ import numpy as np
 
 from alexnet_jax.run_files import (read_completion, read_divergence, read_records,
                                    surviving_records)
-from alexnet_jax.study import Study, arm_overrides, run_dir
+from alexnet_jax.study import Study, StudyDirs, arm_overrides, as_dirs
 
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
 
@@ -81,24 +81,31 @@ def final_train_error(workdir: Path) -> float | None:
     return run_result(workdir)["final_train_error"]
 
 
-def collect(study: Study, directory: Path) -> dict[str, Any]:
-    """results.json's content: per arm its overrides and per seed its run's result."""
-    directory = Path(directory)
+def collect(study: Study, directory: Path | StudyDirs) -> dict[str, Any]:
+    """results.json's content: per arm its overrides and per seed its run's result (read from
+    its record when it has one, else from its workdir)."""
+    dirs = as_dirs(directory)
     arms = {}
     for arm in study.arms:
         try:
-            overrides = arm_overrides(study, arm, directory, final_train_error)
+            overrides = arm_overrides(study, arm, dirs, final_train_error)
         except Exception:  # noqa: BLE001 - a choice not yet possible: report what is known
             overrides = {**study.overrides, **arm.overrides}
         arms[arm.name] = {
             "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
             "sweep": arm.sweep, "choose": arm.choose,
-            "runs": {str(seed): run_result(run_dir(directory, arm.name, seed),
-                                           study.target_train_error)
+            "runs": {str(seed): _result(dirs, arm, seed, study.target_train_error)
                      for seed in arm.seeds}}
     return {"study": study.name, "description": study.description,
             "base_config": study.base_config, "baseline": study.baseline,
             "target_train_error": study.target_train_error, "arms": arms}
+
+
+def _result(dirs: StudyDirs, arm, seed: int, target: float | None) -> dict[str, Any]:
+    result = run_result(dirs.result(arm, seed), target)
+    if dirs.record is not None:  # a record's path relative to the report, as it is committed
+        result["workdir"] = str(Path(result["workdir"]).relative_to(Path(dirs.record)))
+    return result
 
 
 def _values(arm: dict[str, Any], getter) -> list[float]:
@@ -268,10 +275,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(study: Study, directory: Path, command: str) -> dict[str, Any]:
-    """Write results.json, results.md and results.png into the study directory."""
-    directory = Path(directory)
-    results = collect(study, directory)
+def write_report(study: Study, directory: Path | StudyDirs, command: str) -> dict[str, Any]:
+    """Write results.json, results.md and results.png into the record directory (from the
+    records alone), or without one into the study's run directory."""
+    dirs = as_dirs(directory)
+    if dirs.record is not None:
+        dirs = StudyDirs(None, dirs.record)  # what is committed stands on records only
+    results = collect(study, dirs)
+    directory = dirs.report
     directory.mkdir(parents=True, exist_ok=True)
     (directory / RESULTS_JSON).write_text(json.dumps(results, indent=1))
     (directory / RESULTS_MD).write_text(markdown(results, command))

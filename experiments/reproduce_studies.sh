@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The paper's experiments on this project's CPU budget, one study after another (README
-# "Results"). Resumable: run it again after an interruption and it continues where it stopped.
-# About 13 hours on 2 CPU cores; nice keeps the machine usable meanwhile.
+# The paper's experiments on this project's CPU budget (README "Results"), round by round: the
+# first seed of every arm of every study, then the second, then the third, so that the studies
+# are comparisons as early as possible. Every finished run is recorded in RECORDS/<study>/
+# (default docs/results: commit it) and never runs again; run the script again after an
+# interruption, in this or a later session, and it continues where the records stop.
+# About 14 hours on 2 CPU cores in all; nice keeps the machine usable meanwhile.
 #   experiments/reproduce_studies.sh [DATA_ROOT]      (default ../shared/data)
+# Environment: RECORDS (default docs/results), RUNS (default runs/studies), PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data}
 python=${PYTHON:-python}
-study() {
+records=${RECORDS:-docs/results}
+runs=${RUNS:-runs/studies}
+study() {  # study round data
     nice -n 19 "$python" experiments/run_study.py --study="configs/studies/$1.py" \
-        --dir="runs/studies/$1" --config.data.path="$data/$2"
+        --dir="$runs/$1" --record="$records/$1" --rounds="$2" --config.data.path="$data/$3"
 }
-study cifar10_figure1 cifar10
-study cifar10_lrn cifar10
-study imagenette_ablations imagenette2-224
+for round in 1 2 3; do
+    study imagenette128_ablations "$round" imagenette2-224
+    study cifar10_lrn "$round" cifar10
+    study cifar10_figure1 "$round" cifar10
+done

@@ -1,12 +1,20 @@
 """Run a study (arms x seeds of ordinary runs, one after another) and report it.
 
-    python experiments/run_study.py --study=configs/studies/<name>.py --dir=DIR \
-        [--config.<key>=<value> ...] [--report]
+    python experiments/run_study.py --study=configs/studies/<name>.py --dir=RUNS \
+        [--record=docs/results/<name>] [--rounds=N] [--config.<key>=<value> ...] [--report]
 
 The --config.* overrides apply to every run of every arm. Running the command again resumes the
-unfinished run and skips finished ones. After every run, and alone with --report, it writes
-DIR/results.json, DIR/results.md and DIR/results.png (alexnet_jax/study_report.py). The study
-file format is described in alexnet_jax/study.py. Long studies: run under `nice -n 19`.
+unfinished run and skips finished ones. With --record=REC each finished run's small files
+(config.json, metrics.jsonl, run_complete.json; never checkpoints) are copied to
+REC/<arm>/seed<k>/, and a run recorded there counts as finished even when RUNS is gone: commit
+REC and the study continues in a later session on a fresh machine. A record made with another
+config than the study would run now is refused, naming the differing keys.
+
+After every run, and alone with --report, it writes results.json, results.md and results.png
+(alexnet_jax/study_report.py) into REC from the records alone, or without --record into RUNS.
+--report --record=REC needs no RUNS. --rounds=N runs only the first N seeds of each arm (several
+studies can then share a machine round by round: experiments/reproduce_studies.sh). The study file format is described in
+alexnet_jax/study.py. Long studies: run under `nice -n 19`.
 """
 
 from __future__ import annotations
@@ -26,28 +34,39 @@ from alexnet_jax.errors import UserError  # noqa: E402
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, help="a study file, configs/studies/<name>.py")
-    parser.add_argument("--dir", required=True, type=Path, help="the study's directory")
+    parser.add_argument("--dir", type=Path, help="the study's run directory (workdirs with "
+                        "checkpoints); not needed with --report --record")
+    parser.add_argument("--record", type=Path, help="the record directory: finished runs' small "
+                        "files and the report, meant to be committed (docs/results/<study>)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="run only the first N seeds of each arm (default: all)")
     parser.add_argument("--report", action="store_true",
                         help="only write the report of what has run so far")
     args, rest = parser.parse_known_args(argv)
     unknown = [arg for arg in rest if not arg.startswith("--config.")]
     if unknown:
         parser.error(f"unexpected arguments {unknown}; overrides are --config.<key>=<value>")
+    if args.dir is None and not (args.report and args.record):
+        parser.error("--dir=RUNS is needed (only --report --record=REC reads records alone)")
     command = " ".join(["python experiments/run_study.py", f"--study={args.study}",
-                        f"--dir={args.dir}", *map(shlex.quote, rest)])
+                        *([f"--dir={args.dir}"] if args.dir else []),
+                        *([f"--record={args.record}"] if args.record else []),
+                        *map(shlex.quote, rest)])
+    dirs = study_lib.StudyDirs(args.dir, args.record)
     try:
         study = study_lib.load_study(args.study)
         if args.report:
             code = 0
         else:
             code = study_lib.run_study(
-                study, args.dir, rest, study_report.final_train_error,
-                after_each_run=lambda: study_report.write_report(study, args.dir, command))
-        study_report.write_report(study, args.dir, command)
+                study, dirs, rest, study_report.final_train_error,
+                after_each_run=lambda: study_report.write_report(study, dirs, command),
+                rounds=args.rounds)
+        study_report.write_report(study, dirs, command)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"report: {args.dir / study_report.RESULTS_MD}")
+    print(f"report: {dirs.report / study_report.RESULTS_MD}")
     return code
 
 

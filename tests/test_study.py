@@ -1,6 +1,7 @@
 """Studies: the runner (ordinary runs, resumed, skipped when finished) and the report."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ from unittest import mock
 import pytest
 
 from alexnet_jax import study as study_lib
-from alexnet_jax import study_report
+from alexnet_jax import study_records, study_report
 from alexnet_jax.errors import UserError
 from test_cli import REPO, tiny_overrides
 
@@ -20,9 +21,10 @@ def write_study(path: Path, body: str) -> Path:
     return path
 
 
-def run_study(study_file, directory, *overrides):
+def run_study(study_file, directory, *overrides, record=None):
     command = [sys.executable, "experiments/run_study.py", f"--study={study_file}",
-               f"--dir={directory}", *overrides]
+               *([f"--dir={directory}"] if directory else []),
+               *([f"--record={record}"] if record else []), *overrides]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -48,7 +50,8 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     assert partial.returncode == 0, partial.stderr[-2000:]
     (directory / "no_lrn" / "seed0" / "run_complete.json").unlink()  # as if killed
 
-    first = run_study(study_file, directory, *overrides)
+    record = tmp_path / "record"
+    first = run_study(study_file, directory, *overrides, record=record)
     assert first.returncode == 0, first.stdout + first.stderr[-3000:]
     assert "[1/2] base seed 0: training" in first.stdout
     starts = [json.loads(line) for line in
@@ -57,21 +60,42 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     assert [s["start_step"] for s in starts] == [0, 1]  # resumed, not restarted
     config = json.loads((directory / "no_lrn" / "seed0" / "config.json").read_text())
     assert config["model"]["lrn"] is False and config["train"]["num_steps"] == 2
+    for arm in ("base", "no_lrn"):  # the small files only, never checkpoints
+        assert sorted(p.name for p in (record / arm / "seed0").iterdir()) == [
+            "config.json", "metrics.jsonl", "run_complete.json"]
 
-    again = run_study(study_file, directory, *overrides)
+    again = run_study(study_file, directory, *overrides, record=record)
     assert again.returncode == 0
-    assert "[1/2] base seed 0: complete" in again.stdout
-    assert "[2/2] no_lrn seed 0: complete" in again.stdout
+    assert "[1/2] base seed 0: complete (recorded)" in again.stdout
+    assert "[2/2] no_lrn seed 0: complete (recorded)" in again.stdout
 
-    results = json.loads((directory / "results.json").read_text())
+    # A later session on a fresh machine: the workdirs are gone, the committed records remain.
+    shutil.rmtree(directory)
+    fresh = run_study(study_file, directory, *overrides, record=record)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr[-3000:]
+    assert "training" not in fresh.stdout and not (directory / "base").exists()
+    assert (record / "results.md").stat().st_mtime_ns > (record / "base" / "seed0"
+                                                        / "metrics.jsonl").stat().st_mtime_ns
+    (record / "results.md").unlink()
+    alone = run_study(study_file, None, "--report", record=record)  # from the records alone
+    assert alone.returncode == 0, alone.stderr[-2000:]
+
+    results = json.loads((record / "results.json").read_text())
     for arm in ("base", "no_lrn"):
         run = results["arms"][arm]["runs"]["0"]
         assert run["complete"] and run["steps"] == 2 and run["wall_time_s"] > 0
+        assert run["workdir"] == f"{arm}/seed0"
         assert 0 <= run["final"]["val_1crop"]["top1_error"] <= 1
         assert run["final"]["val_10crop"] is None
-    table = (directory / "results.md").read_text()
+    table = (record / "results.md").read_text()
     assert "| `no_lrn` | `model.lrn=False` | 1/1 |" in table and "+1.4 / +1.2" in table
-    assert (directory / "results.png").stat().st_size > 10_000
+    assert (record / "results.png").stat().st_size > 10_000
+
+    # The same study at another budget would mix two protocols: refused, naming the key.
+    other = run_study(study_file, directory, *overrides, "--config.train.num_steps=3",
+                      record=record)
+    assert other.returncode == 2 and not (directory / "base").exists()
+    assert "train.num_steps: recorded 2, now 3" in other.stderr
 
 
 def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, start=1000.0):
@@ -90,6 +114,15 @@ def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, star
                  "crops": 1, "top1_error": final_top1, "top5_error": 0.1}
         (workdir / "run_complete.json").write_text(json.dumps(
             {"step": final["step"], "eval": [final]}))
+
+
+def write_config(workdir: Path, study, arm: str, seed: int, directory: Path, **changes) -> None:
+    """The config.json the study's run would write (with `changes`: {"a.b": value})."""
+    overrides = study_lib.arm_overrides(study, study.arm(arm), directory,
+                                        study_report.final_train_error)
+    config = study_records.resolved_config(
+        study_lib.config_args(study, seed, {**overrides, **changes}, []))
+    (workdir / "config.json").write_text(json.dumps(config))
 
 
 def test_report_epochs_to_target_choice_and_deltas(tmp_path):
@@ -151,6 +184,8 @@ def test_a_diverged_sweep_run_counts_as_failed_and_the_study_goes_on(tmp_path, c
     write_run(directory / "lr0.2" / "seed0", [0.6], 0.5, complete=False)
     with (directory / "lr0.2" / "seed0" / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"event": "diverged", "step": 13, "loss": "nan"}) + "\n")
+    for arm in ("lr0.1", "lr0.2"):
+        write_config(directory / arm / "seed0", study, arm, 0, directory)
     overrides = study_lib.arm_overrides(study, study.arm("main"), directory,
                                         study_report.final_train_error)
     assert overrides["optimizer.learning_rate"] == 0.1   # the diverged rate is never chosen
@@ -197,7 +232,8 @@ def test_override_formatting_round_trips():
     assert study_lib.format_override("a.b", "none") == "--config.a.b=none"
 
 
-@pytest.mark.parametrize("name", ["cifar10_figure1", "cifar10_lrn", "imagenette_ablations"])
+@pytest.mark.parametrize("name", ["cifar10_figure1", "cifar10_lrn", "imagenette_ablations",
+                                  "imagenette128_ablations"])
 def test_the_project_studies_load_and_their_overrides_are_config_keys(name):
     import importlib  # noqa: PLC0415
 
@@ -209,3 +245,106 @@ def test_the_project_studies_load_and_their_overrides_are_config_keys(name):
             for part in key.split("."):
                 assert part in node, f"{name}: {arm.name}: unknown key {key}"
                 node = node[part]
+
+
+SEEDS_STUDY = """
+    def get_study():
+        sweep = [{"name": f"lr{r}", "sweep": True, "seeds": (0, 1),
+                  "overrides": {"optimizer.learning_rate": r}} for r in (0.1, 0.2)]
+        return {"name": "order", "description": "d", "base_config": "configs/cifar10.py",
+                "seeds": (0, 1), "baseline": "base",
+                "arms": [*sweep,
+                         {"name": "base", "seeds": (0, 1, 2)},
+                         {"name": "chosen", "choose": {"key": "optimizer.learning_rate",
+                                                       "among": ["lr0.1", "lr0.2"]}},
+                         {"name": "other", "overrides": {"model.lrn": False}}]}
+"""
+
+
+def test_every_arm_runs_its_first_seed_before_any_arm_its_second(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    order = [(arm.name, seed) for arm, seed in study_lib.run_order(study)]
+    assert order == [("lr0.1", 0), ("lr0.1", 1), ("lr0.2", 0), ("lr0.2", 1),  # chosen among
+                     ("base", 0), ("chosen", 0), ("other", 0),
+                     ("base", 1), ("chosen", 1), ("other", 1),
+                     ("base", 2)]
+    assert [(arm.name, seed) for arm, seed in study_lib.run_order(study, rounds=1)] == order[:7]
+
+
+def finish_sweep(study, directory: Path) -> None:
+    for arm, error in (("lr0.1", 0.5), ("lr0.2", 0.4)):
+        for seed in (0, 1):
+            write_run(directory / arm / f"seed{seed}", [0.6, error], 0.5)
+            write_config(directory / arm / f"seed{seed}", study, arm, seed, directory)
+
+
+def test_a_run_that_exits_without_finishing_stops_the_study(tmp_path, capsys):
+    """A stop signal sent to the run alone: it saves and exits 0 unfinished; the study must
+    not take it for complete and go on to the next arm."""
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory = tmp_path / "dir"
+    finish_sweep(study, directory)
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        return mock.Mock(wait=mock.Mock(return_value=0))  # exit 0, no run_complete.json
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        code = study_lib.run_study(study, study_lib.StudyDirs(directory, tmp_path / "rec"), [],
+                                   study_report.final_train_error)
+    assert code == 1 and len(launched) == 1
+    assert "base seed 0: stopped after" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["lr0.1", "lr0.2"]
+
+
+def test_a_finished_run_or_record_of_another_protocol_is_refused(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory, record = tmp_path / "dir", tmp_path / "rec"
+    finish_sweep(study, directory)
+    workdir = directory / "base" / "seed0"
+    write_run(workdir, [0.6, 0.5], 0.5)
+    write_config(workdir, study, "base", 0, directory, **{"optimizer.momentum": 0.5,
+                                                          "data.path": "/elsewhere"})
+    dirs = study_lib.StudyDirs(directory, record)
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=AssertionError):
+        with pytest.raises(UserError, match=r"the finished run .*base/seed0 was made with a "
+                           r"different config .*: optimizer.momentum: recorded 0.5, now 0.9\. "):
+            study_lib.run_study(study, dirs, [], study_report.final_train_error)
+    # the sweep's records were kept; the mismatched run was not recorded
+    assert (record / "lr0.2" / "seed1" / "run_complete.json").exists()
+    assert not (record / "base").exists()
+    # the same run under the study's protocol is recorded, and the record is then what counts
+    write_config(workdir, study, "base", 0, directory, **{"data.path": "/elsewhere"})
+    shutil.rmtree(directory / "lr0.1")
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        raise RuntimeError("launched")
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        with pytest.raises(RuntimeError, match="launched"):
+            study_lib.run_study(study, dirs, [], study_report.final_train_error)
+    assert "--workdir=" + str(directory / "chosen" / "seed0") in launched[0]
+    assert "--config.optimizer.learning_rate=0.2" in launched[0]   # chosen from the records
+    config = json.loads((record / "base" / "seed0" / "config.json").read_text())
+    config["optimizer"]["learning_rate"] = 0.02
+    (record / "base" / "seed0" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"the record .*base/seed0 .*optimizer.learning_rate: "
+                       r"recorded 0.02, now 0.001"):
+        study_lib.run_study(study, dirs, [], study_report.final_train_error)
+
+
+def test_config_differences_ignore_locations_and_keys_added_at_their_default():
+    defaults = {"a": {"x": 1, "new": "old"}, "data": {"path": ""}}
+    now = {"a": {"x": 1, "new": "old"}, "data": {"path": "/here"}}
+    recorded = {"a": {"x": 1}, "data": {"path": "/there"}}
+    assert study_records.config_differences(recorded, now, defaults) == []
+    changed = {"a": {"x": 2, "new": "changed"}, "data": {"path": "/here"}}
+    assert study_records.config_differences(recorded, changed, defaults) == [
+        "a.new: not in the record (made before the key existed), now 'changed'",
+        "a.x: recorded 1, now 2"]
+    assert study_records.config_differences({"a": {"gone": 1, "x": 1}}, {"a": {"x": 1}},
+                                            defaults) == [
+        "a.gone: recorded 1, no longer a config key"]
