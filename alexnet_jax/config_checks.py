@@ -95,14 +95,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _choice("train.epoch_eval_views / train.final_eval_views", views, (1, 10))
 
 
-def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int,
-                      process_count: int) -> None:
-    """Batch sizes must split evenly over the `data` axis and the processes."""
+def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int) -> None:
+    """Batch sizes must split evenly over the `data` axis (and so over the processes feeding
+    its rows: their number divides the axis)."""
     for key in ("batch_size", "eval_batch_size"):
         batch = config.train[key]
-        for parts, what in ((data_axis, f"the mesh's data axis ({data_axis} devices)"),
-                            (process_count, f"the {process_count} processes")):
-            if batch % parts:
-                raise UserError(f"train.{key}={batch} cannot be split evenly over {what}. "
-                                f"Use a multiple of {parts}, or change the mesh "
-                                "(--config.mesh.model, the number of devices).")
+        if batch % data_axis:
+            raise UserError(f"train.{key}={batch} cannot be split evenly over the mesh's data "
+                            f"axis ({data_axis} devices). Use a multiple of {data_axis}, or "
+                            "change the mesh (--config.mesh.model, the number of devices).")

@@ -23,8 +23,9 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
     description = f"evaluating {source.eval_split} ({'centre crop' if views == 1 else f'{views} views'})"
     with progress_bar(source.num_examples(source.eval_split), description, "img",
                       enabled=jax.process_index() == 0) as bar:
-        for batch in feeding.to_device(catalog.eval_batches(source, prep, global_batch, views),
-                                       mesh):
+        shard = feeding.Shard.for_mesh(mesh)
+        for batch in feeding.to_device(
+                catalog.eval_batches(source, prep, global_batch, views, shard), mesh):
             sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
             bar.update(min(global_batch, bar.total - bar.n))

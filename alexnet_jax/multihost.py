@@ -17,6 +17,7 @@ import threading
 from typing import Callable, TypeVar
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from alexnet_jax import supervisor
@@ -41,6 +42,14 @@ def chief_first(work: Callable[[], T], name: str) -> T:
         return result
     multihost_utils.sync_global_devices(name)
     return work()
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """The whole value of an array that may be spread over processes (one column's kernels
+    on each, say), on every process. A collective when it is spread: every process calls it."""
+    if array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(jax.device_get(array))
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def initialize(address: str, count: int, index: int, heartbeat_timeout_seconds: int) -> None:

@@ -109,7 +109,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     workdir is created or written, so a refused command leaves no trace."""
     config_checks.validate(config)
     mesh = build.build_mesh(config)
-    config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS], jax.process_count())
+    config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS])
     workdir = check_workdir(workdir)
     if for_evaluation and not has_checkpoints(workdir):
         raise UserError(f"{workdir} has no checkpoint to evaluate; train first (the same command "
@@ -285,8 +285,9 @@ class Trainer:
     def _train_epoch(self, epoch: int, start_batch: int, step: int) -> int:
         run, train = self.run, self.run.config.train
         self.epoch_means.start(epoch, run.progress.get("epoch_train") if start_batch else None)
-        batches = feeding.to_device(catalog.train_batches(run.source, run.prep, run.config,
-                                                          epoch, start_batch), run.mesh)
+        batches = feeding.to_device(catalog.train_batches(
+            run.source, run.prep, run.config, epoch, start_batch,
+            feeding.Shard.for_mesh(run.mesh)), run.mesh)
         learning_rate = jnp.float32(run.schedule.learning_rate)
         while step < self.total_steps:
             wait_start = time.perf_counter()
@@ -411,10 +412,12 @@ class Trainer:
         run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error)
 
     def _write_pictures(self) -> None:
+        """conv1's filters (gathered by every process: each may hold one column) and the
+        learning curves, written by process 0."""
         run = self.run
+        kernel = multihost.gather(run.params["conv1"]["kernel"])
         if not run.is_chief:
             return
-        kernel = np.asarray(jax.device_get(run.params["conv1"]["kernel"]))
         if kernel.ndim == 4:  # a network without columns
             kernel = kernel[None]
         grid = plots.filter_grid(kernel)

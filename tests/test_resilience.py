@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from alexnet_jax.checkpointing import load_params
 from alexnet_jax.metrics_writer import surviving_records
@@ -97,36 +98,58 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_two_processes(workdir, tree, data_dir, *extra):
+def start_processes(workdir, tree, data_dir, *extra, count=2, devices=2):
+    """`count` processes of one jax.distributed run on localhost, `devices` devices each."""
     port = free_port()
     processes = []
-    for index in range(2):
-        args, env = command(workdir, tree, data_dir, *extra, f"--coordinator_address=localhost:{port}",
-                            "--num_processes=2", f"--process_id={index}", devices=2)
+    for index in range(count):
+        args, env = command(workdir, tree, data_dir, *extra,
+                            f"--coordinator_address=localhost:{port}",
+                            f"--num_processes={count}", f"--process_id={index}", devices=devices)
         processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def run_processes(workdir, tree, data_dir, *extra, count=2, devices=2):
+    processes = start_processes(workdir, tree, data_dir, *extra, count=count, devices=devices)
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
 
 
-def test_two_processes_equal_one_process_with_four_devices(image_tree, tmp_path):
+def assert_same_params(got, expected):
+    for layer in expected:
+        for name in expected[layer]:
+            np.testing.assert_allclose(got[layer][name], expected[layer][name], rtol=1e-5,
+                                       atol=1e-7)
+
+
+@pytest.mark.parametrize("count,devices,mesh", [(2, 2, {"data": 2, "model": 2}),
+                                                (2, 1, {"data": 1, "model": 2}),
+                                                (4, 1, {"data": 2, "model": 2})])
+def test_every_process_layout_trains_like_one_process_with_the_same_devices(
+        image_tree, tmp_path, count, devices, mesh):
+    """Processes that share a data row (one device each: the two columns of a row on two
+    processes) must feed the same images; evaluation counts every image once."""
     data_dir = tmp_path / "tfds"
-    run_to_end(tmp_path / "single", image_tree, data_dir, devices=4)
-    # two processes, two devices each: train to step 6, checkpoint, then resume to step 10
-    run_two_processes(tmp_path / "multi", image_tree, data_dir, "--config.train.num_steps=6")
-    run_two_processes(tmp_path / "multi", image_tree, data_dir)
+    run_to_end(tmp_path / "single", image_tree, data_dir, devices=count * devices)
+    # train past the end of epoch 1 (5 steps: an evaluation) to step 6, then resume to 10
+    run_processes(tmp_path / "multi", image_tree, data_dir, "--config.train.num_steps=6",
+                  count=count, devices=devices)
+    run_processes(tmp_path / "multi", image_tree, data_dir, count=count, devices=devices)
     lines = records(tmp_path / "multi")
     starts = [r for r in lines if r.get("event") == "run_start"]
     assert [(r["process_count"], r["num_devices"], r["start_step"]) for r in starts] == \
-        [(2, 4, 0), (2, 4, 6)]
-    assert starts[0]["mesh"] == {"data": 2, "model": 2}
-    single_losses = [r["loss"] for r in records(tmp_path / "single") if r.get("split") == "train"]
+        [(count, count * devices, 0), (count, count * devices, 6)]
+    assert starts[0]["mesh"] == mesh
+    single_lines = records(tmp_path / "single")
+    single_losses = [r["loss"] for r in single_lines if r.get("split") == "train"]
     multi_losses = [r["loss"] for r in lines if r.get("split") == "train"]
     np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
-    single, multi = final_params(tmp_path / "single"), final_params(tmp_path / "multi")
-    for layer in single:
-        for name in single[layer]:
-            np.testing.assert_allclose(multi[layer][name], single[layer][name], rtol=1e-5,
-                                       atol=1e-7)
+    evaluations = [[(r["step"], r["count"]) for r in found if r.get("split") == "val"]
+                   for found in (single_lines, lines)]
+    assert evaluations[0] == evaluations[1] == [(5, 15), (10, 15)]  # 15 validation images
+    assert_same_params(final_params(tmp_path / "multi"), final_params(tmp_path / "single"))
     assert json.loads((tmp_path / "multi" / "config.json").read_text())["train"]["num_steps"] == 10
+    assert (tmp_path / "multi" / "conv1_filters.png").exists()

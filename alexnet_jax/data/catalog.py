@@ -31,9 +31,9 @@ def open_dataset(config: ml_collections.ConfigDict):
 
 
 def train_batches(source, prep, config: ml_collections.ConfigDict, epoch: int,
-                  start_batch: int) -> Iterator[dict[str, np.ndarray]]:
-    """This process's training batches of one epoch, from batch `start_batch` on."""
-    shard = Shard.of_this_process()
+                  start_batch: int, shard: Shard) -> Iterator[dict[str, np.ndarray]]:
+    """This process's part (`shard`: Shard.for_mesh) of the training batches of one epoch,
+    from batch `start_batch` on."""
     if hasattr(source, "train_batches"):
         return source.train_batches(prep, config.train.batch_size, config.seed, epoch,
                                     start_batch, shard)
@@ -47,10 +47,10 @@ def train_batches(source, prep, config: ml_collections.ConfigDict, epoch: int,
         process_sharding=config.data.process_sharding))
 
 
-def eval_batches(source, prep, global_batch: int, views: int
+def eval_batches(source, prep, global_batch: int, views: int, shard: Shard
                  ) -> Iterator[dict[str, np.ndarray]]:
-    """This process's evaluation batches: every image once, padded with mask 0."""
-    shard = Shard.of_this_process()
+    """This process's part of the evaluation batches: every image once over the parts,
+    padded with mask 0."""
     if hasattr(source, "eval_batches"):
         return source.eval_batches(prep, global_batch, views, shard)
     import tensorflow_datasets as tfds  # noqa: PLC0415

@@ -12,19 +12,36 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from alexnet_jax.sharding import sharding_for
+from alexnet_jax.errors import UserError
+from alexnet_jax.sharding import DATA_AXIS, sharding_for
 
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-    """Which part of the data this process reads: process `index` of `count`."""
+    """Which part of every global batch this process feeds: part `index` of `count` equal,
+    consecutive parts. A part belongs to the processes whose devices hold the same rows of the
+    mesh's `data` axis; processes that share rows (one device per process, the two columns of
+    a row on two processes) feed the same part, so they decode the same images."""
 
     index: int
     count: int
 
     @classmethod
-    def of_this_process(cls) -> "Shard":
-        return cls(jax.process_index(), jax.process_count())
+    def for_mesh(cls, mesh: Mesh, process_index: int | None = None) -> "Shard":
+        """This process's part (or `process_index`'s) of the batches `mesh` is fed."""
+        me = jax.process_index() if process_index is None else process_index
+        axis = mesh.axis_names.index(DATA_AXIS)
+        rows: dict[int, set[int]] = collections.defaultdict(set)
+        for position, device in np.ndenumerate(mesh.devices):
+            rows[device.process_index].add(position[axis])
+        parts = sorted({tuple(sorted(held)) for held in rows.values()})
+        size = len(parts[0])
+        expected = [tuple(range(k * size, (k + 1) * size)) for k in range(len(parts))]
+        if parts != expected:  # never from sharding.make_mesh; a hand-made mesh could
+            raise UserError(f"the processes hold the mesh's data rows {parts}: each process "
+                            "must hold a consecutive block of rows, the same size on every "
+                            "process, to feed its part of the batch.")
+        return cls(parts.index(tuple(sorted(rows[me]))), len(parts))
 
 
 def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
@@ -33,8 +50,9 @@ def epoch_seed(seed: int, epoch: int, process_index: int) -> int:
 
 
 def train_steps_per_epoch(source, global_batch: int, shard: Shard | None = None) -> int:
-    """Full global batches per epoch (every process gets the same number)."""
-    shard = shard or Shard.of_this_process()
+    """Full global batches per epoch (every process gets the same number; the same for any
+    `shard`, as floor(floor(n / c) / (b / c)) = floor(n / b))."""
+    shard = shard or Shard(0, 1)
     per_process = source.num_examples(source.train_split) // shard.count
     return per_process // (global_batch // shard.count)
 
@@ -42,24 +60,27 @@ def train_steps_per_epoch(source, global_batch: int, shard: Shard | None = None)
 def eval_batches_per_process(source, global_batch: int,
                              shard: Shard | None = None) -> int:
     """Evaluation batches each process runs: enough for its share, equal on every process."""
-    shard = shard or Shard.of_this_process()
+    shard = shard or Shard(0, 1)
     per_process = math.ceil(source.num_examples(source.eval_split) / shard.count)
     return math.ceil(per_process / (global_batch // shard.count))
 
 
 def to_device(batches: Iterator[dict], mesh: Mesh, prefetch: int = 2
               ) -> Iterator[dict[str, jax.Array]]:
-    """Global batches sharded over the mesh's `data` axis, `prefetch` batches ahead.
+    """Global batches sharded over the mesh's `data` axis, `prefetch` batches ahead; `batches`
+    are this process's part of each (`Shard.for_mesh(mesh)`).
 
     Transfers are asynchronous, so the host prepares and sends batch n+1 while the devices run
     batch n.
     """
     sharding = sharding_for(mesh, "batch")
+    parts = Shard.for_mesh(mesh).count
     queue = collections.deque()
 
     def put(batch):
-        queue.append({key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
-                      for key, value in batch.items()})
+        queue.append({key: jax.make_array_from_process_local_data(
+            sharding, np.asarray(value), (len(value) * parts, *np.shape(value)[1:]))
+            for key, value in batch.items()})
 
     iterator = iter(batches)
     for batch in iterator:

@@ -37,14 +37,14 @@ def train_dataset(source: Source, prep: Preprocessing, global_batch: int, seed: 
     """This process's augmented training batches of one epoch, from batch `start_batch` on.
 
     Yields {"images": float32 (b, crop, crop, 3), "labels": int32 (b,)} with
-    b = global_batch / process count; from prepared squares instead {"pixels": uint8 (b, crop,
+    b = global_batch / shard.count; from prepared squares instead {"pixels": uint8 (b, crop,
     crop, 3), "offsets": int32 (b, 2), "flips": bool (b,), "alphas": float32 (b, 3), "labels"},
     finished on the devices (device_augment.py).
     process_sharding `interleaved`: every process scans the same shuffled order and decodes only
-    its slice of each global batch, so the global batches are the same for any process count.
-    `split`: each process reads only its own 1/count of the files (tfds.split_for_jax_process).
+    its part of each global batch, so the global batches are the same for any process count.
+    `split`: each part reads only its own 1/count of the files (tfds.split_for_jax_process).
     """
-    shard = shard or Shard.of_this_process()
+    shard = shard or Shard(0, 1)
     local_batch = global_batch // shard.count
     interleaved = process_sharding == "interleaved"
     epoch_key = epoch_seed(seed, epoch, 0 if interleaved else shard.index)
@@ -92,7 +92,7 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
     Yields {"images": (b, views, crop, crop, 3), "labels": (b,), "mask": (b,)}; the last batches
     are padded with mask 0 so that every process runs the same number of steps.
     """
-    shard = shard or Shard.of_this_process()
+    shard = shard or Shard(0, 1)
     local_batch = global_batch // shard.count
     split = tfds.even_splits(source.eval_split, n=shard.count)[shard.index]
     ds = source.builder.as_dataset(split=split, shuffle_files=False,
