@@ -24,12 +24,22 @@ def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
 
 
-def topk_correct(probs_BxK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
-    """1.0 where the label is among the k most probable classes."""
-    k = min(k, probs_BxK.shape[-1])
-    label_prob = jnp.take_along_axis(probs_BxK, labels_B[:, None], axis=-1)
-    # The label is in the top k when fewer than k classes beat it (ties count for the label).
-    return (jnp.sum(probs_BxK > label_prob, axis=-1) < k).astype(jnp.float32)
+def topk_correct(scores_BxK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
+    """1.0 where the label is among the k highest-scoring classes. Scores are logits or log
+    probabilities, never probabilities: those underflow to exact zeros that tie. A tie counts
+    against the label (equal outputs for every class are no correct prediction)."""
+    k = min(k, scores_BxK.shape[-1])
+    label_score = jnp.take_along_axis(scores_BxK, labels_B[:, None], axis=-1)
+    # at least as high as the label's score: the label itself and every class that beats or
+    # ties it; the label is in the top k when that makes at most k classes
+    return (jnp.sum(scores_BxK >= label_score, axis=-1) <= k).astype(jnp.float32)
+
+
+def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
+    """log of the softmax averaged over the V views (the paper's 10-patch prediction), computed
+    without leaving log space, so no class's probability underflows to a tie at zero."""
+    log_probs = jax.nn.log_softmax(logits_BxVxK.astype(jnp.float32), axis=-1)
+    return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(logits_BxVxK.shape[1])
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
@@ -48,10 +58,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         opt_state = optim.set_learning_rate(opt_state, learning_rate)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        probs = jax.nn.softmax(logits)
         metrics = {"loss": loss,
-                   "top1_error": 1.0 - topk_correct(probs, labels, 1).mean(),
-                   "top5_error": 1.0 - topk_correct(probs, labels, 5).mean()}
+                   "top1_error": 1.0 - topk_correct(logits, labels, 1).mean(),
+                   "top5_error": 1.0 - topk_correct(logits, labels, 5).mean()}
         return params, opt_state, metrics
 
     params_sharding, opt_sharding = state_shardings
@@ -69,11 +78,12 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
         batch, views = images.shape[:2]
         flat = images.reshape((batch * views, *images.shape[2:]))
         logits = nnx.merge(graphdef, params)(flat)
-        probs = jax.nn.softmax(logits).reshape(batch, views, -1).mean(axis=1)
+        scores = mean_softmax_log(logits.reshape(batch, views, -1))
+        label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
         return {"count": mask.sum(),
-                "top1_correct": (topk_correct(probs, labels, 1) * mask).sum(),
-                "top5_correct": (topk_correct(probs, labels, 5) * mask).sum(),
-                "loss": (cross_entropy(jnp.log(probs + 1e-12), labels) * mask).sum()}
+                "top1_correct": (topk_correct(scores, labels, 1) * mask).sum(),
+                "top5_correct": (topk_correct(scores, labels, 5) * mask).sum(),
+                "loss": (-label_scores * mask).sum()}
 
     return jax.jit(eval_step)
 

@@ -67,12 +67,29 @@ def test_donation_frees_the_old_state():
 
 
 def test_topk_correct():
-    probs = jnp.asarray([[0.1, 0.5, 0.2, 0.05, 0.05, 0.1],
-                         [0.3, 0.1, 0.1, 0.2, 0.2, 0.1]])
+    scores = jnp.log(jnp.asarray([[0.1, 0.5, 0.2, 0.05, 0.05, 0.1],
+                                  [0.3, 0.1, 0.1, 0.2, 0.2, 0.1]]))
     labels = jnp.asarray([2, 1])
-    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 1), [0.0, 0.0])
-    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 2), [1.0, 0.0])
-    np.testing.assert_array_equal(steps.topk_correct(probs, labels, 5), [1.0, 1.0])
+    np.testing.assert_array_equal(steps.topk_correct(scores, labels, 1), [0.0, 0.0])
+    np.testing.assert_array_equal(steps.topk_correct(scores, labels, 2), [1.0, 0.0])
+    # the second label ties with two other classes for 4th place: ties count against it
+    np.testing.assert_array_equal(steps.topk_correct(scores, labels, 5), [1.0, 0.0])
+    np.testing.assert_array_equal(steps.topk_correct(scores, labels, 6), [1.0, 1.0])
+
+
+def test_ties_and_underflow_count_against_the_label():
+    labels = jnp.asarray([3, 3])
+    equal = jnp.zeros((2, 10))                    # the same output for every class
+    confident = jnp.zeros((2, 10)).at[:, 0].set(120.0)  # softmax of the rest underflows to 0
+    for logits in (equal, confident):
+        np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [0.0, 0.0])
+        np.testing.assert_array_equal(steps.topk_correct(logits, labels, 5), [0.0, 0.0])
+    # the 10-view score keeps the order that the averaged probabilities lose to underflow
+    views = jnp.zeros((1, 2, 10)).at[0, :, 0].set(120.0).at[0, :, 3].set(1.0)
+    scores = steps.mean_softmax_log(views)
+    assert bool(jnp.all(jnp.isfinite(scores)))
+    np.testing.assert_array_equal(steps.topk_correct(scores, labels[:1], 2), [1.0])
+    np.testing.assert_array_equal(steps.topk_correct(scores, jnp.asarray([4]), 5), [0.0])
 
 
 def test_eval_step_masks_padding_and_averages_views():
