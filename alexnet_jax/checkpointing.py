@@ -53,9 +53,12 @@ class Checkpointer:
             keep_checkpoints_without_metrics=False)
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
             [ocp.checkpoint_managers.LatestN(self._keep), keep_best])
+        # best_fn makes Orbax write each checkpoint's metrics to disk (and read them back when
+        # the manager is reopened): without it a resumed run's policy sees no metrics on the old
+        # checkpoints and its next save deletes the best one
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=True,
-            enable_async_checkpointing=self._asynchronous)
+            preservation_policy=policy, create=True, best_fn=lambda m: m["top1_error"],
+            best_mode="min", enable_async_checkpointing=self._asynchronous)
         return ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

@@ -56,12 +56,17 @@ class _QuietLibraries(std_logging.Filter):
     console; their warnings and errors still show."""
 
     NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
+    # Orbax warns at every save without metrics once it tracks the best checkpoint; ours are
+    # the checkpoints between epoch ends, which are never candidates for the best.
+    EXPECTED = ("Requested `tracked_metric`; did not provide metrics.",)
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         from alexnet_jax.checkpointing import is_disk_full  # noqa: PLC0415
 
         if record.exc_info and is_disk_full(record.exc_info[1]):
             return False  # Orbax's threads log a full disk with tracebacks; we say it once
+        if record.getMessage() in self.EXPECTED:
+            return False
         return record.levelno >= std_logging.WARNING or not any(
             part in record.pathname for part in self.NOISY)
 

@@ -39,13 +39,17 @@ def _png(image_HxWx3: np.ndarray) -> bytes:
 class MetricsWriter:
     """Appends JSONL records and TensorBoard scalars/images under the workdir."""
 
-    def __init__(self, workdir: Path, enabled: bool = True):
+    def __init__(self, workdir: Path, enabled: bool = True, jsonl_name: str = METRICS_FILE,
+                 tensorboard: bool = True):
         self.enabled = enabled
         self._workdir = Path(workdir)
-        self._jsonl_path = self._workdir / METRICS_FILE
+        self._jsonl_path = self._workdir / jsonl_name
+        self._tensorboard = tensorboard
         self._events = None  # the TensorBoard file is created by the first scalar or image
 
     def _write_values(self, step: int, values: list) -> None:
+        if not self._tensorboard:
+            return
         from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: PLC0415
         from tensorboard.summary.writer.event_file_writer import (  # noqa: PLC0415
             EventFileWriter)

@@ -10,6 +10,9 @@ from typing import Any
 METRICS_FILE = "metrics.jsonl"
 COMPLETION_FILE = "run_complete.json"
 CONFIG_FILE = "config.json"
+# --mode=eval's results: their own file, so the training record (metrics.jsonl, TensorBoard)
+# stays the training's alone
+EVAL_RESULTS_FILE = "eval_results.jsonl"
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from alexnet_jax.evaluate import evaluate
 from alexnet_jax.metrics_writer import MetricsWriter
 from alexnet_jax.preemption import StopRequest
 from alexnet_jax.progress import progress_bar
-from alexnet_jax.run_files import COMPLETION_FILE, read_completion
+from alexnet_jax.run_files import COMPLETION_FILE, EVAL_RESULTS_FILE, read_completion
 from alexnet_jax.schedule import Schedule
 from alexnet_jax.workdir_lock import WorkdirLock
 from alexnet_jax.sharded_network import count_params
@@ -155,7 +155,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
         step, (params, opt_state, progress) = newest
         schedule.load_dict(progress["schedule"])
         logging.info("resumed from %s at step %d", checkpointer.directory, step)
-    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    writer = (MetricsWriter(workdir, enabled=jax.process_index() == 0) if not for_evaluation
+              else MetricsWriter(workdir, enabled=jax.process_index() == 0,
+                                 jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
                checkpointer, writer, count_params(params), progress, lock)
 
@@ -442,7 +444,8 @@ def log_evaluation(run: Run, step: int, epoch: float, result: dict[str, Any]) ->
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
                      step: int | None = None) -> list[dict[str, Any]]:
-    """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint."""
+    """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint,
+    appended to its eval_results.jsonl (the training's metrics.jsonl is left untouched)."""
     run = setup_run(config, workdir, for_evaluation=True)
     try:
         with jax.set_mesh(run.mesh):

@@ -31,8 +31,8 @@ def tiny_overrides(tree, data_dir, epochs=1):
             f"--config.train.num_epochs={epochs}", "--config.train.log_every_steps=2"]
 
 
-def records(workdir):
-    return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+def records(workdir, name="metrics.jsonl"):
+    return [json.loads(line) for line in (Path(workdir) / name).read_text().splitlines()]
 
 
 def tensorboard_tags(workdir):
@@ -93,10 +93,14 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     assert [r["step"] for r in lines if r.get("split") == "train"][-2:] == [8, 10]
     assert (workdir / "checkpoints" / "10").is_dir()
 
+    training_record = {p.name: p.read_bytes() for p in workdir.iterdir()
+                       if p.name == "metrics.jsonl" or p.name.startswith("events.out")}
     evaluation = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2), mode="eval")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    final = [r for r in records(workdir) if r.get("split") == "val"][-2:]
+    final = records(workdir, "eval_results.jsonl")
     assert [(r["step"], r["crops"], r["count"]) for r in final] == [(10, 1, 15), (10, 10, 15)]
+    assert {p.name: p.read_bytes() for p in workdir.iterdir()  # the training's record as it was
+            if p.name == "metrics.jsonl" or p.name.startswith("events.out")} == training_record
     check_readme_loading_recipe(workdir, image_tree, data_dir)
 
 

@@ -46,25 +46,49 @@ def two_steps_into(config, workdir):
     return snapshot(workdir)
 
 
-def test_keeps_the_last_checkpoints_and_the_best(config, tmp_path):
+def scripted_evaluation(errors):
+    """A stand-in for evaluate() whose top-1 errors are `errors`, one per call, in order."""
+    remaining = list(errors)
+
+    def evaluate(eval_step, params, source, prep, batch, mesh, views=1):
+        error = remaining.pop(0)
+        return {"top1_error": error, "top5_error": error / 2, "loss": 1.0, "count": 15,
+                "crops": views}
+
+    return evaluate
+
+
+def kept_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_keeps_the_last_checkpoints_and_the_best_across_resumes(config, tmp_path):
     with config.unlocked():
-        config.train.num_epochs = 4               # 5 steps per epoch
+        config.train.num_epochs = 2               # 5 steps per epoch
         config.train.keep_checkpoints = 1
         config.train.checkpoint_every_steps = 2
         config.train.final_eval_views = (1,)
         config.schedule.name = "constant"
-    outcome = train.train_and_evaluate(config, tmp_path)
-    assert outcome["step"] == 20
-    evals = [r for r in read_records(tmp_path) if r.get("split") == "val"]
-    assert [r["step"] for r in evals] == [5, 10, 15, 20]
-    best = min(evals, key=lambda r: (r["top1_error"], -r["step"]))["step"]  # ties: the later
-    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert kept == sorted({20, best})
+    # epoch 1 is the best (0.3); the run is resumed twice after it
+    with mock.patch.object(train, "evaluate", scripted_evaluation([0.3, 0.5])):
+        assert train.train_and_evaluate(config, tmp_path)["step"] == 10
+    assert kept_steps(tmp_path) == [5, 10]
+    for epochs, error in ((3, 0.6), (4, 0.7)):
+        with config.unlocked():
+            config.train.num_epochs = epochs
+        with mock.patch.object(train, "evaluate", scripted_evaluation([error])):
+            train.train_and_evaluate(config, tmp_path)
+        assert kept_steps(tmp_path) == [5, 5 * epochs]     # the best survives every resume
+    with config.unlocked():
+        config.train.num_epochs = 5
+    with mock.patch.object(train, "evaluate", scripted_evaluation([0.2])):
+        train.train_and_evaluate(config, tmp_path)
+    assert kept_steps(tmp_path) == [25]                    # a new best replaces it
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert (tmp_path / "conv1_filters.png").exists()
     again = train.train_and_evaluate(config, tmp_path)  # complete: nothing more to do
-    assert again["step"] == 20
-    assert len([r for r in read_records(tmp_path) if r.get("split") == "val"]) == 4
+    assert again["step"] == 25
+    assert len([r for r in read_records(tmp_path) if r.get("split") == "val"]) == 5
 
 
 def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
