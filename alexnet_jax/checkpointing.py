@@ -68,12 +68,17 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, params, opt_state, progress: dict[str, Any],
-             top1_error: float | None = None) -> bool:
+             top1_error: float | None = None, replace: bool = False) -> bool:
         """Start saving (asynchronously); returns whether a checkpoint is written at `step`.
 
-        `top1_error` (validation) makes the checkpoint a candidate for "best"."""
-        if step == self._last_saved:
+        `top1_error` (validation) makes the checkpoint a candidate for "best". `replace`: a
+        checkpoint already at `step` (same parameters, older progress record: an epoch's end
+        work done after a resume) is deleted first, then written again."""
+        if step == self._last_saved and not replace:
             return False
+        if replace and step in self.all_steps():
+            self.wait()
+            self._manager.delete(step)
         if self._last_saved is None:
             self.warn_if_short_of_space()
         metrics = None if top1_error is None else {"top1_error": float(top1_error)}

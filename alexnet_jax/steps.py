@@ -11,10 +11,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alexnet_jax import optim
+from alexnet_jax.sharding import DATA_AXIS, MODEL_AXIS
 
 Params = dict[str, Any]
 
@@ -44,10 +47,12 @@ def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     state_shardings, base_key: jax.Array) -> Callable:
-    """step(params, opt_state, images, labels, learning_rate, step) ->
-    (params, opt_state, metrics); params and opt_state are donated."""
+    """step(params, opt_state, images, labels, learning_rate, step[, stop_votes]) ->
+    (params, opt_state, metrics); params and opt_state are donated. With `stop_votes`
+    (StopVotes: one per device), metrics["stop"] is their maximum, the same on every process."""
 
-    def train_step(params: Params, opt_state, images, labels, learning_rate, step):
+    def train_step(params: Params, opt_state, images, labels, learning_rate, step,
+                   stop_votes=None):
         dropout_key = jax.random.fold_in(base_key, step)
 
         def loss_fn(params):
@@ -61,6 +66,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         metrics = {"loss": loss,
                    "top1_error": 1.0 - topk_correct(logits, labels, 1).mean(),
                    "top5_error": 1.0 - topk_correct(logits, labels, 5).mean()}
+        if stop_votes is not None:
+            metrics["stop"] = jnp.max(stop_votes)
         return params, opt_state, metrics
 
     params_sharding, opt_sharding = state_shardings
@@ -86,6 +93,27 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
                 "loss": (-label_scores * mask).sum()}
 
     return jax.jit(eval_step)
+
+
+class StopVotes:
+    """One vote per device (0 or 1) that this process wants to stop, as a global array for the
+    training step: every process contributes its devices' votes."""
+
+    def __init__(self, mesh):
+        self._sharding = NamedSharding(mesh, P((DATA_AXIS, MODEL_AXIS)))
+        self._shape = (mesh.devices.size,)
+        self._cached = {}
+
+    def __call__(self, stop: bool) -> jax.Array:
+        if stop not in self._cached:
+            self._cached[stop] = jax.make_array_from_callback(
+                self._shape, self._sharding, lambda index: np.full((1,), stop, np.int32))
+        return self._cached[stop]
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every value of every array in the pytree is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def state_shardings(params: Params, opt_state) -> tuple[Any, Any]:

@@ -18,8 +18,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from alexnet_jax import (build, checkpointing, config_checks, multihost, plots, sharding, steps,
-                         workdir_lock)
+from alexnet_jax import (build, checkpointing, config_checks, multihost, optimizer_resume, plots,
+                         sharding, steps, workdir_lock)
 from alexnet_jax import device_augment, disk
 from alexnet_jax.data import catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
@@ -54,6 +54,7 @@ class Run:
     num_params: int
     progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
     lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
+    resumed_with_changes: list[str] = dataclasses.field(default_factory=list)  # optimizer.*
 
     @property
     def step(self) -> int:
@@ -151,15 +152,19 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
         if lock:
             lock.release()
         raise
+    changes = []
     if newest is not None:
         step, (params, opt_state, progress) = newest
         schedule.load_dict(progress["schedule"])
         logging.info("resumed from %s at step %d", checkpointer.directory, step)
+        if not for_evaluation:
+            opt_state, changes = optimizer_resume.apply_new_settings(config, progress, workdir,
+                                                                     opt_state, schedule)
     writer = (MetricsWriter(workdir, enabled=jax.process_index() == 0) if not for_evaluation
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress, lock)
+               checkpointer, writer, count_params(params), progress, lock, changes)
 
 
 def lock_workdir(workdir: Path) -> WorkdirLock | None:
@@ -214,6 +219,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if run.lock:
                 run.lock.record_holder()
             write_run_facts(run)
+            if run.resumed_with_changes:
+                run.writer.write_record({"step": run.step, "event": "optimizer_changed_on_resume",
+                                         "changes": run.resumed_with_changes,
+                                         "learning_rate": run.schedule.learning_rate})
             return trainer.train()
     finally:
         try:
@@ -237,6 +246,12 @@ class Trainer:
         self.train_step = steps.make_train_step(
             run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
             jax.random.key(run.config.seed))
+        # A stop requested on any process is agreed through the training step (every
+        # process's vote goes in, their maximum comes out with the metrics), so every process
+        # reads the same answer after the same step and all stop and save together.
+        self.votes = steps.StopVotes(run.mesh)
+        self.stop_agreed = False
+        self.all_finite = jax.jit(steps.all_finite)
         self.eval_step = steps.make_eval_step(run.graphdef)
         # prepared uint8 crops are finished (mean, lighting) on the devices
         self.finish = device_augment.make_finisher(run.prep.mean_square(),
@@ -263,22 +278,41 @@ class Trainer:
         self.bar = progress_bar(self.total_steps, run.workdir.name, "step", initial=step,
                                 enabled=run.is_chief)
         try:
-            while step < self.total_steps and not self.stop and not self._stopped_early():
+            if run.progress.get("epoch_end_pending"):  # stopped at an epoch's last step
+                self._end_of_epoch(step, resumed=True)
+            while step < self.total_steps and not self._stopping() and not self._stopped_early():
                 epoch, start_batch = divmod(step, self.steps_per_epoch)
                 run.schedule.start_epoch(epoch)
                 step = self._train_epoch(epoch, start_batch, step)
                 self._flush()
-                if step % self.steps_per_epoch == 0 and not self.stop:
-                    self._end_of_epoch(step)
+                if step % self.steps_per_epoch == 0:
+                    if self._stopping():
+                        # the evaluation may outlast a preemption's grace period: it is saved
+                        # as pending and done first when the run resumes
+                        self._save(step, epoch_end_pending=True)
+                    else:
+                        self._end_of_epoch(step)
         finally:
             self.bar.close()
-        if self.stop:
+        if self._stopping():
             self._save(step)
             run.checkpointer.wait()
-            logging.warning("%s received: saved a checkpoint at step %d; run the same command "
-                            "again to resume", self.stop.signal_name, step)
-            return {"step": step, "interrupted": self.stop.signal_name}
+            logging.warning("%s: saved a checkpoint at step %d; run the same command again to "
+                            "resume", self._stop_reason(), step)
+            return {"step": step, "interrupted": self.stop.signal_name or "another process"}
         return self._finish(step)
+
+    def _stopping(self) -> bool:
+        """Whether the run stops now: in one process at its own signal; in several only when
+        all agree (the vote of the step before), so that all stop after the same step."""
+        if jax.process_count() == 1:
+            return bool(self.stop)
+        return self.stop_agreed
+
+    def _stop_reason(self) -> str:
+        if self.stop:
+            return f"{self.stop.signal_name} received"
+        return "a stop signal reached another process of this run"
 
     def _stopped_early(self) -> bool:
         """The plateau schedule has ended the run, or the training-error target is reached."""
@@ -300,7 +334,7 @@ class Trainer:
             images = self.finish(batch) if "pixels" in batch else batch["images"]
             run.params, run.opt_state, metrics = self.train_step(
                 run.params, run.opt_state, images, batch["labels"], learning_rate,
-                jnp.int32(step))
+                jnp.int32(step), self.votes(bool(self.stop)))
             step += 1
             self._flush()
             self.pending = (step, metrics)
@@ -310,7 +344,7 @@ class Trainer:
             if step % train.checkpoint_every_steps == 0 and step % self.steps_per_epoch:
                 self._flush()  # never checkpoint a state whose loss is not yet checked
                 self._save(step)
-            if self.stop or step % self.steps_per_epoch == 0:
+            if self._stopping() or step % self.steps_per_epoch == 0:
                 break
         return step
 
@@ -320,16 +354,23 @@ class Trainer:
             return
         (step, metrics), self.pending = self.pending, None
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.stop_agreed = self.stop_agreed or metrics.pop("stop") > 0
         if not math.isfinite(metrics["loss"]):
-            # recorded so that a study's sweep can score this learning rate as failed
-            self.run.writer.write_record(
-                {"event": "diverged", "step": step, "loss": str(metrics["loss"])})
-            raise UserError(
-                f"the training loss became {metrics['loss']} at step {step}; the run stopped "
-                f"and kept its last good checkpoint (step {self.run.checkpointer.latest_step()})"
-                ". Lower optimizer.learning_rate, or check the data and the initialisation.")
+            self._diverged(step, f"the training loss became {metrics['loss']} at step {step}",
+                           metrics["loss"])
         if step % self.run.config.train.log_every_steps == 0 or step == self.total_steps:
             self._log_training(step, metrics)
+
+    def _diverged(self, step: int, what: str, loss: float) -> None:
+        # recorded so that a study's sweep can score this learning rate as failed
+        self.run.writer.write_record({"event": "diverged", "step": step, "loss": str(loss)})
+        last_good = self.run.checkpointer.latest_step()
+        kept = (f"kept its last good checkpoint (step {last_good})" if last_good is not None
+                else "has no checkpoint to go back to (none was written before)")
+        raise UserError(
+            f"{what}; the run stopped and {kept}. Lower optimizer.learning_rate (the same "
+            "command with --config.optimizer.learning_rate=... resumes from that checkpoint "
+            "with the new rate), or check the data and the initialisation.")
 
     def _log_training(self, step: int, metrics: dict[str, float]) -> None:
         run = self.run
@@ -350,8 +391,12 @@ class Trainer:
 
     # -- evaluation, schedule, checkpoints ------------------------------------------------------
 
-    def _end_of_epoch(self, step: int) -> None:
+    def _end_of_epoch(self, step: int, resumed: bool = False) -> None:
+        """The epoch's training error, evaluation, schedule and best checkpoint; `resumed`:
+        owed by a run stopped at the epoch's last step (its sums come from the checkpoint)."""
         run = self.run
+        if resumed:
+            self.epoch_means.start(step // self.steps_per_epoch - 1, run.progress["epoch_train"])
         self._log_epoch_training_error(step)
         result = self._evaluate(step, run.config.train.epoch_eval_views)
         event = run.schedule.record_evaluation(result["top1_error"])
@@ -363,7 +408,8 @@ class Trainer:
         best = run.progress.get("best")
         if best is None or result["top1_error"] <= best["top1_error"]:  # ties: the later one
             run.progress["best"] = {"step": step, "top1_error": result["top1_error"]}
-        self._save(step, result["top1_error"])
+        # resumed: the checkpoint at this step lacks the evaluation and progress; written again
+        self._save(step, result["top1_error"], replace=resumed)
         self._write_pictures()
         self._reset_window(step)  # evaluation is not training
 
@@ -395,8 +441,11 @@ class Trainer:
 
     def _finish(self, step: int) -> dict[str, Any]:
         run = self.run
-        results = [self._evaluate(step, views) for views in run.config.train.final_eval_views]
+        # saved (and on disk) before the final evaluation: were it to run out of memory, no
+        # step since the last checkpoint would be lost
         self._save(step)  # no-op when the epoch's checkpoint is at this step already
+        run.checkpointer.wait()
+        results = [self._evaluate(step, views) for views in run.config.train.final_eval_views]
         self._write_pictures()
         run.checkpointer.wait()
         outcome = {"step": step, "eval": results,
@@ -406,12 +455,19 @@ class Trainer:
             (run.workdir / COMPLETION_FILE).write_text(json.dumps(outcome, indent=1))
         return outcome
 
-    def _save(self, step: int, top1_error: float | None = None) -> None:
+    def _save(self, step: int, top1_error: float | None = None,
+              epoch_end_pending: bool = False, replace: bool = False) -> None:
+        """Checkpoint the state after `step`, if its parameters are all finite (a loss that
+        was finite before the update says nothing about the parameters after it)."""
         run = self.run
+        if not bool(self.all_finite(run.params)):
+            self._diverged(step, f"the parameters became non-finite at step {step}", math.nan)
         run.progress.update(step=step, epoch=step / self.steps_per_epoch,
                             schedule=run.schedule.to_dict(),
-                            epoch_train=self.epoch_means.to_dict())
-        run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error)
+                            epoch_train=self.epoch_means.to_dict(),
+                            optimizer=optimizer_resume.optimizer_settings(run.config),
+                            epoch_end_pending=epoch_end_pending)
+        run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error, replace)
 
     def _write_pictures(self) -> None:
         """conv1's filters (gathered by every process: each may hold one column) and the

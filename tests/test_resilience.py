@@ -153,3 +153,28 @@ def test_every_process_layout_trains_like_one_process_with_the_same_devices(
     assert_same_params(final_params(tmp_path / "multi"), final_params(tmp_path / "single"))
     assert json.loads((tmp_path / "multi" / "config.json").read_text())["train"]["num_steps"] == 10
     assert (tmp_path / "multi" / "conv1_filters.png").exists()
+
+
+def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(image_tree, tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    extra = ("--config.train.num_steps=60", "--config.train.num_epochs=20",
+             "--config.train.checkpoint_every_steps=1000")
+    processes = start_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
+    wait_for_step(workdir, 3, processes[0])
+    processes[1].send_signal(signal.SIGTERM)     # a preemption notice to one process only
+    errors = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        errors.append(stderr)
+        assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM received: saved a checkpoint at step" in errors[1]
+    assert "a stop signal reached another process of this run: saved a checkpoint at step" \
+        in errors[0]
+    stopped_at = [int(text.split("saved a checkpoint at step ")[1].split(";")[0])
+                  for text in errors]
+    assert stopped_at[0] == stopped_at[1] < 60                 # the same step on both
+    assert max(int(p.name) for p in (workdir / "checkpoints").iterdir()
+               if p.name.isdigit()) == stopped_at[0]
+    run_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
+    assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == \
+        [0, stopped_at[0]]

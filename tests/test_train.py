@@ -113,17 +113,31 @@ def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     assert saved["learning_rate"] == pytest.approx(1e-8)
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(config, tmp_path):
+@pytest.mark.parametrize("learning_rate", [1e8, 1e39])
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(config, tmp_path,
+                                                                            learning_rate):
+    """1e39 (inf in float32): the parameters overflow in the first update, whose loss (taken
+    before it) was finite."""
+    from alexnet_jax.checkpointing import load_params  # noqa: PLC0415
+
     with config.unlocked():
         config.train.num_steps = 30
         config.train.checkpoint_every_steps = 1
-        config.optimizer.learning_rate = 1e8
-    with pytest.raises(UserError, match="the training loss became (nan|inf)") as error:
+        config.optimizer.learning_rate = learning_rate
+    with pytest.raises(UserError, match="the (training loss|parameters) became (nan|inf|non-"
+                       "finite)") as error:
         train.train_and_evaluate(config, tmp_path)
     bad_step = int(str(error.value).split(" at step ")[1].split(";")[0])
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert kept and max(kept) < bad_step
-    assert f"last good checkpoint (step {max(kept)})" in str(error.value)
+    assert max(kept, default=0) < bad_step
+    if not kept:
+        assert "has no checkpoint to go back to" in str(error.value)
+    for step in kept:       # "the last good checkpoint" holds finite parameters
+        params = load_params(tmp_path / "checkpoints" / str(step) / "params")
+        assert all(np.isfinite(value).all() for layer in params.values()
+                   for value in layer.values())
+    if kept:
+        assert f"last good checkpoint (step {max(kept)})" in str(error.value)
     assert read_divergence(tmp_path) == {"event": "diverged", "step": bad_step,
                                          "loss": mock.ANY, "time": mock.ANY}
 
@@ -257,3 +271,75 @@ def test_training_error_target_ends_the_run(config, tmp_path):
     assert "train_error_target_reached" in events
     again = train.train_and_evaluate(config, tmp_path)  # complete: nothing more to do
     assert again["step"] == 5
+
+
+def signal_before_step(number: int):
+    """A make_train_step whose steps send this process SIGTERM just before step `number`
+    (0-based) runs, as a preemption would while it computes."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from alexnet_jax import steps  # noqa: PLC0415
+
+    real = steps.make_train_step
+
+    def make(*args, **kwargs):
+        step_fn = real(*args, **kwargs)
+
+        def step(*step_args):
+            if int(step_args[5]) == number:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step_fn(*step_args)
+
+        return step
+
+    return mock.patch.object(train.steps, "make_train_step", make)
+
+
+def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 2               # 5 steps per epoch
+        config.train.final_eval_views = ()
+    with signal_before_step(4):                   # the last step of epoch 1
+        outcome = train.train_and_evaluate(config, tmp_path / "stopped")
+    assert outcome == {"step": 5, "interrupted": "SIGTERM"}
+    assert not [r for r in read_records(tmp_path / "stopped") if r.get("split") == "val"]
+    train.train_and_evaluate(config, tmp_path / "stopped")      # resumed: the owed work first
+    train.train_and_evaluate(config, tmp_path / "whole")
+    ends = {name: [(r["step"], r["split"], r["top1_error"]) for r in read_records(tmp_path / name)
+                   if r.get("split") in ("val", "train_epoch")] for name in ("stopped", "whole")}
+    assert [step for step, split, _ in ends["whole"]] == [5, 5, 10, 10]
+    assert ends["stopped"] == ends["whole"]
+    assert kept_steps(tmp_path / "stopped") == kept_steps(tmp_path / "whole")
+
+
+def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp_path):
+    from alexnet_jax.checkpointing import Checkpointer  # noqa: PLC0415
+
+    with config.unlocked():
+        config.train.num_epochs = 1
+        config.train.final_eval_views = ()
+        config.schedule.name = "constant"
+    train.train_and_evaluate(config, tmp_path)
+    with config.unlocked():
+        config.train.num_epochs = 2
+        config.optimizer.learning_rate = 0.001
+        config.optimizer.momentum = 0.5
+    train.train_and_evaluate(config, tmp_path)
+    records = read_records(tmp_path)
+    rates = [(r["step"], r["learning_rate"]) for r in records if r.get("split") == "train"]
+    assert {rate for step, rate in rates if step <= 5} == {0.01}
+    assert [rate for step, rate in rates if step > 5] == pytest.approx([0.001] * 5)
+    [changed] = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
+    assert changed["changes"] == ["optimizer.learning_rate: 0.01 -> 0.001",
+                                  "optimizer.momentum: 0.9 -> 0.5"]
+    from alexnet_jax import build, checkpointing  # noqa: PLC0415
+
+    _, params, _, opt_state = build.build_train_state(config, 5, build.build_mesh(config))
+    saved = Checkpointer(tmp_path / "checkpoints", 3)
+    _, state, progress = saved.restore(10, checkpointing.abstract_like(params),
+                                       checkpointing.abstract_like(opt_state))
+    saved.close()
+    assert float(state.hyperparams["momentum"]) == pytest.approx(0.5)
+    assert progress["schedule"]["learning_rate"] == pytest.approx(0.001)
+    assert progress["optimizer"]["momentum"] == 0.5
