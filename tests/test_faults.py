@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -220,7 +221,15 @@ def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
     assert child.stdout.readline() == "ready\n"
     supervisor.forward_stop_signals(lambda: child)(signal.SIGHUP, None)
     assert child.wait(timeout=30) == 15   # the trainer saves and exits on SIGTERM, not SIGHUP
-    supervisor.forward_stop_signals(lambda: child)(signal.SIGINT, None)  # gone: nothing sent
+    gone = mock.Mock(poll=mock.Mock(return_value=15))
+    supervisor.forward_stop_signals(lambda: gone)(signal.SIGINT, None)   # gone: nothing sent
+    gone.send_signal.assert_not_called()
+    live = mock.Mock(poll=mock.Mock(return_value=None))
+    forward = supervisor.forward_stop_signals(lambda: live)
+    forward(signal.SIGINT, None)
+    forward(signal.SIGTERM, None)
+    assert [c.args for c in live.send_signal.call_args_list] == [(signal.SIGINT,),
+                                                                 (signal.SIGTERM,)]
 
 
 def test_lock_probes_of_one_run_do_not_block_each_other(tmp_path):

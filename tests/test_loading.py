@@ -11,7 +11,11 @@ from alexnet_jax.checkpointing import load_params
 
 
 def saved_tiny_model(config, directory):
-    """A tiny model on a 2x2 (data x model) mesh, its parameters saved with plain Orbax."""
+    """A tiny model on a 2x2 (data x model) mesh, its parameters saved with plain Orbax; at an
+    initialisation under which its outputs depend on its input and parameters (at the paper's,
+    a tiny network's logits hardly do, and two models could not be told apart)."""
+    with config.unlocked():
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1
     mesh = sharding.make_mesh(2, config.model.columns, jax.devices()[:4])
     model = build.build_model(config, 5, mesh)
     params = nnx.state(model, nnx.Param).to_pure_dict()
@@ -28,8 +32,15 @@ def test_load_params_with_a_relative_path_then_run_on_another_mesh(config, tmp_p
     np.testing.assert_array_equal(loaded["fc8"]["kernel"], np.asarray(params["fc8"]["kernel"]))
     model = build.model_with_params(config, 5, loaded, sharding.single_device_mesh())
     images = np.random.RandomState(0).normal(0, 50, (4, 67, 67, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(model(images)), np.asarray(original(images)),
-                               rtol=1e-5, atol=1e-5)
+    want = np.asarray(original(images))
+    tolerance = 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(model(images)), want, rtol=1e-5, atol=tolerance)
+    # another model (another seed) is told apart, and so is another input
+    with config.unlocked():
+        config.seed = 1
+    other = build.build_model(config, 5, sharding.single_device_mesh())
+    assert np.abs(np.asarray(other(images)) - want).max() > 100 * tolerance
+    assert np.abs(np.asarray(model(images[::-1])) - want).max() > 100 * tolerance
 
 
 def test_parameters_of_another_config_are_refused_by_layer_and_shape(config, tmp_path):

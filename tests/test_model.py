@@ -23,6 +23,19 @@ def images(batch=4, size=TINY_CROP, seed=0):
     return np.random.RandomState(seed).uniform(-100, 100, (batch, size, size, 3)).astype(np.float32)
 
 
+# At the paper's initialisation (std 0.01, biases 1) a tiny network's logits hardly depend on
+# its input (other images move them by about 1e-7): a comparison of two networks' outputs then
+# passes whatever they compute. With this one the input reaches the logits.
+VISIBLE = dict(init_std=0.1, positive_bias=0.1)
+
+
+def assert_input_reaches_the_logits(model, tolerance):
+    """Two image batches give logits further apart than `tolerance`, so that an equality of
+    outputs up to `tolerance` says something about how the input was computed with."""
+    first, second = (np.asarray(model(jnp.asarray(images(seed=s)))) for s in (0, 1))
+    assert np.abs(first - second).max() > 100 * tolerance
+
+
 def test_paper_parameter_counts():
     two_columns = nnx.eval_shape(lambda: AlexNet(rngs=nnx.Rngs(0)))
     one_column = nnx.eval_shape(lambda: AlexNet(columns=1, rngs=nnx.Rngs(0)))
@@ -108,19 +121,24 @@ def test_lrn_runs_in_float32_under_bfloat16():
 
 @pytest.mark.parametrize("columns", [2, 1])
 def test_forward_matches_numpy_reference(columns):
-    model = tiny_model(columns=columns)
+    model = tiny_model(columns=columns, **VISIBLE)
     params = nnx.state(model, nnx.Param).to_pure_dict()
     x = images()
     got = np.asarray(model(jnp.asarray(x)))
     want = reference_alexnet.forward(params, x)
-    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+    tolerance = 2e-4 * np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=tolerance)
+    assert_input_reaches_the_logits(model, tolerance)
 
 
 def test_grouped_and_split_columns_compute_the_same():
     x = jnp.asarray(images())
-    split = tiny_model(column_impl="split")
-    grouped = tiny_model(column_impl="grouped")
-    np.testing.assert_allclose(split(x), grouped(x), rtol=1e-5, atol=1e-6)
+    split = tiny_model(column_impl="split", **VISIBLE)
+    grouped = tiny_model(column_impl="grouped", **VISIBLE)
+    want = np.asarray(split(x))
+    tolerance = 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(grouped(x)), want, rtol=1e-5, atol=tolerance)
+    assert_input_reaches_the_logits(split, tolerance)
 
 
 def test_columns_are_connected_only_where_the_paper_connects_them():
@@ -168,10 +186,8 @@ def test_dropout_masks_and_modes():
                                        dict(dtype=jnp.bfloat16)])
 def test_ablation_switches_change_the_output(overrides):
     x = jnp.asarray(images())
-    # A larger init than the paper's so that the input reaches the logits measurably.
-    visible = dict(init_std=0.1, positive_bias=0.1)
-    base = np.asarray(tiny_model(**visible)(x))
-    changed = np.asarray(tiny_model(**visible, **overrides)(x), np.float32)
+    base = np.asarray(tiny_model(**VISIBLE)(x))
+    changed = np.asarray(tiny_model(**VISIBLE, **overrides)(x), np.float32)
     assert changed.shape == base.shape and np.isfinite(changed).all()
     assert not np.allclose(changed, base, rtol=1e-6, atol=1e-7)
 

@@ -2,74 +2,126 @@
 
 import json
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from alexnet_jax import predict
+from alexnet_jax import build, predict
+from alexnet_jax.checkpointing import load_params
 from alexnet_jax.data import class_names
 from alexnet_jax.errors import UserError
+from helpers import make_image_tree, tiny_config
 from test_cli import REPO, run_cli, tiny_overrides
+
+# Eight classes, so that a top 5 is a choice; an initialisation under which the network's
+# outputs depend on the image (at the paper's, a tiny network's hardly do).
+CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen")
+VISIBLE = ["--config.model.init_std=0.1", "--config.model.positive_bias=0.1"]
 
 
 @pytest.fixture(scope="module")
-def trained(image_tree, tmp_path_factory):
+def tree(tmp_path_factory):
+    return make_image_tree(tmp_path_factory.mktemp("tree8"), classes=CLASSES)
+
+
+@pytest.fixture(scope="module")
+def trained(tree, tmp_path_factory):
     """A tiny run of two steps: its workdir and the overrides that describe it."""
     root = tmp_path_factory.mktemp("trained")
-    overrides = [*tiny_overrides(image_tree, root / "tfds"), "--config.train.num_steps=2",
-                 "--config.train.final_eval_views=()", "--config.train.checkpoint_every_steps=1"]
+    overrides = [*tiny_overrides(tree, root / "tfds"), *VISIBLE, "--config.train.num_steps=2",
+                 "--config.train.final_eval_views=()", "--config.train.checkpoint_every_steps=1",
+                 "--config.optimizer.learning_rate=0.001"]
     result = run_cli(root / "run", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run", overrides
 
 
-def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(trained, image_tree,
+def independent_probabilities(workdir, tree, step, views_of_images):
+    """Softmax averaged over views, from the checkpoint's parameters loaded with plain Orbax
+    into a network built here (not predict's own loading, batching or ranking)."""
+    config = tiny_config(tree, workdir.parent / "tfds")
+    with config.unlocked():
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1
+    model = build.model_with_params(config, len(CLASSES),
+                                    load_params(workdir / "checkpoints" / str(step) / "params"))
+    result = []
+    for views in views_of_images:
+        logits = np.asarray(model(views), np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        result.append((probs / probs.sum(-1, keepdims=True)).mean(axis=0))
+    return result
+
+
+def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(trained, tree,
                                                                             tmp_path):
     workdir, overrides = trained
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    images = [str(image_tree / "val" / "ant" / "000.jpg"), str(tmp_path / "broken.jpg"),
-              str(image_tree / "val" / "eel" / "001.jpg")]
+    images = [str(tree / "val" / "ant" / "000.jpg"), str(tmp_path / "broken.jpg"),
+              str(tree / "val" / "hen" / "001.jpg")]
     result = run_cli(workdir, *overrides, f"--images={images[0]}", *images[1:], "--views=10",
                      mode="predict")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == images              # in the order given
-    for line in (lines[0], lines[2]):
-        assert len(line["top5"]) == 5
-        assert {name for name, _ in line["top5"]} == {"ant", "bee", "cat", "dog", "eel"}
-        assert sum(p for _, p in line["top5"]) == pytest.approx(1.0, abs=1e-4)
+    prep = predict.load_trained(tiny_config(tree, workdir.parent / "tfds"), workdir).prep
+    expected = independent_probabilities(workdir, tree, 2, [
+        predict.load_views(Path(images[i]), prep, 10) for i in (0, 2)])
+    for line, probs in zip((lines[0], lines[2]), expected):
+        order = np.argsort(-probs)[:5]
+        assert [name for name, _ in line["top5"]] == [CLASSES[i] for i in order]
+        np.testing.assert_allclose([p for _, p in line["top5"]], probs[order], rtol=1e-3)
+        assert probs[order[4]] - probs[np.argsort(-probs)[5]] > 1e-4  # a real 5th place
+    assert lines[0]["top5"] != lines[2]["top5"]            # the image matters
     assert lines[1]["error"].startswith("corrupt JPEG file") or \
         lines[1]["error"].startswith("truncated JPEG file")
     assert "1 of 3 images could not be read" in result.stderr
 
 
-def test_features_of_a_split_and_their_index(trained, tmp_path):
+def test_features_of_a_split_and_their_index(trained, tree, tmp_path):
     workdir, overrides = trained
     output = tmp_path / "features" / "val.npy"
     result = run_cli(workdir, *overrides, "--split=val", f"--output={output}", mode="features")
     assert result.returncode == 0, result.stderr[-2000:]
     vectors = np.load(output)
-    assert vectors.shape == (15, 32) and vectors.dtype == np.float32   # fc7 of the tiny net
+    assert vectors.shape == (24, 32) and vectors.dtype == np.float32   # fc7 of the tiny net
     assert (vectors >= 0).all()                                          # after the ReLU
     index = [json.loads(line) for line in output.with_suffix(".index.jsonl").read_text()
              .splitlines()]
-    assert [row["row"] for row in index] == list(range(15))
-    assert {row["path"].split("/")[1] for row in index} == {"ant", "bee", "cat", "dog", "eel"}
+    assert [row["row"] for row in index] == list(range(24))
+    assert {row["path"].split("/")[1] for row in index} == set(CLASSES)
     assert all(row["class"] == row["path"].split("/")[1] for row in index)
     assert sorted(p.name for p in output.parent.iterdir()) == ["val.index.jsonl", "val.npy"]
+    # each row is its own image's fc7, from this checkpoint: recomputed independently
+    config = tiny_config(tree, workdir.parent / "tfds")
+    with config.unlocked():
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1
+    prep = predict.load_trained(config, workdir).prep
+    model = build.model_with_params(config, len(CLASSES),
+                                    load_params(workdir / "checkpoints" / "2" / "params"))
+    for row in (index[0], index[-1]):
+        image = predict.load_views(tree / row["path"], prep, 1)
+        np.testing.assert_allclose(vectors[row["row"]], np.asarray(model.features(image))[0],
+                                   rtol=1e-4, atol=1e-4 * vectors.max())
+    assert np.abs(vectors[0] - vectors[-1]).max() > 1e-2 * vectors.max()
+    earlier = tmp_path / "step1.npy"
+    result = run_cli(workdir, *overrides, "--split=val", f"--output={earlier}", "--step=1",
+                     "--limit=1", mode="features")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.abs(np.load(earlier)[0] - vectors[0]).max() > 1e-3 * vectors.max()
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_and_another_model_is_refused(
-        trained, image_tree, tmp_path):
+        trained, tree, tmp_path):
     source, overrides = trained
     workdir = tmp_path / "run"
     shutil.copytree(source, workdir)
     for path in (workdir / "checkpoints" / "2" / "params").rglob("*"):
         if path.is_file():
             path.write_bytes(b"")                                # a damaged copy
-    image = str(image_tree / "val" / "ant" / "000.jpg")
+    image = str(tree / "val" / "ant" / "000.jpg")
     result = run_cli(workdir, *overrides, f"--images={image}", mode="predict")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "checkpoints/2 cannot be restored; trying an older one" in result.stderr
@@ -95,7 +147,7 @@ def test_figure4_is_drawn_from_a_trained_run(trained, tmp_path):
                "--neighbours=3", "--stride=2", *overrides]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "3 validation images, 2 queries against 43 training images" in result.stdout
+    assert "3 validation images, 2 queries against 64 training images" in result.stdout
     assert output.stat().st_size > 20_000
 
 

@@ -106,8 +106,10 @@ def start_processes(workdir, tree, data_dir, *extra, count=2, devices=2):
         args, env = command(workdir, tree, data_dir, *extra,
                             f"--coordinator_address=localhost:{port}",
                             f"--num_processes={count}", f"--process_id={index}", devices=devices)
+        # each in a session of its own, as if started from its own terminal
         processes.append(subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True))
+                                          stderr=subprocess.PIPE, text=True,
+                                          start_new_session=True))
     return processes
 
 
@@ -161,13 +163,15 @@ def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(image
              "--config.train.checkpoint_every_steps=1000")
     processes = start_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
     wait_for_step(workdir, 3, processes[0])
-    processes[1].send_signal(signal.SIGTERM)     # a preemption notice to one process only
+    # Ctrl-C in process 1's terminal: its whole process group hears it. The training child
+    # must hear it once, through its parent (twice would mean "stop now, without saving").
+    os.killpg(processes[1].pid, signal.SIGINT)
     errors = []
     for process in processes:
         _, stderr = process.communicate(timeout=300)
         errors.append(stderr)
         assert process.returncode == 0, stderr[-3000:]
-    assert "SIGTERM received: saved a checkpoint at step" in errors[1]
+    assert "SIGINT received: saved a checkpoint at step" in errors[1]
     assert "a stop signal reached another process of this run: saved a checkpoint at step" \
         in errors[0]
     stopped_at = [int(text.split("saved a checkpoint at step ")[1].split(";")[0])

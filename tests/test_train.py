@@ -113,6 +113,42 @@ def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     assert saved["learning_rate"] == pytest.approx(1e-8)
 
 
+def test_a_resume_after_a_reduction_trains_at_the_reduced_rate_and_an_ended_run_stays_ended(
+        config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 2
+        config.train.final_eval_views = ()
+        config.optimizer.learning_rate = 1e-6     # nothing improves: epoch 2 is a plateau
+        config.schedule.patience = 1
+        config.schedule.max_reductions = 1
+    train.train_and_evaluate(config, tmp_path)   # epoch 2's evaluation reduces the rate
+    with config.unlocked():
+        config.train.num_epochs = 30
+    outcome = train.train_and_evaluate(config, tmp_path)
+    rates = [(r["step"], r["learning_rate"]) for r in read_records(tmp_path)
+             if r.get("split") == "train"]
+    after = [rate for step, rate in rates if 10 < step <= 15]
+    assert after == pytest.approx([1e-7] * 5)
+    assert outcome["stopped_by_schedule"] and outcome["step"] == 15   # epoch 3: the end
+    before = read_records(tmp_path)
+    again = train.train_and_evaluate(config, tmp_path)   # the schedule ended it: stays ended
+    assert again["step"] == 15 and read_records(tmp_path) == before
+
+
+def test_the_last_steps_are_saved_before_the_final_evaluation(config, tmp_path):
+    with config.unlocked():
+        config.train.num_steps = 3                # inside epoch 1: no epoch-end checkpoint
+        config.train.final_eval_views = (10,)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("the 10 views do not fit")
+
+    with mock.patch.object(train, "evaluate", out_of_memory):
+        with pytest.raises(MemoryError):
+            train.train_and_evaluate(config, tmp_path)
+    assert kept_steps(tmp_path) == [3]
+
+
 @pytest.mark.parametrize("learning_rate", [1e8, 1e39])
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(config, tmp_path,
                                                                             learning_rate):
