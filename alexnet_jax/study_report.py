@@ -177,9 +177,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
             key = arm["choose"]["key"]
             changes.append(f"`{key}={arm['resolved_overrides'].get(key)}` (chosen by the sweep)")
         changes = ", ".join(changes) or "(baseline)"
+        started = [run for run in runs if not run["complete"] and run["steps"] > 0]
         row = [f"`{name}`", changes, f"{finished}/{len(runs)}" + (
-            "" if finished == len(runs) else " (running: " + ", ".join(
-                f"epoch {run['epochs']:g}" for run in runs if not run["complete"]) + ")"),
+            "" if not started else " (running: " + ", ".join(
+                f"epoch {run['epochs']:g}" for run in started) + ")"),
             "/".join(epochs) or "-",
             _mean_spread(columns["top1"]), _delta(columns["top1"], _values(base, METRICS["top1"][1])),
             _mean_spread(columns["top5"]), _delta(columns["top5"], _values(base, METRICS["top5"][1])),
