@@ -61,7 +61,7 @@ class _QuietLibraries(std_logging.Filter):
     EXPECTED = ("Requested `tracked_metric`; did not provide metrics.",)
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        from alexnet_jax.checkpointing import is_disk_full  # noqa: PLC0415
+        from alexnet_jax.training.checkpointing import is_disk_full  # noqa: PLC0415
 
         if record.exc_info and is_disk_full(record.exc_info[1]):
             return False  # Orbax's threads log a full disk with tracebacks; we say it once
@@ -111,8 +111,8 @@ def main(argv: list[str]) -> None:
 
     import jax  # noqa: PLC0415
 
-    from alexnet_jax import multihost, train  # noqa: PLC0415
-    from alexnet_jax.errors import UserError  # noqa: PLC0415
+    from alexnet_jax.common.errors import UserError  # noqa: PLC0415
+    from alexnet_jax.training import multihost, train  # noqa: PLC0415
 
     _initialize_distributed(jax)
 
@@ -145,7 +145,7 @@ def _initialize_distributed(jax) -> None:
     if address is None or count is None or index is None:
         _fail("a multi-process run needs all of --coordinator_address, --num_processes and "
               "--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
-    from alexnet_jax import multihost  # noqa: PLC0415
+    from alexnet_jax.training import multihost  # noqa: PLC0415
 
     multihost.initialize(address, count, index, FLAGS.heartbeat_timeout_seconds)
     logging.info("process %d of %d joined the run coordinated at %s", index, count, address)
@@ -157,9 +157,9 @@ def _int_env(name: str) -> int | None:
 
 
 def _print_dataset_stats(config) -> None:
-    from alexnet_jax import config_checks  # noqa: PLC0415
     from alexnet_jax.data import catalog  # noqa: PLC0415
     from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: PLC0415
+    from alexnet_jax.training import config_checks  # noqa: PLC0415
 
     config_checks.validate(config)  # prepare what the same config would train on, or refuse
     source = catalog.open_dataset(config)
@@ -179,8 +179,8 @@ def _print_dataset_stats(config) -> None:
 def _predict_or_features(config, images: list[str]) -> None:
     import json  # noqa: PLC0415
 
-    from alexnet_jax import predict  # noqa: PLC0415
-    from alexnet_jax.errors import UserError  # noqa: PLC0415
+    from alexnet_jax.common.errors import UserError  # noqa: PLC0415
+    from alexnet_jax.prediction import predict  # noqa: PLC0415
 
     if FLAGS.mode == "predict" and not images:
         raise UserError("--mode=predict needs --images=PATH (files or folders; more paths may "
@@ -221,7 +221,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         return FLAGS(argv)
     except flags.Error as error:
         _fail(f"{error}. Config keys and their meaning are listed in the config file "
-              "(configs/*.py); see README.md.")
+              "(configs/*.py); see docs/config.md.")
     except (TypeError, ValueError) as error:
         _fail(f"invalid config value: {error}. Each key keeps the type of its default in the "
               "config file (configs/*.py).")
@@ -286,7 +286,7 @@ def run() -> None:
     multi_process = (_flag_value(argv, "coordinator_address") or _flag_value(argv, "num_processes")
                      or os.environ.get("JAX_COORDINATOR_ADDRESS"))
     if multi_process:
-        from alexnet_jax import supervisor  # noqa: PLC0415
+        from alexnet_jax.training import supervisor  # noqa: PLC0415
 
         if not supervisor.is_supervised():  # the parent: report a lost peer cleanly
             sys.exit(supervisor.run_child(

@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     # crop's window); "none" decodes and resizes the original files every epoch.
     data.prepared = "256"
     data.prepared_format = "jpeg"  # storage of the squares: jpeg (4:2:0) | jpeg444 | raw (uint8)
-    data.prepared_quality = 90     # JPEG quality of the squares (README "Input pipeline")
+    data.prepared_quality = 90     # JPEG quality of the squares (docs/performance.md)
     data.num_classes = 1000        # synthetic only: number of classes
     data.synthetic_examples = 12_800  # synthetic only: training images per epoch
     data.crop_size = 224        # network input (paper: 224; Caffe geometry: 227)

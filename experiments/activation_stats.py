@@ -6,7 +6,7 @@ zero; then the standard deviation of each logit across the batch (the input-depe
 averaged over classes) and the spread of the per-class mean logits (the input-independent
 part). Without --params it describes the config's fresh initialisation.
 
-Run (the diagnosis of the Imagenette runs in README.md, "Results"; the config's overrides must
+Run (the diagnosis of the Imagenette runs in docs/results/imagenette_runs.md; the config's overrides must
 be those of the run whose checkpoint is read, here the paper's biases of 1):
     python experiments/activation_stats.py --config=configs/imagenette.py \\
         --config.data.path=../shared/data/imagenette2-224 --config.model.positive_bias=1.0
@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import build, layers  # noqa: E402
-from alexnet_jax.checkpointing import load_params  # noqa: E402
 from alexnet_jax.data import pipeline, sources  # noqa: E402
+from alexnet_jax.model import build, layers  # noqa: E402
+from alexnet_jax.training.checkpointing import load_params  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
 flags.DEFINE_string("params", None, "<workdir>/checkpoints/<step>/params (default: fresh init).")

@@ -4,7 +4,7 @@ For each format - `original` (decode the file, resize to 256, central square, me
 random 224 crop, flip, PCA lighting: all on the host, float32) and `prepared` (the squares
 written once; the host decodes only each random crop's window of the stored JPEG, or slices raw
 pixels, and flips it; the mean image and the lighting are added on the devices, see
-alexnet_jax/device_augment.py) - with and without PCA lighting, on 1 core and on every core (the process pinned to them, tf.data
+alexnet_jax/data/device_augment.py) - with and without PCA lighting, on 1 core and on every core (the process pinned to them, tf.data
 given as many threads): augmented training images per second (batch 128; the median of
 --repeats measurements), printed per core.
 Optionally a short CPU training run then reports how long the loop waited for data.
@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
 from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
-from alexnet_jax.metrics_writer import read_records  # noqa: E402
+from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
 from configs.imagenette import get_config  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def train_only_tree(path: Path) -> Path:
 
 
 def training_data_wait(config, steps: int, batch: int) -> tuple[float, float]:
-    from alexnet_jax import train  # noqa: PLC0415
+    from alexnet_jax.training import train  # noqa: PLC0415
 
     with config.unlocked():
         config.train.batch_size = batch

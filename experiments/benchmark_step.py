@@ -28,7 +28,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import build, sharding, steps  # noqa: E402
+from alexnet_jax.common import sharding  # noqa: E402
+from alexnet_jax.model import build  # noqa: E402
+from alexnet_jax.training import steps  # noqa: E402
+from alexnet_jax.training.state import build_train_state  # noqa: E402
 from configs.default import get_config  # noqa: E402
 
 
@@ -42,7 +45,7 @@ def jax_images_per_sec(overrides: dict, dtype: str, batch: int, steps_timed: int
         config.model.dtype = dtype
         config.mesh.model = mesh_model
     mesh = build.build_mesh(config)
-    graphdef, params, tx, opt_state = build.build_train_state(config, 1000, mesh)
+    graphdef, params, tx, opt_state = build_train_state(config, 1000, mesh)
     with jax.set_mesh(mesh):
         train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
                                            jax.random.key(0))
@@ -79,7 +82,8 @@ def forward_backward_ms(function, *args, steps_timed: int = 10) -> float:
 def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str, float]]:
     """Forward + backward of each piece of the network alone (both columns on one device, the
     paper's widths): (piece, implementation, milliseconds)."""
-    from alexnet_jax import layers, optim  # noqa: PLC0415
+    from alexnet_jax.model import layers  # noqa: PLC0415
+    from alexnet_jax.training import optim  # noqa: PLC0415
 
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     rng = np.random.RandomState(0)

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alexnet_jax import predict  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.common.errors import UserError  # noqa: E402
+from alexnet_jax.prediction import predict  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the README's Performance section in one run (about 5 minutes on an
+# Every GPU measurement of the docs/performance.md in one run (about 5 minutes on an
 # H200): the step per variant in bfloat16 and float32 at batch 128 and 512 with the per-layer
 # table, then the whole trainer on synthetic data (no TensorFlow needed). Figures go to $OUT
 # (default: runs/gpu) as JSON and a log.
 #   experiments/gpu_measurements.sh
-# On a machine without ml_collections, install its wheel first (see README "Performance").
+# On a machine without ml_collections, install its wheel first (see docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's experiments on this project's CPU budget (README "Results"), round by round: the
+# The paper's experiments on this project's CPU budget (README "Results", docs/studies.md), round by round: the
 # first seed of every arm of every study, then the second, then the third, so that the studies
 # are comparisons as early as possible. Every finished run is recorded in RECORDS/<study>/
 # (default docs/results: commit it) and never runs again; run the script again after an

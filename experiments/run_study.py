@@ -11,10 +11,11 @@ REC and the study continues in a later session on a fresh machine. A record made
 config than the study would run now is refused, naming the differing keys.
 
 After every run, and alone with --report, it writes results.json, results.md and results.png
-(alexnet_jax/study_report.py) into REC from the records alone, or without --record into RUNS.
+(alexnet_jax/studies/report.py) into REC from the records alone, or without --record into RUNS.
 --report --record=REC needs no RUNS. --rounds=N runs only the first N seeds of each arm (several
-studies can then share a machine round by round: experiments/reproduce_studies.sh). The study file format is described in
-alexnet_jax/study.py. Long studies: run under `nice -n 19`.
+studies can then share a machine round by round: experiments/reproduce_studies.sh). The study
+file format is described in alexnet_jax/studies/study.py. Long studies: run under
+`nice -n 19`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alexnet_jax import study as study_lib  # noqa: E402
-from alexnet_jax import study_report  # noqa: E402
-from alexnet_jax.errors import UserError  # noqa: E402
+from alexnet_jax.common.errors import UserError  # noqa: E402
+from alexnet_jax.studies import report as study_report  # noqa: E402
+from alexnet_jax.studies import study as study_lib  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

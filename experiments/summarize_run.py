@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alexnet_jax.run_files import read_records, surviving_records  # noqa: E402
+from alexnet_jax.common.run_files import read_records, surviving_records  # noqa: E402
 
 
 def summarize(workdir: Path) -> str:

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import layers, sharding
-from alexnet_jax.cifar_model import CifarConvLocal
-from alexnet_jax.sharded_network import count_params
+from alexnet_jax.common import sharding
+from alexnet_jax.model import layers
+from alexnet_jax.model.cifar import CifarConvLocal
+from alexnet_jax.model.sharded_network import count_params
 
 
 def test_shapes_and_parameter_count():

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,9 +108,9 @@ def check_readme_loading_recipe(workdir, tree, data_dir):
     import numpy as np  # noqa: PLC0415
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
-
-    from alexnet_jax import build  # noqa: PLC0415
     from helpers import tiny_config  # noqa: PLC0415
+
+    from alexnet_jax.model import build  # noqa: PLC0415
 
     manager = ocp.CheckpointManager(workdir / "checkpoints")
     assert manager.latest_step() == 10

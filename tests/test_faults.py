@@ -13,13 +13,13 @@ from unittest import mock
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
-from alexnet_jax import train
-from alexnet_jax.checkpointing import load_params
-from alexnet_jax.errors import UserError
-from alexnet_jax.metrics_writer import read_records
 from test_cli import REPO, records
 from test_resilience import command, free_port, wait_for_step
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.training import train
+from alexnet_jax.training.checkpointing import load_params
+from alexnet_jax.training.metrics_writer import read_records
 
 
 def checkpoint_steps(workdir):
@@ -211,7 +211,7 @@ def test_a_lost_process_ends_the_survivor_with_a_message_and_the_run_resumes(ima
 
 
 def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
-    from alexnet_jax import supervisor  # noqa: PLC0415
+    from alexnet_jax.training import supervisor  # noqa: PLC0415
     child = subprocess.Popen(
         [sys.executable, "-c", "import signal, sys, time\n"
          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))\n"
@@ -234,7 +234,8 @@ def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
 
 def test_lock_probes_of_one_run_do_not_block_each_other(tmp_path):
     import fcntl  # noqa: PLC0415
-    from alexnet_jax import workdir_lock  # noqa: PLC0415
+
+    from alexnet_jax.training import workdir_lock  # noqa: PLC0415
     (tmp_path / workdir_lock.LOCK_FILE).write_text("")
     with (tmp_path / workdir_lock.LOCK_FILE).open() as probe:   # another process's probe
         fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)

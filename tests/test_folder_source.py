@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from alexnet_jax.data import folder_builder, sources
-from alexnet_jax.errors import UserError
 from helpers import CLASSES, make_image_tree
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.data import folder_builder, sources
 
 
 def test_tree_is_prepared_with_labels_from_sorted_folders(image_tree, tmp_path):

@@ -6,8 +6,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from alexnet_jax import build, sharding
-from alexnet_jax.checkpointing import load_params
+from alexnet_jax.common import sharding
+from alexnet_jax.model import build
+from alexnet_jax.training.checkpointing import load_params
 
 
 def saved_tiny_model(config, directory):

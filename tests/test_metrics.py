@@ -1,6 +1,6 @@
 """The metrics log: reading back one history from a run that was killed and resumed."""
 
-from alexnet_jax.metrics_writer import surviving_records
+from alexnet_jax.training.metrics_writer import surviving_records
 
 
 def test_records_past_the_resumed_checkpoint_are_superseded():

@@ -4,12 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
 import reference_alexnet
-from alexnet_jax import layers, sharding
-from alexnet_jax.model import AlexNet, count_params
+from flax import nnx
 from helpers import TINY_CONV, TINY_CROP, TINY_FC
+
+from alexnet_jax.common import sharding
+from alexnet_jax.model import layers
+from alexnet_jax.model.alexnet import AlexNet, count_params
 
 TINY = dict(num_classes=10, input_size=TINY_CROP, conv_widths=TINY_CONV, fc_widths=TINY_FC)
 
@@ -199,7 +200,7 @@ def test_wrong_input_size_is_refused():
 
 @pytest.mark.parametrize("columns", [1, 2])
 def test_lrn_as_shifted_slices_equals_the_banded_matmul(columns):
-    from alexnet_jax import layers  # noqa: PLC0415
+    from alexnet_jax.model import layers  # noqa: PLC0415
 
     x = jnp.asarray(np.random.RandomState(3).uniform(0, 40, (2, 5, 5, 12)).astype(np.float32))
     for params in (layers.LRNParams(), layers.LRNParams(n=9, k=1.0, alpha=1e-3,
@@ -212,7 +213,7 @@ def test_lrn_as_shifted_slices_equals_the_banded_matmul(columns):
 @pytest.mark.parametrize("size,geometry", [(224, "cuda_convnet"), (227, "caffe"),
                                            (224, "torchvision"), (67, "cuda_convnet")])
 def test_conv1_as_space_to_depth_equals_the_strided_convolution(size, geometry):
-    from alexnet_jax import layers  # noqa: PLC0415
+    from alexnet_jax.model import layers  # noqa: PLC0415
 
     rng = np.random.RandomState(4)
     x = jnp.asarray(rng.uniform(-100, 100, (2, size, size, 3)).astype(np.float32))
@@ -227,7 +228,7 @@ def test_conv1_as_space_to_depth_equals_the_strided_convolution(size, geometry):
 def test_the_whole_network_is_the_same_with_the_fast_formulations():
     from flax import nnx  # noqa: PLC0415
 
-    from alexnet_jax.model import AlexNet  # noqa: PLC0415
+    from alexnet_jax.model.alexnet import AlexNet  # noqa: PLC0415
 
     x = np.random.RandomState(5).uniform(-100, 100, (2, 67, 67, 3)).astype(np.float32)
     small = dict(input_size=67, conv_widths=(8, 16, 16, 16, 16), fc_widths=(32, 32),

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import optim
+from alexnet_jax.training import optim
 
 LEARNING_RATES = [0.01, 0.01, 0.01, 0.001, 0.001, 0.0001]  # two drops by 10
 

@@ -2,19 +2,20 @@
 
 import json
 import shutil
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from alexnet_jax import build, predict
-from alexnet_jax.checkpointing import load_params
-from alexnet_jax.data import class_names
-from alexnet_jax.errors import UserError
 from helpers import make_image_tree, tiny_config
 from test_cli import REPO, run_cli, tiny_overrides
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.data import class_names
+from alexnet_jax.model import build
+from alexnet_jax.prediction import predict
+from alexnet_jax.training.checkpointing import load_params
 
 # Eight classes, so that a top 5 is a choice; an initialisation under which the network's
 # outputs depend on the image (at the paper's, a tiny network's hardly do).

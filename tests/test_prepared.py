@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
-from alexnet_jax import device_augment, train
-from alexnet_jax.data import catalog, pipeline, preprocess
-from alexnet_jax.data.augmentation import preprocessing_from_config
-from alexnet_jax.metrics_writer import read_records
 from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
 from test_cli import REPO, tensorboard_tags
+
+from alexnet_jax.data import catalog, device_augment, pipeline, preprocess
+from alexnet_jax.data.augmentation import preprocessing_from_config
+from alexnet_jax.training import train
+from alexnet_jax.training.metrics_writer import read_records
 
 
 def prepared_config(config, storage="raw", quality=95):
@@ -186,7 +186,7 @@ def test_a_preparation_that_cannot_fit_on_the_disk_is_refused_before_it_starts(c
     import shutil  # noqa: PLC0415
     from collections import namedtuple  # noqa: PLC0415
 
-    from alexnet_jax.errors import UserError  # noqa: PLC0415
+    from alexnet_jax.common.errors import UserError  # noqa: PLC0415
 
     with config.unlocked():
         config.data.prepared = "none"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from alexnet_jax.checkpointing import load_params
-from alexnet_jax.metrics_writer import surviving_records
 from test_cli import REPO, records, tiny_overrides
+
+from alexnet_jax.training.checkpointing import load_params
+from alexnet_jax.training.metrics_writer import surviving_records
 
 
 def command(workdir, tree, data_dir, *extra, devices=1):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from alexnet_jax.schedule import Schedule
+from alexnet_jax.training.schedule import Schedule
 from configs.default import get_config
 
 

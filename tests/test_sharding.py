@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import TINY_CONV, TINY_CROP, TINY_FC
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import build, sharding, steps
-from alexnet_jax.errors import UserError
-from alexnet_jax.model import AlexNet
-from helpers import TINY_CONV, TINY_CROP, TINY_FC
+from alexnet_jax.common import sharding
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.model.alexnet import AlexNet
+from alexnet_jax.training import state, steps
 
 TINY = dict(num_classes=10, input_size=TINY_CROP, conv_widths=TINY_CONV, fc_widths=TINY_FC)
 BATCH = 8
@@ -89,7 +90,7 @@ def compiled_train_step(mesh):
     graphdef, params = nnx.split(model)
     params = params.to_pure_dict()
     config = build_optimizer_config()
-    tx = build.build_optimizer(config)
+    tx = state.build_optimizer(config)
     with jax.set_mesh(mesh):
         opt_state = jax.jit(tx.init)(params)
         step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),

@@ -4,10 +4,10 @@ cifar10 (tfds builders, or local ImageFolder copies), and their error messages."
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-
-from alexnet_jax.data import pipeline, sources
-from alexnet_jax.errors import UserError
 from helpers import IMAGENET_WNIDS, make_image_tree, make_imagenet_tars
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.data import pipeline, sources
 
 
 def test_imagenet2012_is_prepared_from_the_manual_tars(tmp_path):
@@ -111,8 +111,8 @@ def test_offline_download_fails_fast_with_the_offline_recipe(tmp_path, monkeypat
     """Without the internet tfds retried for minutes; the host is now checked first."""
     import time  # noqa: PLC0415
 
+    from alexnet_jax.common.errors import UserError  # noqa: PLC0415
     from alexnet_jax.data import sources  # noqa: PLC0415
-    from alexnet_jax.errors import UserError  # noqa: PLC0415
 
     monkeypatch.setitem(sources.DOWNLOAD_HOSTS, "cifar10", "download-host.invalid")
     start = time.perf_counter()

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
-from alexnet_jax import build, sharding, steps
 from helpers import TINY_CONV, TINY_CROP, TINY_FC
+
+from alexnet_jax.common import sharding
+from alexnet_jax.training import steps
+from alexnet_jax.training.state import build_train_state
 
 
 def setup(mesh, **model_overrides):
@@ -20,7 +22,7 @@ def setup(mesh, **model_overrides):
         config.model.conv_widths, config.model.fc_widths = TINY_CONV, TINY_FC
         for key, value in model_overrides.items():
             setattr(config.model, key, value)
-    graphdef, params, tx, opt_state = build.build_train_state(config, 10, mesh)
+    graphdef, params, tx, opt_state = build_train_state(config, 10, mesh)
     return graphdef, params, opt_state, tx
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-
-from alexnet_jax import study as study_lib
-from alexnet_jax import study_records, study_report
-from alexnet_jax.errors import UserError
 from test_cli import REPO, tiny_overrides
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.studies import records as study_records
+from alexnet_jax.studies import report as study_report
+from alexnet_jax.studies import study as study_lib
 
 
 def write_study(path: Path, body: str) -> Path:

@@ -5,10 +5,10 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from alexnet_jax import train
-from alexnet_jax.errors import UserError
-from alexnet_jax.metrics_writer import read_records
-from alexnet_jax.run_files import read_divergence
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.run_files import read_divergence
+from alexnet_jax.training import evaluation, steps, train
+from alexnet_jax.training.metrics_writer import read_records
 
 
 def train_losses(config, workdir):
@@ -70,18 +70,18 @@ def test_keeps_the_last_checkpoints_and_the_best_across_resumes(config, tmp_path
         config.train.final_eval_views = (1,)
         config.schedule.name = "constant"
     # epoch 1 is the best (0.3); the run is resumed twice after it
-    with mock.patch.object(train, "evaluate", scripted_evaluation([0.3, 0.5])):
+    with mock.patch.object(evaluation, "evaluate", scripted_evaluation([0.3, 0.5])):
         assert train.train_and_evaluate(config, tmp_path)["step"] == 10
     assert kept_steps(tmp_path) == [5, 10]
     for epochs, error in ((3, 0.6), (4, 0.7)):
         with config.unlocked():
             config.train.num_epochs = epochs
-        with mock.patch.object(train, "evaluate", scripted_evaluation([error])):
+        with mock.patch.object(evaluation, "evaluate", scripted_evaluation([error])):
             train.train_and_evaluate(config, tmp_path)
         assert kept_steps(tmp_path) == [5, 5 * epochs]     # the best survives every resume
     with config.unlocked():
         config.train.num_epochs = 5
-    with mock.patch.object(train, "evaluate", scripted_evaluation([0.2])):
+    with mock.patch.object(evaluation, "evaluate", scripted_evaluation([0.2])):
         train.train_and_evaluate(config, tmp_path)
     assert kept_steps(tmp_path) == [25]                    # a new best replaces it
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
@@ -105,7 +105,7 @@ def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     assert outcome["step"] == 4 * 5 and outcome["stopped_by_schedule"]  # 4 epochs, not 30
     rates = sorted({r["learning_rate"] for r in records if r.get("split") == "train"})
     assert rates == pytest.approx([1e-8, 1e-7, 1e-6])
-    from alexnet_jax.checkpointing import Checkpointer  # noqa: PLC0415
+    from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
     checkpointer = Checkpointer(tmp_path / "checkpoints", 3)
     saved = checkpointer.restore_progress(checkpointer.latest_step())["schedule"]
     checkpointer.close()
@@ -143,7 +143,7 @@ def test_the_last_steps_are_saved_before_the_final_evaluation(config, tmp_path):
     def out_of_memory(*args, **kwargs):
         raise MemoryError("the 10 views do not fit")
 
-    with mock.patch.object(train, "evaluate", out_of_memory):
+    with mock.patch.object(evaluation, "evaluate", out_of_memory):
         with pytest.raises(MemoryError):
             train.train_and_evaluate(config, tmp_path)
     assert kept_steps(tmp_path) == [3]
@@ -154,7 +154,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
                                                                             learning_rate):
     """1e39 (inf in float32): the parameters overflow in the first update, whose loss (taken
     before it) was finite."""
-    from alexnet_jax.checkpointing import load_params  # noqa: PLC0415
+    from alexnet_jax.training.checkpointing import load_params  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_steps = 30
@@ -209,7 +209,8 @@ def test_a_batch_larger_than_the_training_split_creates_no_workdir(config, tmp_p
 
 def test_mesh_larger_than_the_devices_is_refused(config, tmp_path):
     import jax  # noqa: PLC0415
-    from alexnet_jax import sharding  # noqa: PLC0415
+
+    from alexnet_jax.common import sharding  # noqa: PLC0415
     with pytest.raises(UserError, match="device count divisible by 2"):
         sharding.make_mesh(2, 2, jax.devices()[:1])
 
@@ -315,8 +316,6 @@ def signal_before_step(number: int):
     import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
-    from alexnet_jax import steps  # noqa: PLC0415
-
     real = steps.make_train_step
 
     def make(*args, **kwargs):
@@ -329,7 +328,7 @@ def signal_before_step(number: int):
 
         return step
 
-    return mock.patch.object(train.steps, "make_train_step", make)
+    return mock.patch.object(steps, "make_train_step", make)
 
 
 def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, tmp_path):
@@ -350,7 +349,7 @@ def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, t
 
 
 def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp_path):
-    from alexnet_jax.checkpointing import Checkpointer  # noqa: PLC0415
+    from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_epochs = 1
@@ -369,9 +368,11 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     [changed] = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
     assert changed["changes"] == ["optimizer.learning_rate: 0.01 -> 0.001",
                                   "optimizer.momentum: 0.9 -> 0.5"]
-    from alexnet_jax import build, checkpointing  # noqa: PLC0415
+    from alexnet_jax.model import build  # noqa: PLC0415
+    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+    from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
 
-    _, params, _, opt_state = build.build_train_state(config, 5, build.build_mesh(config))
+    _, params, _, opt_state = build_train_state(config, 5, build.build_mesh(config))
     saved = Checkpointer(tmp_path / "checkpoints", 3)
     _, state, progress = saved.restore(10, checkpointing.abstract_like(params),
                                        checkpointing.abstract_like(opt_state))

@@ -52,9 +52,7 @@ class Preprocessing:
         import tensorflow as tf  # noqa: PLC0415
 
         image = self.decoded_square(image)
-        if self.mean is not None:
-            image = image - tf.constant(self.mean, tf.float32)
-        return image
+        return image if self.mean is None else image - tf.constant(self.mean, tf.float32)
 
     def train_view(self, image_bytes, seed):
         """One augmented training image (crop, flip and PCA lighting), all on the host."""
@@ -77,28 +75,11 @@ class Preprocessing:
     def prepared_train_view(self, image, seed) -> dict:
         """From a prepared square: the uint8 crop (decoding only its window of a JPEG), flipped,
         with its offsets (top, left), flip flag and lighting coefficients for the devices."""
-        import tensorflow as tf  # noqa: PLC0415
-
         from alexnet_jax.data import preprocess  # noqa: PLC0415
 
-        crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(crop_seed, 2))
-        size, crop = self.resize_size, self.crop_size
-        if self.random_crop:
-            offsets = tf.random.stateless_uniform([2], offset_seed, 0, size - crop + 1, tf.int32)
-        else:
-            offsets = tf.fill([2], (size - crop) // 2)
-        if self.prepared_storage in ("jpeg", "jpeg444"):
-            pixels = tf.image.decode_and_crop_jpeg(
-                image, tf.stack([offsets[0], offsets[1], crop, crop]), channels=3)
-        else:
-            pixels = tf.slice(image, tf.stack([offsets[0], offsets[1], 0]), [crop, crop, 3])
-        pixels = tf.ensure_shape(pixels, [crop, crop, 3])
-        flip = (tf.random.stateless_uniform([], flip_seed) < 0.5 if self.random_flip
-                else tf.constant(False))
-        pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
-        return {"pixels": pixels, "offsets": offsets, "flips": flip,
-                "alphas": preprocess.lighting_coefficients(light_seed, self.lighting_strength)}
+        return preprocess.prepared_crop(image, seed, self.resize_size, self.crop_size,
+                                        self.random_crop, self.random_flip,
+                                        self.prepared_storage, self.lighting_strength)
 
     def add_lighting(self, images, alphas):
         """Images (..., H, W, 3) plus their colour shifts, alphas (..., 3)."""
@@ -113,27 +94,21 @@ class Preprocessing:
         """(views, crop, crop, 3): the centre crop (views=1) or the paper's 10 views."""
         from alexnet_jax.data import preprocess  # noqa: PLC0415
 
-        square = self.square(image_bytes)
-        if views == 1:
-            return preprocess.central_crop(square, self.crop_size)[None]
-        if views == 10:
-            return preprocess.ten_views(square, self.crop_size)
-        raise ValueError(f"evaluation views must be 1 or 10, got {views}")
+        return preprocess.eval_views(self.square(image_bytes), self.crop_size, views)
 
     def mean_square(self) -> np.ndarray:
         """The subtracted mean as an S x S x 3 image (zeros when none is subtracted)."""
         shape = (self.resize_size, self.resize_size, 3)
-        if self.mean is None:
-            return np.zeros(shape, np.float32)
-        return np.broadcast_to(np.asarray(self.mean, np.float32), shape).copy()
+        mean = np.zeros(shape, np.float32) if self.mean is None else self.mean
+        return np.broadcast_to(np.asarray(mean, np.float32), shape).copy()
 
     def lighting_basis(self) -> np.ndarray:
         """(3, 3): column i is eigenvector i times its scale, so a colour shift is basis @ a
         (zeros when lighting is off)."""
-        if self.lighting_strength <= 0:
-            return np.zeros((3, 3), np.float32)
-        return (np.asarray(self.eigenvectors, np.float32)
-                * np.asarray(self.component_scales, np.float32)[None, :])
+        off = self.lighting_strength <= 0
+        return np.zeros((3, 3), np.float32) if off else (
+            np.asarray(self.eigenvectors, np.float32)
+            * np.asarray(self.component_scales, np.float32)[None, :])
 
 
 def preprocessing_from_config(config: ml_collections.ConfigDict, source,

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from alexnet_jax.errors import UserError
-from alexnet_jax.sharding import DATA_AXIS, sharding_for
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.sharding import DATA_AXIS, sharding_for
 
 
 @dataclasses.dataclass(frozen=True)

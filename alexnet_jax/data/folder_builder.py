@@ -23,7 +23,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import logging
 
-from alexnet_jax.progress import progress_bar
+from alexnet_jax.common.progress import progress_bar
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 SPLITS = ("train", "val")

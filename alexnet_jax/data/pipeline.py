@@ -12,7 +12,12 @@ import tensorflow_datasets as tfds
 
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config  # noqa: F401
 from alexnet_jax.data.feeding import (  # noqa: F401 - re-exported
-    Shard, epoch_seed, eval_batches_per_process, to_device, train_steps_per_epoch)
+    Shard,
+    epoch_seed,
+    eval_batches_per_process,
+    to_device,
+    train_steps_per_epoch,
+)
 from alexnet_jax.data.sources import Source
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -9,7 +9,7 @@ storage, quality, PREPARED_VERSION): a changed source or setting is prepared aga
 
 Storage (`data.prepared_format`): `jpeg` (4:2:0 colour) or `jpeg444` (full colour) at
 `data.prepared_quality`, or `raw` uint8 pixels (exact to rounding, 192 KiB an image at 256);
-README "Input pipeline" gives the measurements that chose the default.
+docs/performance.md gives the measurements that chose the default.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from alexnet_jax.common.disk import format_bytes, free_bytes
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.progress import progress_bar
 from alexnet_jax.data import preprocess
 from alexnet_jax.data.sources import Source
-from alexnet_jax.disk import format_bytes, free_bytes
-from alexnet_jax.errors import UserError
-from alexnet_jax.progress import progress_bar
 
 PREPARED_VERSION = "1.1.0"  # 1.1: raw pixels stored as bytes (1.0: 2x larger)
 FORMATS = ("jpeg", "jpeg444", "raw")
@@ -130,7 +130,7 @@ class PreparedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         logging.info("prepared %s; later runs reuse it", self.data_dir)
 
 
-# Bytes a stored square takes, per pixel: measured on ImageNet images at 256 x 256 (README).
+# Bytes a stored square takes, per pixel: measured on ImageNet images at 256 x 256 (docs/performance.md).
 BYTES_PER_PIXEL = {"raw": 3.0, "jpeg": 0.35, "jpeg444": 0.45}
 
 

@@ -92,3 +92,36 @@ def ten_views(image: tf.Tensor, crop: int) -> tf.Tensor:
     patches = tf.stack([image[top:top + crop, left:left + crop] for top, left in offsets])
     patches = tf.ensure_shape(patches, [5, crop, crop, 3])
     return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
+
+
+def prepared_crop(image, seed, size: int, crop: int, random_crop: bool, random_flip: bool,
+                  storage: str, lighting_strength: float) -> dict:
+    """A training crop of a prepared size x size square (uint8; of a JPEG only the crop's
+    window is decoded), flipped half of the time, with its offsets (top, left), flip flag and
+    lighting coefficients: what the devices need to finish it (device_augment.py)."""
+    crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(crop_seed, 2))
+    if random_crop:
+        offsets = tf.random.stateless_uniform([2], offset_seed, 0, size - crop + 1, tf.int32)
+    else:
+        offsets = tf.fill([2], (size - crop) // 2)
+    if storage in ("jpeg", "jpeg444"):
+        pixels = tf.image.decode_and_crop_jpeg(
+            image, tf.stack([offsets[0], offsets[1], crop, crop]), channels=3)
+    else:
+        pixels = tf.slice(image, tf.stack([offsets[0], offsets[1], 0]), [crop, crop, 3])
+    pixels = tf.ensure_shape(pixels, [crop, crop, 3])
+    flip = (tf.random.stateless_uniform([], flip_seed) < 0.5 if random_flip
+            else tf.constant(False))
+    pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
+    return {"pixels": pixels, "offsets": offsets, "flips": flip,
+            "alphas": lighting_coefficients(light_seed, lighting_strength)}
+
+
+def eval_views(square, crop: int, views: int):
+    """(views, crop, crop, 3): the centre crop (views=1) or the paper's 10 views."""
+    if views == 1:
+        return central_crop(square, crop)[None]
+    if views == 10:
+        return ten_views(square, crop)
+    raise ValueError(f"evaluation views must be 1 or 10, got {views}")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from alexnet_jax.common.errors import UserError
 from alexnet_jax.data import folder_builder
-from alexnet_jax.errors import UserError
 
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 TFDS_DATASETS = {  # name -> (tfds name, train split, evaluation split)

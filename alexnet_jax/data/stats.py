@@ -17,12 +17,19 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from alexnet_jax.common.progress import progress_bar
 from alexnet_jax.data import preprocess
 from alexnet_jax.data.published_stats import (  # noqa: F401 - re-exported
-    CUDA_CONVNET2_EIGENVECTORS, CUDA_CONVNET2_STDS, FB_EIGENVALUES, FB_EIGENVECTORS,
-    IMAGENET_RGB_MEAN, DatasetStats, eigenvector_agreement, published_imagenet_stats)
+    CUDA_CONVNET2_EIGENVECTORS,
+    CUDA_CONVNET2_STDS,
+    FB_EIGENVALUES,
+    FB_EIGENVECTORS,
+    IMAGENET_RGB_MEAN,
+    DatasetStats,
+    eigenvector_agreement,
+    published_imagenet_stats,
+)
 from alexnet_jax.data.sources import Source
-from alexnet_jax.progress import progress_bar
 
 
 def stats_path(source: Source, resize_size: int, sample_size: int) -> Path:

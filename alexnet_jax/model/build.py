@@ -1,0 +1,89 @@
+"""Turning a config into its mesh and model, born sharded, or a model carrying saved parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from alexnet_jax.common import sharding
+from alexnet_jax.model.alexnet import AlexNet
+from alexnet_jax.model.cifar import CifarConvLocal
+from alexnet_jax.model.layers import LRNParams
+from alexnet_jax.model.sharded_network import ShardedNetwork
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The (data, model) mesh over every device of every process."""
+    return sharding.make_mesh(config.mesh.model, config.model.columns)
+
+
+def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
+    m = config.model
+    return LRNParams(n=m.lrn_n, k=m.lrn_k, alpha=m.lrn_alpha, beta=m.lrn_beta,
+                     alpha_over_n=m.lrn_alpha_over_n) if m.lrn else None
+
+
+def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh):
+    """A function (rngs) -> the network of config.model.arch."""
+    m = config.model
+    if m.arch == "cifar_conv_local":
+        return lambda rngs: CifarConvLocal(
+            num_classes=num_classes, input_size=config.data.crop_size,
+            widths=tuple(m.conv_widths), lrn=lrn_params(config), activation=m.activation,
+            dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+    return lambda rngs: AlexNet(
+        num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
+        conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn_params(config),
+        overlap_pool=m.overlap_pool, dropout_rate=m.dropout_rate, activation=m.activation,
+        conv1_geometry=m.conv1_geometry, column_impl=m.column_impl, init_std=m.init_std,
+        positive_bias=m.positive_bias, lrn_impl=m.lrn_impl, conv1_impl=m.conv1_impl,
+        dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int,
+                mesh: Mesh) -> ShardedNetwork:
+    """The model with its paper initialisation, its parameters created already sharded."""
+    create = model_factory(config, num_classes, mesh)
+    with jax.set_mesh(mesh):
+        return nnx.jit(lambda: create(nnx.Rngs(config.seed)))()
+
+
+def abstract_model(config: ml_collections.ConfigDict, num_classes: int,
+                   mesh: Mesh) -> ShardedNetwork:
+    """The model's shapes and shardings without allocating it (for restoring checkpoints)."""
+    create = model_factory(config, num_classes, mesh)
+    with jax.set_mesh(mesh):
+        return nnx.eval_shape(lambda: create(nnx.Rngs(config.seed)))
+
+
+def model_with_params(config: ml_collections.ConfigDict, num_classes: int,
+                      params: dict[str, Any], mesh: Mesh | None = None) -> ShardedNetwork:
+    """The network of `config` carrying `params` (e.g. NumPy arrays from
+    checkpointing.load_params), each placed with the sharding the model declares for it on
+    `mesh` (default: the config's mesh). Raises ValueError naming the first layer whose shape
+    does not match, e.g. when the checkpoint was written by a different config."""
+    mesh = mesh if mesh is not None else build_mesh(config)
+    graphdef, state = nnx.split(abstract_model(config, num_classes, mesh))
+    expected = state.to_pure_dict()
+    if jax.tree.structure(expected) != jax.tree.structure(params):
+        raise ValueError(f"the parameters hold layers {sorted(params)}; this config's model has "
+                         f"{sorted(expected)}")
+
+    def place(path, want, value):
+        if tuple(value.shape) != tuple(want.shape):
+            raise ValueError(f"{jax.tree_util.keystr(path)} has shape {tuple(value.shape)}; this "
+                             f"config's model expects {tuple(want.shape)}")
+        # the abstract model's shardings name an abstract mesh: place on the concrete one
+        where = jax.sharding.NamedSharding(mesh, want.sharding.spec)
+        return jax.device_put(np.asarray(value, dtype=want.dtype), where)
+
+    nnx.replace_by_pure_dict(state, jax.tree.map_with_path(place, expected, params))
+    return nnx.merge(graphdef, state)

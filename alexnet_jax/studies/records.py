@@ -1,0 +1,141 @@
+"""A study's records: the small files of its finished runs, kept where they can be committed.
+
+A run's workdir holds gigabytes of checkpoints and is lost when the machine's session ends; its
+record is the three small files that say what it was and what it measured (`config.json`,
+`metrics.jsonl`, `run_complete.json`), copied to RECORD/<arm>/seed<k>/ when it finishes. A study
+counts a recorded run as finished, so a study can span as many sessions as it needs when its
+record directory is committed (docs/results/<study name>/).
+
+A record is used only if its config is the one the study would run now: a protocol that changed
+since (another budget, schedule or switch) is refused with the differing keys named, never mixed
+silently into the same table. No JAX or TensorFlow here: reports and study runners stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.run_files import (
+    COMPLETION_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    read_completion,
+    read_divergence,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE)
+# Keys that say where things are or how a result is computed, not what is measured: a record
+# made with other values is the same experiment. Data locations differ between machines; the
+# implementation switches compute the same function (tests/test_model.py checks they are equal);
+# logging and checkpoint cadence change no parameter.
+NOT_PROTOCOL_KEYS = frozenset({
+    "data.path", "data.data_dir", "model.column_impl", "model.lrn_impl", "model.conv1_impl",
+    "train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
+    "train.eval_batch_size",
+})
+
+
+def record_dir(record_root: Path, arm: str, seed: int) -> Path:
+    """Where the record of one run lives."""
+    return Path(record_root) / arm / f"seed{seed}"
+
+
+def is_finished(workdir: Path) -> bool:
+    """A run that will not train again: complete, or ended by a non-finite loss."""
+    return read_completion(workdir) is not None or read_divergence(workdir) is not None
+
+
+def save_record(workdir: Path, destination: Path) -> None:
+    """Copy a finished run's small files to `destination`, all or nothing: they are written
+    beside it and renamed into place, so an interrupted copy is never taken for a record."""
+    destination = Path(destination)
+    partial = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in RECORDED_FILES:
+        if (Path(workdir) / name).exists():
+            shutil.copy2(Path(workdir) / name, partial / name)
+    shutil.rmtree(destination, ignore_errors=True)
+    partial.rename(destination)
+
+
+def resolved_config(config_args: list[str]) -> dict[str, Any]:
+    """The config a training command would run, as its config.json holds it: `config_args` are
+    that command's `--config=FILE` and `--config.<key>=<value>` arguments, read the same way
+    (ml_collections' own parser), file paths relative to the repository."""
+    from absl import flags  # noqa: PLC0415 - only when a config is compared
+    from ml_collections import config_flags  # noqa: PLC0415
+
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # config files import `configs.default`
+    argv = ["study", *(arg if not arg.startswith("--config=") else
+                       f"--config={_in_repo(arg.split('=', 1)[1])}" for arg in config_args)]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                    sys_argv=argv)
+    try:
+        values(argv)
+    except (flags.Error, TypeError, ValueError) as error:
+        raise UserError(f"the study's config arguments {config_args[1:]} are not valid for "
+                        f"{config_args[0]}: {error}") from error
+    return json.loads(values.config.to_json_best_effort())
+
+
+def _in_repo(path: str) -> str:
+    return str(path if Path(path).is_absolute() else REPO / path)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(recorded: dict[str, Any], expected: dict[str, Any],
+                       defaults: dict[str, Any]) -> list[str]:
+    """The protocol keys on which a recorded config.json and the config a study would run now
+    differ, one "key: recorded X, now Y" each. A key the record lacks was added to the project
+    after it was made; new keys keep the old behaviour at their default, so the record agrees
+    when the study runs the default (`defaults`: the base config file's values)."""
+    recorded, expected, defaults = flatten(recorded), flatten(expected), flatten(defaults)
+    differences = []
+    for key in sorted(set(recorded) | set(expected)):
+        if key in NOT_PROTOCOL_KEYS:
+            continue
+        if key not in recorded:
+            if expected[key] != defaults.get(key, expected[key]):
+                differences.append(f"{key}: not in the record (made before the key existed), "
+                                   f"now {expected[key]!r}")
+        elif key not in expected:
+            differences.append(f"{key}: recorded {recorded[key]!r}, no longer a config key")
+        elif recorded[key] != expected[key]:
+            differences.append(f"{key}: recorded {recorded[key]!r}, now {expected[key]!r}")
+    return differences
+
+
+def check_same_protocol(workdir: Path, config_args: list[str], what: str) -> None:
+    """Refuse (UserError) a finished run or record whose config.json differs from the config
+    the study would run now, naming each differing key and the ways forward."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise UserError(f"{what} {workdir} has no {CONFIG_FILE}, so its protocol cannot be "
+                        "checked; remove that directory to run it again.")
+    differences = config_differences(json.loads(path.read_text()), resolved_config(config_args),
+                                     resolved_config(config_args[:1]))
+    if differences:
+        raise UserError(
+            f"{what} {workdir} was made with a different config than this study runs now: "
+            + "; ".join(differences) + ". Results of two protocols are not mixed in one study: "
+            "run the study with the overrides it was made with, or move that directory away "
+            "(or delete it) to run it again with the current protocol.")

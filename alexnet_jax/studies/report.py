@@ -1,0 +1,295 @@
+"""A study's results from its runs' workdirs: results.json, results.md and results.png.
+
+Errors are fractions in the JSON and percentages in the Markdown table. A run still in progress
+is reported with its latest evaluation and marked as such; only finished runs enter the means.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet_jax.common.run_files import (
+    read_completion,
+    read_divergence,
+    read_records,
+    surviving_records,
+)
+from alexnet_jax.studies.study import Study, StudyDirs, arm_overrides, as_dirs
+
+RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
+
+
+def wall_time(records: list[dict[str, Any]]) -> float:
+    """Seconds the run's processes spent, summed over its starts (each `run_start` to the last
+    record before the next one)."""
+    total, start, last = 0.0, None, None
+    for record in records:
+        if "time" not in record:
+            continue
+        if record.get("event") == "run_start":
+            if start is not None and last is not None:
+                total += last - start
+            start = record["time"]
+        last = record["time"]
+    if start is not None and last is not None:
+        total += last - start
+    return total
+
+
+def run_result(workdir: Path, target_train_error: float | None = None) -> dict[str, Any]:
+    """What one run's workdir says: progress, evaluations, training error per epoch."""
+    records = surviving_records(read_records(workdir))
+    completion = read_completion(workdir)
+    train_lines = [r for r in records if r.get("split") == "train"]
+    epoch_lines = [r for r in records if r.get("split") == "train_epoch"]
+    centre = [r for r in records if r.get("split") == "val" and r.get("crops") == 1]
+    pick = lambda r: None if r is None else {  # noqa: E731
+        "top1_error": r["top1_error"], "top5_error": r["top5_error"], "epoch": r["epoch"],
+        "step": r["step"]}
+    final = {f"val_{views}crop": None for views in (1, 10)}
+    if completion:
+        for evaluation in completion.get("eval", []):
+            final[f"val_{evaluation['crops']}crop"] = pick(evaluation)
+    elif centre:
+        final["val_1crop"] = pick(centre[-1])  # the latest, while the run is in progress
+    steps = completion["step"] if completion else max([r["step"] for r in train_lines] or [0])
+    diverged = read_divergence(workdir)
+    result = {
+        "workdir": str(workdir), "complete": completion is not None, "steps": steps,
+        "diverged_at_step": diverged["step"] if diverged else None,
+        "epochs": max([r["epoch"] for r in epoch_lines + centre] or [0.0]),
+        "wall_time_s": round(wall_time(records), 1), "final": final,
+        "best_val_1crop": pick(min(centre, key=lambda r: r["top1_error"])) if centre else None,
+        "final_train_error": epoch_lines[-1]["top1_error"] if epoch_lines else None,
+        "train_error_by_epoch": [[r["epoch"], r["top1_error"]] for r in epoch_lines],
+        "val_top1_by_epoch": [[r["epoch"], r["top1_error"]] for r in centre],
+    }
+    if target_train_error:
+        reached = [r["epoch"] for r in epoch_lines if r["top1_error"] <= target_train_error]
+        result["epochs_to_target"] = reached[0] if reached else None
+    return result
+
+
+def final_train_error(workdir: Path) -> float | None:
+    """The last epoch's mean training error of a finished run (None while unfinished; infinite
+    for a run whose loss became non-finite)."""
+    if read_divergence(workdir) is not None:
+        return math.inf
+    if read_completion(workdir) is None:
+        return None
+    return run_result(workdir)["final_train_error"]
+
+
+def collect(study: Study, directory: Path | StudyDirs) -> dict[str, Any]:
+    """results.json's content: per arm its overrides and per seed its run's result (read from
+    its record when it has one, else from its workdir)."""
+    dirs = as_dirs(directory)
+    arms = {}
+    for arm in study.arms:
+        try:
+            overrides = arm_overrides(study, arm, dirs, final_train_error)
+        except Exception:  # noqa: BLE001 - a choice not yet possible: report what is known
+            overrides = {**study.overrides, **arm.overrides}
+        arms[arm.name] = {
+            "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
+            "sweep": arm.sweep, "choose": arm.choose,
+            "runs": {str(seed): _result(dirs, arm, seed, study.target_train_error)
+                     for seed in arm.seeds}}
+    return {"study": study.name, "description": study.description,
+            "base_config": study.base_config, "baseline": study.baseline,
+            "target_train_error": study.target_train_error, "arms": arms}
+
+
+def _result(dirs: StudyDirs, arm, seed: int, target: float | None) -> dict[str, Any]:
+    result = run_result(dirs.result(arm, seed), target)
+    if dirs.record is not None:  # a record's path relative to the report, as it is committed
+        result["workdir"] = str(Path(result["workdir"]).relative_to(Path(dirs.record)))
+    return result
+
+
+def _values(arm: dict[str, Any], getter) -> list[float]:
+    values = []
+    for run in arm["runs"].values():
+        if run["complete"]:
+            value = getter(run)
+            if value is not None:
+                values.append(float(value))
+    return values
+
+
+def _final(view: str, key: str):
+    return lambda run: (run["final"].get(view) or {}).get(key)
+
+
+METRICS = {  # column -> (heading, getter)
+    "top1": ("val top-1 (centre)", _final("val_1crop", "top1_error")),
+    "top5": ("val top-5 (centre)", _final("val_1crop", "top5_error")),
+    "top1_10": ("val top-1 (10 views)", _final("val_10crop", "top1_error")),
+    "top5_10": ("val top-5 (10 views)", _final("val_10crop", "top5_error")),
+    "train": ("train error (last epoch)", lambda run: run["final_train_error"]),
+}
+
+
+def _mean_spread(values: list[float], scale: float = 100.0) -> str:
+    if not values:
+        return "-"
+    mean = scale * float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {scale * float(np.std(values, ddof=1)):.2f}"
+
+
+def _delta(values: list[float], base: list[float]) -> str:
+    if not values or not base:
+        return "-"
+    return f"{100 * (np.mean(values) - np.mean(base)):+.2f}"
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    """results.md: the comparison table (and the sweep table, when there is a sweep)."""
+    arms = results["arms"]
+    base = arms[results["baseline"]]
+    target = results.get("target_train_error")
+    lines = [f"# Study `{results['study']}`", "", results["description"].strip(), "",
+             f"Base config `{results['base_config']}`; reproduce with `{command}`. Errors in %, "
+             "mean ± standard deviation over the seeds' finished runs; Δ: difference to the "
+             f"baseline arm `{results['baseline']}` in percentage points (positive = worse).", ""]
+    heading = ["arm", "changes", "finished runs", "epochs"]
+    heading += [METRICS["top1"][0], "Δ top-1", METRICS["top5"][0], "Δ top-5",
+                METRICS["top1_10"][0], METRICS["top5_10"][0], METRICS["train"][0],
+                "val − train (top-1)"]
+    if target:
+        heading += [f"epochs to {100 * target:g}% training error", "ratio to baseline"]
+    heading.append("paper Δ top-1 / top-5")
+    lines += ["| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
+    base_epochs = _values(base, lambda run: run.get("epochs_to_target"))
+    for name, arm in arms.items():
+        if arm["sweep"]:
+            continue
+        columns = {key: _values(arm, getter) for key, (_, getter) in METRICS.items()}
+        runs = list(arm["runs"].values())
+        finished = sum(run["complete"] for run in runs)
+        epochs = sorted({f"{run['epochs']:g}" for run in runs if run["complete"]})
+        gap = [v - t for v, t in zip(columns["top1"], columns["train"])]
+        changes = [f"`{k}={v}`" for k, v in arm["overrides"].items()]
+        if arm["choose"]:
+            key = arm["choose"]["key"]
+            changes.append(f"`{key}={arm['resolved_overrides'].get(key)}` (chosen by the sweep)")
+        changes = ", ".join(changes) or "(baseline)"
+        started = [run for run in runs if not run["complete"] and run["steps"] > 0]
+        row = [f"`{name}`", changes, f"{finished}/{len(runs)}" + (
+            "" if not started else " (running: " + ", ".join(
+                f"epoch {run['epochs']:g}" for run in started) + ")"),
+            "/".join(epochs) or "-",
+            _mean_spread(columns["top1"]), _delta(columns["top1"], _values(base, METRICS["top1"][1])),
+            _mean_spread(columns["top5"]), _delta(columns["top5"], _values(base, METRICS["top5"][1])),
+            _mean_spread(columns["top1_10"]), _mean_spread(columns["top5_10"]),
+            _mean_spread(columns["train"]), _mean_spread(gap)]
+        if target:
+            reached = _values(arm, lambda run: run.get("epochs_to_target"))
+            missing = [run for run in runs if run["complete"] and run.get("epochs_to_target") is None]
+            text = "/".join(f"{v:g}" for v in reached) + ("" if not missing else
+                                                           " (not reached: " + ", ".join(
+                                                               f">{run['epochs']:g}" for run in missing) + ")")
+            row.append(text or "-")
+            ratio = (np.mean(reached) / np.mean(base_epochs)) if reached and base_epochs else None
+            row.append(f"{ratio:.2f}" if ratio is not None else "-")
+        paper = arm.get("paper") or {}
+        figures = " / ".join(f"{paper[k]:+g}" for k in ("top1", "top5") if k in paper)
+        note = f"({paper['note']})" if paper.get("note") else ""
+        row.append(" ".join(filter(None, [figures, note])) or "-")
+        lines.append("| " + " | ".join(row) + " |")
+    sweep = {name: arm for name, arm in arms.items() if arm["sweep"]}
+    if sweep:
+        lines += ["", "Sweep (each arm's choice is the value whose runs ended with the lowest "
+                  "training error):", "",
+                  "| sweep arm | changes | epochs | train error (last epoch) | val top-1 (centre) |",
+                  "|---|---|---|---|---|"]
+        for name, arm in sweep.items():
+            runs = [run for run in arm["runs"].values() if run["complete"]]
+            changes = ", ".join(f"`{k}={v}`" for k, v in arm["overrides"].items())
+            epochs = "/".join(sorted({f"{run['epochs']:g}" for run in runs})) or "-"
+            diverged = [f"diverged at step {run['diverged_at_step']}"
+                        for run in arm["runs"].values() if run["diverged_at_step"] is not None]
+            train = ", ".join(filter(None, [
+                _mean_spread(_values(arm, METRICS['train'][1])) if runs else "", *diverged]))
+            lines.append(f"| `{name}` | {changes} | {epochs} | {train or '-'} | "
+                         f"{_mean_spread(_values(arm, METRICS['top1'][1]))} |")
+        chosen = [f"`{name}`: `{arm['choose']['key']}="
+                  f"{arm['resolved_overrides'].get(arm['choose']['key'])}`"
+                  for name, arm in arms.items() if arm["choose"]]
+        lines += ["", "Chosen: " + ("; ".join(chosen) or "-")]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Curves (training error against epochs when the study has a training-error target, as the
+    paper's Figure 1; else validation top-1 error) and a bar chart of the final errors."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    arms = {name: arm for name, arm in results["arms"].items() if not arm["sweep"]}
+    target = results.get("target_train_error")
+    curve_key = "train_error_by_epoch" if target else "val_top1_by_epoch"
+    figure, (curves, bars) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, arm) in enumerate(arms.items()):
+        colour = colours[index % len(colours)]
+        for seed_index, run in enumerate(arm["runs"].values()):
+            points = np.array(run[curve_key], dtype=float).reshape(-1, 2)
+            if len(points):
+                curves.plot(points[:, 0], 100 * points[:, 1], "-", color=colour, lw=1.2,
+                            marker="." if len(points) < 40 else None,
+                            alpha=1.0 if seed_index == 0 else 0.45,
+                            label=name if seed_index == 0 else None)
+    if target:
+        curves.axhline(100 * target, color="k", ls="--", lw=0.8,
+                       label=f"{100 * target:g}% training error")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel(("training" if target else "validation top-1 (centre crop)") + " error (%)")
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=8)
+    names = list(arms)
+    # a training-error target: the epochs each arm needed (Figure 1's claim); else final error
+    getter = (lambda run: run.get("epochs_to_target")) if target else METRICS["top1"][1]
+    scale = 1.0 if target else 100.0
+    means = [np.mean(_values(arms[n], getter)) if _values(arms[n], getter) else np.nan
+             for n in names]
+    bars.bar(range(len(names)), [scale * m for m in means], color=[
+        colours[i % len(colours)] for i in range(len(names))], alpha=0.6)
+    for i, name in enumerate(names):
+        values = _values(arms[name], getter)
+        bars.plot([i] * len(values), [scale * v for v in values], "ko", ms=4)
+    bars.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    bars.set_ylabel(f"epochs to {100 * target:g}% training error, seeds as dots" if target
+                    else "final validation top-1 error (%), seeds as dots")
+    finite = [m for m in means if not math.isnan(m)]
+    if finite and not target:
+        low = 100 * min(min(_values(arms[n], getter) or [1]) for n in names)
+        bars.set_ylim(max(0.0, low - 5), 100 * max(finite) + 5)
+    bars.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"study {results['study']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(study: Study, directory: Path | StudyDirs, command: str) -> dict[str, Any]:
+    """Write results.json, results.md and results.png into the record directory (from the
+    records alone), or without one into the study's run directory."""
+    dirs = as_dirs(directory)
+    if dirs.record is not None:
+        dirs = StudyDirs(None, dirs.record)  # what is committed stands on records only
+    results = collect(study, dirs)
+    directory = dirs.report
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / RESULTS_JSON).write_text(json.dumps(results, indent=1))
+    (directory / RESULTS_MD).write_text(markdown(results, command))
+    plot(results, directory / RESULTS_PNG)
+    return results

@@ -1,0 +1,106 @@
+"""Checks of a config before a run touches anything: each problem gets one clear message."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.data.catalog import SOURCE_NAMES
+from alexnet_jax.model import layers
+from alexnet_jax.training.schedule import SCHEDULES
+
+ARCHS = {"alexnet": (5, 2), "cifar_conv_local": (4, 0)}  # arch -> (conv widths, fc widths)
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}={value!r} is not valid; use one of: "
+                        f"{', '.join(map(str, allowed))} (--config.{key}=...).")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise UserError for the first invalid value (those that need no devices or data)."""
+    d, m, o, s, t = config.data, config.model, config.optimizer, config.schedule, config.train
+    _choice("data.name", d.name, SOURCE_NAMES)
+    _choice("data.mean", d.mean, ("image", "channel", "none"))
+    _choice("data.lighting", d.lighting, ("cuda_convnet2", "eigenvalue", "none"))
+    _choice("data.stats_source", d.stats_source, ("dataset", "imagenet"))
+    _choice("data.process_sharding", d.process_sharding, ("interleaved", "split"))
+    if d.crop_size < 1 or d.resize_size < 1:
+        raise UserError(f"data.crop_size ({d.crop_size}) and data.resize_size "
+                        f"({d.resize_size}) must be positive.")
+    if d.prepared != "none" and d.prepared != str(d.resize_size):
+        raise UserError(f"data.prepared={d.prepared!r} must be 'none' or the resize size "
+                        f"'{d.resize_size}' (data.resize_size): the images are prepared once as "
+                        "the paper's resize_size x resize_size squares.")
+    _choice("data.prepared_format", d.prepared_format, ("jpeg", "jpeg444", "raw"))
+    if not 1 <= d.prepared_quality <= 100 or d.synthetic_examples < 1 or d.num_classes < 2:
+        raise UserError(f"data.prepared_quality ({d.prepared_quality}) must be in 1..100, "
+                        f"data.synthetic_examples ({d.synthetic_examples}) >= 1 and "
+                        f"data.num_classes ({d.num_classes}) >= 2.")
+    if d.crop_size > d.resize_size:
+        raise UserError(f"data.crop_size={d.crop_size} is larger than the resized image "
+                        f"(data.resize_size={d.resize_size}): crops are cut from the "
+                        "resize_size x resize_size square. Lower the crop or raise the resize "
+                        "size (the paper: 224 crops of 256 squares).")
+    _choice("model.arch", m.arch, tuple(ARCHS))
+    _choice("model.columns", m.columns, (1, 2))
+    _choice("model.activation", m.activation, ("relu", "tanh"))
+    _choice("model.conv1_geometry", m.conv1_geometry, ("cuda_convnet", "caffe", "torchvision"))
+    _choice("model.column_impl", m.column_impl, ("split", "grouped"))
+    _choice("model.lrn_impl", m.lrn_impl, ("matmul", "slices"))
+    _choice("model.conv1_impl", m.conv1_impl, ("direct", "space_to_depth"))
+    _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
+    if not 0.0 <= m.dropout_rate < 1.0:
+        raise UserError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1) (0 turns "
+                        "dropout off; the paper uses 0.5).")
+    conv_count, fc_count = ARCHS[m.arch]
+    if len(m.conv_widths) != conv_count or (fc_count and len(m.fc_widths) != fc_count):
+        raise UserError(f"model.arch={m.arch!r} needs {conv_count} model.conv_widths"
+                        + (f" and {fc_count} model.fc_widths" if fc_count else "")
+                        + f"; got {tuple(m.conv_widths)} and {tuple(m.fc_widths)}.")
+    if m.arch == "alexnet":
+        widths = (*m.conv_widths, *m.fc_widths)
+        if m.columns == 2 and any(w % 2 for w in widths):
+            raise UserError(f"with two columns every layer width must be even (each column "
+                            f"holds half); got conv {tuple(m.conv_widths)}, fc "
+                            f"{tuple(m.fc_widths)}.")
+        if layers.feature_map_sizes(d.crop_size, m.conv1_geometry, m.overlap_pool)["pool5"] < 1:
+            raise UserError(f"data.crop_size={d.crop_size} is too small for AlexNet's five "
+                            "layers (pool5 would be empty); use at least 67 (the paper: 224).")
+    _choice("optimizer.decay_mode", o.decay_mode, ("paper", "decoupled"))
+    if o.learning_rate <= 0 or not 0 <= o.momentum < 1 or o.weight_decay < 0:
+        raise UserError(f"optimizer: learning_rate ({o.learning_rate}) must be > 0, momentum "
+                        f"({o.momentum}) in [0, 1), weight_decay ({o.weight_decay}) >= 0.")
+    if any(value > 0 for value in dict(o.layer_weight_decay).values()) and o.weight_decay <= 0:
+        raise UserError("optimizer.layer_weight_decay needs optimizer.weight_decay > 0 (the "
+                        "per-layer values are multiples of it); set them to 0 to turn the "
+                        "decay off everywhere.")
+    _choice("schedule.name", s.name, SCHEDULES)
+    _choice("schedule.after_last", s.after_last, ("stop", "continue"))
+    if not 0 < s.factor <= 1 or s.patience < 1 or s.max_reductions < 0:
+        raise UserError(f"schedule: factor ({s.factor}) must be in (0, 1], patience "
+                        f"({s.patience}) >= 1, max_reductions ({s.max_reductions}) >= 0.")
+    if t.batch_size < 1 or t.eval_batch_size < 1:
+        raise UserError("train.batch_size and train.eval_batch_size must be positive.")
+    if t.num_epochs < 1 and t.num_steps < 1:
+        raise UserError("set train.num_epochs >= 1 or train.num_steps >= 1.")
+    if t.log_every_steps < 1 or t.checkpoint_every_steps < 1 or t.keep_checkpoints < 1:
+        raise UserError("train.log_every_steps, train.checkpoint_every_steps and "
+                        "train.keep_checkpoints must be >= 1.")
+    if not 0.0 <= t.stop_at_train_error < 1.0:
+        raise UserError(f"train.stop_at_train_error={t.stop_at_train_error} must be in [0, 1) "
+                        "(a training top-1 error; 0 turns the target off).")
+    for views in (t.epoch_eval_views, *t.final_eval_views):
+        _choice("train.epoch_eval_views / train.final_eval_views", views, (1, 10))
+
+
+def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int) -> None:
+    """Batch sizes must split evenly over the `data` axis (and so over the processes feeding
+    its rows: their number divides the axis)."""
+    for key in ("batch_size", "eval_batch_size"):
+        batch = config.train[key]
+        if batch % data_axis:
+            raise UserError(f"train.{key}={batch} cannot be split evenly over the mesh's data "
+                            f"axis ({data_axis} devices). Use a multiple of {data_axis}, or "
+                            "change the mesh (--config.mesh.model, the number of devices).")

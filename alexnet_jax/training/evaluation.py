@@ -1,0 +1,87 @@
+"""Top-1 / top-5 error over a whole evaluation split (every image exactly once): during a run,
+and for --mode=eval on a workdir's checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.progress import progress_bar
+from alexnet_jax.data import catalog, feeding
+from alexnet_jax.data.augmentation import Preprocessing
+from alexnet_jax.training import checkpointing, steps
+from alexnet_jax.training.run import setup_run
+from alexnet_jax.training.run_log import log_evaluation
+
+
+def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
+             global_batch: int, mesh: Mesh, views: int = 1) -> dict[str, float]:
+    """{"top1_error", "top5_error", "loss", "count", "crops"} on the source's evaluation split.
+
+    views=1 is the centre crop; views=10 averages the softmax over the paper's 10 patches.
+    """
+    totals = None
+    what = "centre crop" if views == 1 else f"{views} views"
+    description = f"evaluating {source.eval_split} ({what})"
+    with progress_bar(source.num_examples(source.eval_split), description, "img",
+                      enabled=jax.process_index() == 0) as bar:
+        shard = feeding.Shard.for_mesh(mesh)
+        for batch in feeding.to_device(
+                catalog.eval_batches(source, prep, global_batch, views, shard), mesh):
+            sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
+            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+            bar.update(min(global_batch, bar.total - bar.n))
+    totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
+    count = totals["count"]
+    return {"top1_error": 1.0 - totals["top1_correct"] / count,
+            "top5_error": 1.0 - totals["top5_correct"] / count,
+            "loss": totals["loss"] / count, "count": int(round(count)), "crops": views}
+
+
+class Evaluations:
+    """A run's evaluations, each made once: (step, views) -> its logged record."""
+
+    def __init__(self, run, steps_per_epoch: int):
+        self.run, self.steps_per_epoch = run, steps_per_epoch
+        self.eval_step = steps.make_eval_step(run.graphdef)
+        self._done: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def get(self, step: int, views: int) -> dict[str, Any]:
+        run = self.run
+        if (step, views) not in self._done:
+            result = evaluate(self.eval_step, run.params, run.source, run.prep,
+                              run.config.train.eval_batch_size, run.mesh, views)
+            self._done[step, views] = log_evaluation(run, step, step / self.steps_per_epoch,
+                                                     result)
+        return self._done[step, views]
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
+                     step: int | None = None) -> list[dict[str, Any]]:
+    """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint,
+    appended to its eval_results.jsonl (the training's metrics.jsonl is left untouched)."""
+    run = setup_run(config, workdir, for_evaluation=True)
+    try:
+        with jax.set_mesh(run.mesh):
+            if step is not None and step != run.step:
+                if step not in run.checkpointer.all_steps():
+                    raise UserError(f"no checkpoint at step {step} in "
+                                    f"{run.checkpointer.directory}; available: "
+                                    f"{run.checkpointer.all_steps()}")
+                run.params, run.opt_state, run.progress = run.checkpointer.restore(
+                    step, checkpointing.abstract_like(run.params),
+                    checkpointing.abstract_like(run.opt_state))
+            steps_per_epoch = max(1, feeding.train_steps_per_epoch(
+                run.source, run.config.train.batch_size))
+            evaluations = Evaluations(run, steps_per_epoch)
+            return [evaluations.get(run.step, views)
+                    for views in run.config.train.final_eval_views or (1,)]
+    finally:
+        run.checkpointer.close()
+        run.writer.close()

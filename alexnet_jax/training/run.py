@@ -1,0 +1,214 @@
+"""A run built from its config: checks, mesh, data, model and optimizer state, resumed from the
+newest checkpoint that restores; the workdir's lock and the first record of each start."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from alexnet_jax.common import disk, sharding
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.run_files import EVAL_RESULTS_FILE
+from alexnet_jax.data import catalog, feeding
+from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
+from alexnet_jax.model import build
+from alexnet_jax.model.sharded_network import count_params
+from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
+                                  optimizer_resume, workdir_lock)
+from alexnet_jax.training.metrics_writer import MetricsWriter
+from alexnet_jax.training.schedule import Schedule
+from alexnet_jax.training.state import build_train_state
+from alexnet_jax.training.workdir_lock import WorkdirLock
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run is made of, built once from the config."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    mesh: Mesh
+    source: Any  # a tfds-backed sources.Source, or synthetic.SyntheticSource
+    prep: Preprocessing
+    graphdef: Any
+    params: Any
+    opt_state: Any
+    tx: Any
+    schedule: Schedule
+    checkpointer: checkpointing.Checkpointer
+    writer: MetricsWriter
+    num_params: int
+    progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
+    lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
+    resumed_with_changes: list[str] = dataclasses.field(default_factory=list)  # optimizer.*
+
+    @property
+    def step(self) -> int:
+        return int(self.progress["step"])
+
+    @property
+    def is_chief(self) -> bool:
+        return jax.process_index() == 0
+
+
+def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+    """What a checkpoint's arrays depend on: restoring into a different model is refused."""
+    model = json.loads(config.model.to_json())
+    for key in ("column_impl", "lrn_impl", "conv1_impl", "dtype",
+                "dropout_rate"):  # how it computes, not what it stores
+        model.pop(key, None)
+    return {"model": model, "crop_size": config.data.crop_size, "num_classes": num_classes}
+
+
+def check_workdir(workdir: str | Path) -> Path:
+    """The workdir as an absolute path, if it is (or can be created as) a writable directory;
+    creates nothing, so a run refused later leaves no trace."""
+    workdir = Path(workdir).expanduser().absolute()
+    existing = disk.existing_ancestor(workdir)
+    if not existing.is_dir():
+        what = "the workdir" if existing == workdir else f"the workdir {workdir} is inside"
+        raise UserError(f"{what} {existing} is a file, not a directory. Choose a directory with "
+                        "--workdir=DIR (it is created if missing).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"the workdir {workdir} cannot be written ({existing} is not writable "
+                        "for this user). Choose a directory you can write to with --workdir=DIR.")
+    return workdir
+
+
+def create_workdir(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"the workdir {workdir} cannot be created ({error.strerror}). Choose a "
+                        "directory you can write to with --workdir=DIR.") from error
+
+
+def has_checkpoints(workdir: Path) -> bool:
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
+              for_evaluation: bool = False) -> Run:
+    """Mesh, data, model and optimizer state, restored from the latest checkpoint if any.
+
+    Every check that can refuse the run (config, workdir, data, checkpoints) comes before the
+    workdir is created or written, so a refused command leaves no trace."""
+    config_checks.validate(config)
+    mesh = build.build_mesh(config)
+    config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS])
+    workdir = check_workdir(workdir)
+    if for_evaluation and not has_checkpoints(workdir):
+        raise UserError(f"{workdir} has no checkpoint to evaluate; train first (the same command "
+                        "without --mode=eval).")
+    if not for_evaluation and (who := workdir_lock.holder(workdir)):
+        raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
+    source, prep = open_data(config, for_evaluation)
+    graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
+    create_workdir(workdir)
+    lock = None if for_evaluation else lock_workdir(workdir)
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
+                                              config.train.keep_checkpoints)
+    checkpointer.bytes_needed = checkpointing.tree_bytes(params, opt_state)
+    schedule = Schedule(config.schedule, config.optimizer.learning_rate)
+    fingerprint = model_fingerprint(config, source.num_classes)
+    try:
+        restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation)
+    except UserError:
+        checkpointer.close()
+        if lock:
+            lock.release()
+        raise
+    params, opt_state, progress = restored or (params, opt_state, {
+        "step": 0, "epoch": 0, "fingerprint": fingerprint, "best": None})
+    changes = []
+    if restored is not None:
+        schedule.load_dict(progress["schedule"])
+        if not for_evaluation:
+            opt_state, changes = optimizer_resume.apply_new_settings(config, progress, workdir,
+                                                                     opt_state, schedule)
+    writer = (MetricsWriter(workdir, enabled=jax.process_index() == 0) if not for_evaluation
+              else MetricsWriter(workdir, enabled=jax.process_index() == 0,
+                                 jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
+    return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
+               checkpointer, writer, count_params(params), progress, lock, changes)
+
+
+def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
+    """The source (prepared by process 0 first) and its preprocessing (statistics likewise)."""
+    source = multihost.chief_first(lambda: catalog.open_dataset(config), "prepare dataset")
+    if not for_evaluation and feeding.train_steps_per_epoch(source, config.train.batch_size) == 0:
+        raise UserError(f"the training split has fewer images "
+                        f"({source.num_examples(source.train_split)}) than one batch "
+                        f"(train.batch_size={config.train.batch_size}); lower the batch size.")
+    prep = multihost.chief_first(lambda: preprocessing_from_config(
+        config, source, progress=jax.process_index() == 0), "dataset statistics")
+    return source, prep
+
+
+def restore(checkpointer: checkpointing.Checkpointer, params, opt_state,
+            fingerprint: dict[str, Any], set_aside: bool):
+    """(params, opt_state, progress) of the newest checkpoint that restores, or None; a
+    checkpoint of another model is refused (UserError)."""
+
+    def same_model(step: int, saved: dict[str, Any]) -> None:
+        if saved.get("fingerprint") != fingerprint:
+            raise UserError(
+                f"the checkpoint at {checkpointer.directory}/{step} was written by a different "
+                f"model or dataset (its: {saved.get('fingerprint')}; this run's: {fingerprint})."
+                " Use a new --workdir for a different model, or run with the original config.")
+
+    newest = checkpoint_recovery.restore_newest(
+        checkpointer, checkpointing.abstract_like(params),
+        checkpointing.abstract_like(opt_state), same_model, set_aside=set_aside)
+    if newest is None:
+        return None
+    step, restored = newest
+    logging.info("resumed from %s at step %d", checkpointer.directory, step)
+    return restored
+
+
+def lock_workdir(workdir: Path) -> WorkdirLock | None:
+    """Process 0 takes the workdir's lock for the whole run; every process learns whether it
+    got it (a second run on a busy workdir stops on all its processes)."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        lock = WorkdirLock(workdir)
+        try:
+            lock.acquire()
+        except UserError as caught:
+            error, lock = caught, None
+    if jax.process_count() > 1:
+        got_it = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not got_it and error is None:
+            error = workdir_lock.in_use_error(workdir, workdir_lock.holder(workdir) or
+                                              "another run")
+    if error is not None:
+        raise error
+    return lock
+
+
+def write_run_facts(run: Run) -> None:
+    """config.json and the first metrics.jsonl line of this run."""
+    if run.is_chief:
+        (run.workdir / "config.json").write_text(run.config.to_json_best_effort(indent=2))
+    run.writer.write_record({
+        "event": "run_start", "num_params": run.num_params, "num_devices": jax.device_count(),
+        "mesh": sharding.describe(run.mesh), "process_count": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "start_step": run.step,
+        "dataset": run.source.name, "num_classes": run.source.num_classes,
+        "train_examples": run.source.num_examples(run.source.train_split),
+        "eval_examples": run.source.num_examples(run.source.eval_split),
+        "skipped_images": {k: len(v) for k, v in run.source.skipped_images.items()},
+        "stats_sample_size": run.prep.stats_sample_size, "time": time.time()})

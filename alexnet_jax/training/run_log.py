@@ -1,0 +1,87 @@
+"""What a training run records as it goes: training lines (loss, rate, images/s, data wait),
+each epoch's mean training error, evaluation lines, and the pictures (conv1's filters, the
+learning curves). metrics.jsonl and TensorBoard, through the run's MetricsWriter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+from absl import logging
+
+from alexnet_jax.training import multihost, plots
+
+
+def log_evaluation(run, step: int, epoch: float, result: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation line in metrics.jsonl (or eval_results.jsonl) and TensorBoard."""
+    record = {"step": step, "epoch": epoch, "split": "val", **result}
+    run.writer.write_record(record)
+    run.writer.write_scalars(step, {k: result[k] for k in ("top1_error", "top5_error", "loss")},
+                             f"val_{result['crops']}crop/")
+    run.writer.flush()
+    logging.info("step %d validation (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+                 result["crops"], "s" if result["crops"] > 1 else "", result["top1_error"],
+                 result["top5_error"])
+    return record
+
+
+class RunLog:
+    """Training lines and pictures of one run; `bar` is its progress bar (set by the loop)."""
+
+    def __init__(self, run, steps_per_epoch: int):
+        self.run = run
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = run.config.train.batch_size
+        self.bar = None
+        self.window: dict[str, float] = {}  # since the last line: start step, time, data wait
+        self.reset_window(run.step)
+
+    def reset_window(self, step: int) -> None:
+        self.window = {"step": step, "time": time.perf_counter(), "data_wait": 0.0}
+
+    def add_data_wait(self, seconds: float) -> None:
+        self.window["data_wait"] += seconds
+
+    def training(self, step: int, metrics: dict[str, float]) -> None:
+        """One training line: the step's metrics, the rate, images/s and data wait since the
+        last line."""
+        run = self.run
+        elapsed = max(time.perf_counter() - self.window["time"], 1e-9)
+        scalars = {**metrics, "learning_rate": run.schedule.learning_rate,
+                   "images_per_sec": (step - self.window["step"]) * self.batch_size / elapsed,
+                   "data_wait_fraction": self.window["data_wait"] / elapsed}
+        epoch = step / self.steps_per_epoch
+        run.writer.write_record({"step": step, "epoch": epoch, "split": "train", **scalars})
+        run.writer.write_scalars(step, scalars, "train/")
+        if self.bar is not None:
+            self.bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{metrics['loss']:.4f}",
+                                 lr=f"{run.schedule.learning_rate:g}",
+                                 img_s=f"{scalars['images_per_sec']:.1f}")
+        self.reset_window(step)
+
+    def epoch_training_error(self, step: int, means: dict[str, float]) -> None:
+        """The epoch's mean training loss and errors (the paper's Figure 1 plots them)."""
+        record = {"step": step, "epoch": step / self.steps_per_epoch, "split": "train_epoch",
+                  **means}
+        self.run.writer.write_record(record)
+        self.run.writer.write_scalars(
+            step, {k: means[k] for k in ("loss", "top1_error", "top5_error")}, "train_epoch/")
+
+    def event(self, step: int, event: str, **fields) -> None:
+        self.run.writer.write_record({"step": step, "event": event, **fields})
+
+    def pictures(self) -> None:
+        """conv1's filters (gathered by every process: each may hold one column) and the
+        learning curves, written by process 0."""
+        run = self.run
+        kernel = multihost.gather(run.params["conv1"]["kernel"])
+        if jax.process_index() != 0:
+            return
+        if kernel.ndim == 4:  # a network without columns
+            kernel = kernel[None]
+        grid = plots.filter_grid(kernel)
+        run.writer.write_images(run.step, "conv1_filters", grid[None])
+        plots.save_filter_grid(kernel, run.workdir / plots.FILTERS_FILE)
+        plots.plot_learning_curves(run.workdir)
+        run.writer.flush()

@@ -1,0 +1,122 @@
+"""Pure training and evaluation steps, jitted with explicit shardings.
+
+The training state is (params, opt_state): params a nested dict {layer: {kernel, bias}} of
+arrays sharded as the model's table says; the step number and learning rate come from the host
+each step, so a learning-rate change never recompiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax.common.sharding import DATA_AXIS, MODEL_AXIS
+from alexnet_jax.training import optim
+
+Params = dict[str, Any]
+
+
+def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy (the paper's multinomial logistic regression)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
+
+
+def topk_correct(scores_BxK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
+    """1.0 where the label is among the k highest-scoring classes. Scores are logits or log
+    probabilities, never probabilities: those underflow to exact zeros that tie. A tie counts
+    against the label (equal outputs for every class are no correct prediction)."""
+    k = min(k, scores_BxK.shape[-1])
+    label_score = jnp.take_along_axis(scores_BxK, labels_B[:, None], axis=-1)
+    # at least as high as the label's score: the label itself and every class that beats or
+    # ties it; the label is in the top k when that makes at most k classes
+    return (jnp.sum(scores_BxK >= label_score, axis=-1) <= k).astype(jnp.float32)
+
+
+def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
+    """log of the softmax averaged over the V views (the paper's 10-patch prediction), computed
+    without leaving log space, so no class's probability underflows to a tie at zero."""
+    log_probs = jax.nn.log_softmax(logits_BxVxK.astype(jnp.float32), axis=-1)
+    return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(logits_BxVxK.shape[1])
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    state_shardings, base_key: jax.Array) -> Callable:
+    """step(params, opt_state, images, labels, learning_rate, step[, stop_votes]) ->
+    (params, opt_state, metrics); params and opt_state are donated. With `stop_votes`
+    (StopVotes: one per device), metrics["stop"] is their maximum, the same on every process."""
+
+    def train_step(params: Params, opt_state, images, labels, learning_rate, step,
+                   stop_votes=None):
+        dropout_key = jax.random.fold_in(base_key, step)
+
+        def loss_fn(params):
+            logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+            return cross_entropy(logits, labels).mean(), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        opt_state = optim.set_learning_rate(opt_state, learning_rate)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": loss,
+                   "top1_error": 1.0 - topk_correct(logits, labels, 1).mean(),
+                   "top5_error": 1.0 - topk_correct(logits, labels, 5).mean()}
+        if stop_votes is not None:
+            metrics["stop"] = jnp.max(stop_votes)
+        return params, opt_state, metrics
+
+    params_sharding, opt_sharding = state_shardings
+    return jax.jit(train_step, donate_argnums=(0, 1),
+                   out_shardings=(params_sharding, opt_sharding, None))
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+    """step(params, images (B, V, H, W, 3), labels, mask) -> summed counts over the batch.
+
+    With V views the softmax outputs are averaged over the views (the paper's 10-patch test).
+    """
+
+    def eval_step(params: Params, images, labels, mask):
+        batch, views = images.shape[:2]
+        flat = images.reshape((batch * views, *images.shape[2:]))
+        logits = nnx.merge(graphdef, params)(flat)
+        scores = mean_softmax_log(logits.reshape(batch, views, -1))
+        label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+        return {"count": mask.sum(),
+                "top1_correct": (topk_correct(scores, labels, 1) * mask).sum(),
+                "top5_correct": (topk_correct(scores, labels, 5) * mask).sum(),
+                "loss": (-label_scores * mask).sum()}
+
+    return jax.jit(eval_step)
+
+
+class StopVotes:
+    """One vote per device (0 or 1) that this process wants to stop, as a global array for the
+    training step: every process contributes its devices' votes."""
+
+    def __init__(self, mesh):
+        self._sharding = NamedSharding(mesh, P((DATA_AXIS, MODEL_AXIS)))
+        self._shape = (mesh.devices.size,)
+        self._cached = {}
+
+    def __call__(self, stop: bool) -> jax.Array:
+        if stop not in self._cached:
+            self._cached[stop] = jax.make_array_from_callback(
+                self._shape, self._sharding, lambda index: np.full((1,), stop, np.int32))
+        return self._cached[stop]
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every value of every array in the pytree is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def state_shardings(params: Params, opt_state) -> tuple[Any, Any]:
+    """The shardings of a training state's arrays, as the arrays carry them."""
+    return jax.tree.map(lambda x: x.sharding, (params, opt_state))

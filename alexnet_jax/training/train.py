@@ -1,0 +1,47 @@
+"""Training a run to its end, resuming it, and evaluating a workdir: the entry points of
+--mode=train and --mode=eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: F401 - --mode=eval
+from alexnet_jax.training.preemption import StopRequest
+from alexnet_jax.training.run import setup_run, write_run_facts
+from alexnet_jax.training.trainer import Trainer
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train (resuming if the workdir has checkpoints), evaluate, checkpoint; final metrics.
+
+    SIGTERM or SIGINT ends the run cleanly after the current step, with a checkpoint.
+    """
+    run = setup_run(config, workdir)
+    try:
+        with jax.set_mesh(run.mesh), StopRequest() as stop:
+            trainer = Trainer(run, stop)
+            complete = trainer.completion()
+            if complete is not None:  # a finished run: say so and change nothing
+                logging.info("the run in %s is already complete (step %d)", run.workdir,
+                             run.step)
+                return complete
+            if run.lock:
+                run.lock.record_holder()
+            write_run_facts(run)
+            if run.resumed_with_changes:
+                run.writer.write_record({"step": run.step, "event": "optimizer_changed_on_resume",
+                                         "changes": run.resumed_with_changes,
+                                         "learning_rate": run.schedule.learning_rate})
+            return trainer.train()
+    finally:
+        try:
+            run.checkpointer.close()
+        finally:
+            run.writer.close()
+            if run.lock:
+                run.lock.release()

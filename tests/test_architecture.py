@@ -1,0 +1,70 @@
+"""The package's layers (docs/architecture.md): imports run one way, nothing reaches back up,
+the top level stays small, and no function or class outgrows a screen or two."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "alexnet_jax"
+# what each part may import from the project (besides itself)
+ALLOWED = {
+    "common": set(),
+    "model": {"common"},
+    "data": {"common"},
+    "training": {"common", "model", "data"},
+    "studies": {"common", "training"},
+    "prediction": {"common", "model", "data", "training"},
+    "main": {"common", "model", "data", "training", "studies", "prediction"},
+}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The parts of alexnet_jax a module imports (anywhere in it, late imports included)."""
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+            if node.module == "alexnet_jax":
+                names = [f"alexnet_jax.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("alexnet_jax."):
+                parts.add(name.split(".")[1])
+    return parts
+
+
+def part_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(
+    p.relative_to(PACKAGE)))
+def test_imports_flow_one_way(path):
+    part = part_of(path)
+    if part == "__init__":
+        return
+    reaching = project_imports(path) - ALLOWED[part] - {part}
+    assert not reaching, f"{path.relative_to(PACKAGE)} ({part}) imports {sorted(reaching)}"
+
+
+def test_the_top_level_holds_at_most_four_modules():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(modules) <= 4, modules
+    assert set(ALLOWED) - {"main"} <= {p.name for p in PACKAGE.iterdir() if p.is_dir()}
+
+
+def test_no_function_or_class_outgrows_about_80_lines():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 90:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} "
+                                f"({length} lines)")
+    assert not long, long
