@@ -60,8 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
     model.init_std = 0.01       # weights ~ N(0, init_std^2)
     model.positive_bias = 1.0   # bias of conv2, conv4, conv5, fc6, fc7 (Caffe used 0.1)
     model.column_impl = "split"  # own-column convs: split (one conv per column) | grouped
-    model.lrn_impl = "matmul"   # LRN window sums: matmul (banded matrix) | slices (n adds)
-    model.conv1_impl = "direct"  # conv1: direct (11x11/4) | space_to_depth (3x3 over 4x4 blocks)
+    # Exactly equal formulations, chosen by speed: auto = the one measured fastest on the
+    # platform (GPU, TPU: slices and space_to_depth; CPU: matmul and direct; docs/performance.md)
+    model.lrn_impl = "auto"     # LRN window sums: auto | matmul (banded matrix) | slices (n adds)
+    model.conv1_impl = "auto"   # conv1: auto | direct (11x11/4) | space_to_depth (3x3 over 4x4)
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()
@@ -94,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
     # End the run after the first epoch whose mean training top-1 error is at most this (the
     # paper's Figure 1 trains to 25%); 0 = off.
     train.stop_at_train_error = 0.0
+    # (first, last): a jax.profiler trace of these steps (as numbered in metrics.jsonl) in the
+    # workdir, for TensorBoard's profile tab; () = none
+    train.profile_steps = ()
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.model = -1             # size of the `model` axis: 1 or 2; -1 = 2 when >= 2 devices

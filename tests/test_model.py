@@ -236,3 +236,19 @@ def test_the_whole_network_is_the_same_with_the_fast_formulations():
     base = AlexNet(**small, rngs=nnx.Rngs(0))(x)
     fast = AlexNet(**small, lrn_impl="slices", conv1_impl="space_to_depth", rngs=nnx.Rngs(0))(x)
     np.testing.assert_allclose(np.asarray(fast), np.asarray(base), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_formulations_are_the_fastest_measured_on_each_platform():
+    from configs.default import get_config  # noqa: PLC0415
+
+    from alexnet_jax.model import build  # noqa: PLC0415
+
+    config = get_config()
+    assert config.model.lrn_impl == config.model.conv1_impl == "auto"
+    assert build.formulations(config, "gpu") == {"lrn_impl": "slices",
+                                                 "conv1_impl": "space_to_depth"}
+    assert build.formulations(config, "cpu") == {"lrn_impl": "matmul", "conv1_impl": "direct"}
+    assert build.formulations(config) == build.formulations(config, "cpu")  # these tests: CPU
+    with config.unlocked():
+        config.model.lrn_impl = "slices"          # an explicit choice is kept everywhere
+    assert build.formulations(config, "cpu")["lrn_impl"] == "slices"

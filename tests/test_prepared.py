@@ -197,3 +197,64 @@ def test_a_preparation_that_cannot_fit_on_the_disk_is_refused_before_it_starts(c
                                         r"prepared_format=jpeg"):
         catalog.open_dataset(prepared_config(config, "raw"))
     assert not (Path(config.data.data_dir) / "alexnet_prepared").exists()
+
+
+KILLED_PREPARATION = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+from alexnet_jax.data import folder_builder, sources
+real = folder_builder.AlexnetImageFolder._generate_examples
+
+def slow(self, split):
+    for index, example in enumerate(real(self, split)):
+        if index == 3:
+            print("writing", flush=True)
+            time.sleep(600)          # killed here, part-way through the split
+        yield example
+
+folder_builder.AlexnetImageFolder._generate_examples = slow
+sources.open_source("folder", {tree!r}, {data_dir!r})
+"""
+
+
+def leftovers(data_dir):
+    return sorted(p.name for p in Path(data_dir).rglob("incomplete.*"))
+
+
+def test_a_killed_preparation_leaves_nothing_after_the_next_one(image_tree, tmp_path, caplog):
+    import signal  # noqa: PLC0415
+
+    from alexnet_jax.data import preparation, sources  # noqa: PLC0415
+
+    data_dir = tmp_path / "tfds"
+    script = KILLED_PREPARATION.format(repo=str(REPO), tree=str(image_tree),
+                                       data_dir=str(data_dir))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "writing\n"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = leftovers(data_dir)
+    assert left and all(name.startswith("incomplete.") for name in left)  # tfds's partial output
+
+    # While another process prepares (holds the folder's lock), nothing is removed.
+    dataset_dir = next(data_dir.rglob("incomplete.*")).parent / "1.1.0"
+    with (dataset_dir.parent / preparation.LOCK_FILE).open("a") as handle:
+        import fcntl  # noqa: PLC0415
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+             "from alexnet_jax.data import sources\n"
+             f"sources.open_source('folder', {str(image_tree)!r}, {str(data_dir)!r})"],
+            stderr=subprocess.PIPE, text=True)
+        for line in waiting.stderr:
+            if "another process is preparing" in line:
+                break
+        assert leftovers(data_dir) == left                    # still there: not ours to take
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    _, rest = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, rest[-2000:]
+    assert "left by an interrupted preparation" in rest
+    assert leftovers(data_dir) == []
+    source = sources.open_source("folder", str(image_tree), str(data_dir))
+    assert source.num_examples("train") == 43 and leftovers(data_dir) == []

@@ -25,6 +25,8 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     first = train_losses(config, tmp_path / "a")
     second = train_losses(config, tmp_path / "b")
     assert len(first) == 4 and first == second  # bit-identical
+    [start] = [r for r in read_records(tmp_path / "a") if r.get("event") == "run_start"]
+    assert start["formulations"] == {"lrn_impl": "matmul", "conv1_impl": "direct"}  # CPU: auto
     with config.unlocked():
         config.seed = 1
     other = train_losses(config, tmp_path / "c")
@@ -380,3 +382,17 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     assert float(state.hyperparams["momentum"]) == pytest.approx(0.5)
     assert progress["schedule"]["learning_rate"] == pytest.approx(0.001)
     assert progress["optimizer"]["momentum"] == 0.5
+
+
+def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):
+    with config.unlocked():
+        config.train.num_steps = 4
+        config.train.final_eval_views = ()
+        config.train.profile_steps = (2, 3)
+    train.train_and_evaluate(config, tmp_path)
+    traces = list((tmp_path / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
+    with config.unlocked():
+        config.train.profile_steps = (3, 2)
+    with pytest.raises(UserError, match=r"train.profile_steps=\(3, 2\) must be"):
+        train.train_and_evaluate(config, tmp_path / "other")

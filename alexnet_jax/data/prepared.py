@@ -25,7 +25,7 @@ from absl import logging
 from alexnet_jax.common.disk import format_bytes, free_bytes
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
-from alexnet_jax.data import preprocess
+from alexnet_jax.data import preparation, preprocess
 from alexnet_jax.data.sources import Source
 
 PREPARED_VERSION = "1.1.0"  # 1.1: raw pixels stored as bytes (1.0: 2x larger)
@@ -154,7 +154,7 @@ def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str
     builder = PreparedImages(source, size, storage, quality, data_dir=data_dir)
     if not builder.is_prepared():
         check_disk_space(source, size, storage, data_dir)
-        builder.download_and_prepare()
+        preparation.prepare_once(builder)
     return Source(source.name, builder, source.train_split, source.eval_split,
                   source.class_names, source.skipped_images, prepared_size=size,
                   prepared_storage=storage, original=source)

@@ -20,7 +20,7 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.data import folder_builder
+from alexnet_jax.data import folder_builder, preparation
 
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 TFDS_DATASETS = {  # name -> (tfds name, train split, evaluation split)
@@ -104,7 +104,7 @@ def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
                             f"needs {split}/<class>/<image> files (JPEG or PNG).")
     builder = folder_builder.AlexnetImageFolder(tree, data_dir=data_dir)
     if not builder.is_prepared():
-        builder.download_and_prepare()
+        preparation.prepare_once(builder)
     skipped = builder.skipped_images()
     unreadable_classes = folder_builder.classes_without_images(tree, skipped)
     if unreadable_classes:
@@ -170,7 +170,7 @@ def _prepare_or_explain(builder, name: str, data_dir: str) -> None:
     if reason:
         raise explain(reason)
     try:
-        builder.download_and_prepare()
+        preparation.prepare_once(builder)
     except Exception as error:  # noqa: BLE001 - network, disk and format errors all land here
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise explain(f"{type(error).__name__}: {first_line}") from error

@@ -48,8 +48,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.activation", m.activation, ("relu", "tanh"))
     _choice("model.conv1_geometry", m.conv1_geometry, ("cuda_convnet", "caffe", "torchvision"))
     _choice("model.column_impl", m.column_impl, ("split", "grouped"))
-    _choice("model.lrn_impl", m.lrn_impl, ("matmul", "slices"))
-    _choice("model.conv1_impl", m.conv1_impl, ("direct", "space_to_depth"))
+    _choice("model.lrn_impl", m.lrn_impl, ("auto", "matmul", "slices"))
+    _choice("model.conv1_impl", m.conv1_impl, ("auto", "direct", "space_to_depth"))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if not 0.0 <= m.dropout_rate < 1.0:
         raise UserError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1) (0 turns "
@@ -91,6 +91,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= t.stop_at_train_error < 1.0:
         raise UserError(f"train.stop_at_train_error={t.stop_at_train_error} must be in [0, 1) "
                         "(a training top-1 error; 0 turns the target off).")
+    steps = tuple(t.profile_steps)
+    if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+        raise UserError(f"train.profile_steps={steps} must be () or (first, last) with "
+                        "1 <= first <= last, e.g. --config.train.profile_steps='(10, 12)'.")
     for views in (t.epoch_eval_views, *t.final_eval_views):
         _choice("train.epoch_eval_views / train.final_eval_views", views, (1, 10))
 

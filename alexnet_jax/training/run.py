@@ -206,6 +206,7 @@ def write_run_facts(run: Run) -> None:
     run.writer.write_record({
         "event": "run_start", "num_params": run.num_params, "num_devices": jax.device_count(),
         "mesh": sharding.describe(run.mesh), "process_count": jax.process_count(),
+        "formulations": build.formulations(run.config),
         "device_kind": jax.devices()[0].device_kind, "start_step": run.step,
         "dataset": run.source.name, "num_classes": run.source.num_classes,
         "train_examples": run.source.num_examples(run.source.train_split),

@@ -15,6 +15,7 @@ from alexnet_jax.data import catalog, device_augment, feeding
 from alexnet_jax.training import steps
 from alexnet_jax.training.epoch_metrics import EpochMeans
 from alexnet_jax.training.preemption import StopRequest
+from alexnet_jax.training.profiling import StepProfiler
 from alexnet_jax.training.run_log import RunLog
 
 
@@ -39,6 +40,7 @@ class StepRunner:
         self.votes = steps.StopVotes(run.mesh)
         self.stop_agreed = False
         self.pending: tuple[int, Any] | None = None  # (step, metrics on device)
+        self.profiler = StepProfiler(tuple(run.config.train.profile_steps), run.workdir)
         self.epoch_means = EpochMeans()  # the epoch's mean training error (paper Figure 1)
 
     def stopping(self) -> bool:
@@ -65,10 +67,12 @@ class StepRunner:
             if batch is None:
                 break
             images = self.finish(batch) if "pixels" in batch else batch["images"]
+            self.profiler.before(step + 1)
             run.params, run.opt_state, metrics = self.train_step(
                 run.params, run.opt_state, images, batch["labels"], learning_rate,
                 jnp.int32(step), self.votes(bool(self.stop)))
             step += 1
+            self.profiler.after(step, run.params)
             self.flush(last_step)
             self.pending = (step, metrics)
             self.epoch_means.add(metrics)

@@ -66,6 +66,7 @@ class Trainer:
                     else:
                         self.end_of_epoch(step)
         finally:
+            self.steps.profiler.stop()  # a run that ends inside the profiled steps
             self.log.bar.close()
         if self.steps.stopping():
             return self._stopped(step)
