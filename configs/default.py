@@ -67,7 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()
+    optimizer.name = "momentum"     # momentum (the paper's SGD) | lars (You et al. 2017)
     optimizer.learning_rate = 0.01  # initial learning rate, all layers
+    # linear: the rate is learning_rate * batch_size / 128 (Goyal et al. 2017); none: as given
+    optimizer.lr_scaling = "none"
+    optimizer.trust_coefficient = 0.001  # lars: the trust coefficient eta
     optimizer.momentum = 0.9
     optimizer.weight_decay = 0.0005
     optimizer.decay_mode = "paper"  # paper (decay inside the momentum) | decoupled
@@ -82,9 +86,14 @@ def get_config() -> ml_collections.ConfigDict:
     schedule.max_reductions = 3  # the paper reduced the rate three times
     schedule.after_last = "stop"  # after the last reduction, the next plateau: stop | continue
     schedule.step_epochs = (30, 60, 80)  # step: epochs at which the rate is multiplied by factor
+    # epochs of linear warm-up from optimizer.learning_rate (unscaled) to the scaled rate
+    schedule.warmup_epochs = 0.0
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128      # global batch size
+    # k > 1: each optimizer step computes batch_size as k micro-batches of batch_size / k and
+    # averages their gradients (the same update; the memory of a micro-batch)
+    train.accumulate_steps = 1
     train.num_epochs = 90
     train.num_steps = -1        # if > 0, stop after this many steps instead
     train.log_every_steps = 50  # training metrics to metrics.jsonl / TensorBoard

@@ -66,3 +66,44 @@ def test_state_round_trip():
     fresh = schedule()
     fresh.load_dict(schedule().to_dict())  # inf best error survives JSON as None
     assert fresh.state.best_error == float("inf")
+
+
+def test_linear_warmup_from_the_unscaled_rate_then_the_schedule():
+    from alexnet_jax.training.schedule import Schedule  # noqa: PLC0415
+    from configs.default import get_config  # noqa: PLC0415
+
+    config = get_config()
+    with config.unlocked():
+        config.schedule.name = "step"
+        config.schedule.step_epochs = (3,)
+        config.schedule.warmup_epochs = 2.0
+    schedule = Schedule(config.schedule, 0.08, warmup_start=0.01)  # lr 0.01 x 1024 / 128
+    schedule.start_epoch(0)
+    rates = [schedule.rate_at(step, 10) for step in (0, 5, 10, 19, 20)]
+    assert rates == pytest.approx([0.01, 0.01 + 0.07 / 4, 0.045, 0.01 + 0.07 * 19 / 20, 0.08])
+    schedule.start_epoch(3)
+    assert schedule.rate_at(30, 10) == pytest.approx(0.008)
+
+
+def test_lars_and_linear_scaling_build_from_the_config():
+    import jax  # noqa: PLC0415
+
+    from alexnet_jax.training import optim  # noqa: PLC0415
+    from alexnet_jax.training.state import build_optimizer  # noqa: PLC0415
+    from configs.large_batch import get_config  # noqa: PLC0415
+
+    config = get_config()
+    assert optim.initial_learning_rate(0.01, 4096, "linear") == pytest.approx(0.32)
+    assert optim.initial_learning_rate(0.01, 4096, "none") == 0.01
+    tx = build_optimizer(config)
+    params = {"fc6": {"kernel": jax.numpy.ones((4, 3)), "bias": jax.numpy.ones((3,))}}
+    state = tx.init(params)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.32)
+    assert float(state.hyperparams["momentum"]) == pytest.approx(0.9)
+    grads = jax.tree.map(lambda x: 0.5 * x, params)
+    updates, _ = tx.update(grads, optim.set_learning_rate(state, 0.1), params)
+    # the kernel's step is its trust ratio times the rate: |w| / |g + wd w| * eta * lr
+    trust = 0.001 * 1.0 / (0.5 + 0.0005)
+    assert float(updates["fc6"]["kernel"][0, 0]) == pytest.approx(-0.1 * trust * (0.5 + 0.0005),
+                                                                 rel=1e-4)
+    assert float(updates["fc6"]["bias"][0]) == pytest.approx(-0.1 * 0.5, rel=1e-4)  # no trust

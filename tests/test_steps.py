@@ -115,3 +115,30 @@ def test_eval_step_masks_padding_and_averages_views():
     assert float(sums["top5_correct"]) == sum(top5)
     want_loss = -np.log(averaged[np.arange(3), labels[:3]]).sum()
     assert float(sums["loss"]) == pytest.approx(want_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("mesh_shape", [(1, 1), (1, 2)])
+def test_accumulated_micro_batches_give_the_parameters_of_the_whole_batch(mesh_shape):
+    """k = 4 micro-batches of 2 against one batch of 8, dropout off: the same update."""
+    mesh = jax.make_mesh(mesh_shape, ("data", "model"),
+                         devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+    results = []
+    for k in (1, 4):
+        graphdef, params, opt_state, tx = setup(mesh, columns=2, init_std=0.1,
+                                                positive_bias=0.1, dropout_rate=0.0)
+        train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
+                                           jax.random.key(0), accumulate_steps=k)
+        images, labels = fixed_batch(mesh)
+        with jax.set_mesh(mesh):
+            for step in range(2):
+                params, opt_state, metrics = train_step(params, opt_state, images, labels,
+                                                        jnp.float32(0.01), jnp.int32(step))
+        results.append((jax.device_get(params), float(metrics["loss"])))
+    (whole, whole_loss), (micro, micro_loss) = results
+    assert micro_loss == pytest.approx(whole_loss, rel=1e-5)
+    for layer in whole:
+        for name in whole[layer]:
+            np.testing.assert_allclose(micro[layer][name], whole[layer][name], rtol=2e-5,
+                                       atol=1e-7)
+    assert not np.allclose(micro["fc8"]["kernel"], setup(mesh, columns=2, init_std=0.1,
+                                                         positive_bias=0.1)[1]["fc8"]["kernel"])

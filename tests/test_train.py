@@ -396,3 +396,22 @@ def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):
         config.train.profile_steps = (3, 2)
     with pytest.raises(UserError, match=r"train.profile_steps=\(3, 2\) must be"):
         train.train_and_evaluate(config, tmp_path / "other")
+
+
+def test_accumulated_steps_with_scaled_and_warmed_up_rate_train_and_log_each_steps_rate(
+        config, tmp_path):
+    with config.unlocked():
+        config.train.num_epochs = 2               # 5 steps per epoch
+        config.train.final_eval_views = ()
+        config.train.accumulate_steps = 2
+        config.optimizer.lr_scaling = "linear"    # 0.01 x 8 / 128 = 0.000625
+        config.schedule.name = "constant"
+        config.schedule.warmup_epochs = 1.0
+    train.train_and_evaluate(config, tmp_path)
+    rates = [r["learning_rate"] for r in read_records(tmp_path) if r.get("split") == "train"]
+    ramp = [0.01 + (0.000625 - 0.01) * step / 5 for step in range(5)]
+    assert rates == pytest.approx(ramp + [0.000625] * 5)
+    with config.unlocked():
+        config.train.accumulate_steps = 3
+    with pytest.raises(UserError, match="train.accumulate_steps=3 must be >= 1 and divide"):
+        train.train_and_evaluate(config, tmp_path / "other")

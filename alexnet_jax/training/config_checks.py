@@ -69,6 +69,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise UserError(f"data.crop_size={d.crop_size} is too small for AlexNet's five "
                             "layers (pool5 would be empty); use at least 67 (the paper: 224).")
     _choice("optimizer.decay_mode", o.decay_mode, ("paper", "decoupled"))
+    _validate_large_batch(config)
     if o.learning_rate <= 0 or not 0 <= o.momentum < 1 or o.weight_decay < 0:
         raise UserError(f"optimizer: learning_rate ({o.learning_rate}) must be > 0, momentum "
                         f"({o.momentum}) in [0, 1), weight_decay ({o.weight_decay}) >= 0.")
@@ -99,12 +100,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _choice("train.epoch_eval_views / train.final_eval_views", views, (1, 10))
 
 
+def _validate_large_batch(config: ml_collections.ConfigDict) -> None:
+    """The large-batch switches: the optimizer, the rate's scaling and its warm-up."""
+    o, s = config.optimizer, config.schedule
+    _choice("optimizer.name", o.name, ("momentum", "lars"))
+    _choice("optimizer.lr_scaling", o.lr_scaling, ("none", "linear"))
+    if o.trust_coefficient <= 0 or s.warmup_epochs < 0:
+        raise UserError(f"optimizer.trust_coefficient ({o.trust_coefficient}) must be > 0 and "
+                        f"schedule.warmup_epochs ({s.warmup_epochs}) >= 0.")
+
+
 def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int) -> None:
     """Batch sizes must split evenly over the `data` axis (and so over the processes feeding
-    its rows: their number divides the axis)."""
-    for key in ("batch_size", "eval_batch_size"):
+    its rows: their number divides the axis), and a micro-batch too."""
+    k = config.train.accumulate_steps
+    if k < 1 or config.train.batch_size % k:
+        raise UserError(f"train.accumulate_steps={k} must be >= 1 and divide "
+                        f"train.batch_size={config.train.batch_size}.")
+    for key, parts in (("batch_size", data_axis * k), ("eval_batch_size", data_axis)):
         batch = config.train[key]
-        if batch % data_axis:
-            raise UserError(f"train.{key}={batch} cannot be split evenly over the mesh's data "
-                            f"axis ({data_axis} devices). Use a multiple of {data_axis}, or "
-                            "change the mesh (--config.mesh.model, the number of devices).")
+        if batch % parts:
+            what = (f"the mesh's data axis ({data_axis} devices)" if parts == data_axis else
+                    f"{k} micro-batches on the mesh's data axis ({data_axis} devices)")
+            raise UserError(f"train.{key}={batch} cannot be split evenly over {what}. Use a "
+                            f"multiple of {parts}, or change the mesh (--config.mesh.model, the "
+                            "number of devices) or train.accumulate_steps.")

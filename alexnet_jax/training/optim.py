@@ -85,6 +85,28 @@ def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
         decay_mode=decay_mode, decay_scale=scale)
 
 
+PAPER_BATCH = 128  # the paper's batch: optimizer.lr_scaling=linear scales by batch / 128
+
+
+def initial_learning_rate(learning_rate: float, batch_size: int, lr_scaling: str) -> float:
+    """The run's initial rate: as configured, or (lr_scaling=linear, Goyal et al. 2017) scaled
+    by batch_size / 128, the paper's batch."""
+    return learning_rate * (batch_size / PAPER_BATCH if lr_scaling == "linear" else 1.0)
+
+
+def create_lars(learning_rate: float, momentum: float, weight_decay: float,
+                trust_coefficient: float) -> optax.GradientTransformation:
+    """optax's LARS (You et al. 2017: each layer's step scaled by |w| / |g|), with the rate in
+    its state like create_optimizer's; biases get neither weight decay nor the trust ratio."""
+    not_bias = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: not _is_bias(path), params)
+    return optax.inject_hyperparams(
+        optax.lars, static_args=("weight_decay_mask", "trust_ratio_mask"))(
+        learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum,
+        trust_coefficient=trust_coefficient, weight_decay_mask=not_bias,
+        trust_ratio_mask=not_bias)
+
+
 def set_learning_rate(opt_state, learning_rate: jax.Array):
     """The same optimizer state with a new learning rate (used by the next update)."""
     hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(

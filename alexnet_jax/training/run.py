@@ -25,7 +25,7 @@ from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_conf
 from alexnet_jax.model import build
 from alexnet_jax.model.sharded_network import count_params
 from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
-                                  optimizer_resume, workdir_lock)
+                                  optim, optimizer_resume, workdir_lock)
 from alexnet_jax.training.metrics_writer import MetricsWriter
 from alexnet_jax.training.schedule import Schedule
 from alexnet_jax.training.state import build_train_state
@@ -121,7 +121,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
                                               config.train.keep_checkpoints)
     checkpointer.bytes_needed = checkpointing.tree_bytes(params, opt_state)
-    schedule = Schedule(config.schedule, config.optimizer.learning_rate)
+    o = config.optimizer
+    schedule = Schedule(config.schedule, optim.initial_learning_rate(
+        o.learning_rate, config.train.batch_size, o.lr_scaling), warmup_start=o.learning_rate)
     fingerprint = model_fingerprint(config, source.num_classes)
     try:
         restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation)

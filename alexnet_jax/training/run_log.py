@@ -48,7 +48,8 @@ class RunLog:
         last line."""
         run = self.run
         elapsed = max(time.perf_counter() - self.window["time"], 1e-9)
-        scalars = {**metrics, "learning_rate": run.schedule.learning_rate,
+        rate = run.schedule.rate_at(step - 1, self.steps_per_epoch)  # the step's own rate
+        scalars = {**metrics, "learning_rate": rate,
                    "images_per_sec": (step - self.window["step"]) * self.batch_size / elapsed,
                    "data_wait_fraction": self.window["data_wait"] / elapsed}
         epoch = step / self.steps_per_epoch
@@ -56,7 +57,7 @@ class RunLog:
         run.writer.write_scalars(step, scalars, "train/")
         if self.bar is not None:
             self.bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{metrics['loss']:.4f}",
-                                 lr=f"{run.schedule.learning_rate:g}",
+                                 lr=f"{rate:g}",
                                  img_s=f"{scalars['images_per_sec']:.1f}")
         self.reset_window(step)
 

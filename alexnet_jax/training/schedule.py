@@ -8,6 +8,9 @@ next plateau ends the run (`after_last=stop`) or the run goes on to `num_epochs`
 
 `step`: the rate is multiplied by `factor` at each epoch of `step_epochs` (a reproducible
 alternative that does not depend on validation results). `constant`: never changes.
+
+Any of them may start with `warmup_epochs` of linear warm-up (Goyal et al. 2017): step by step
+from `warmup_start` (the unscaled rate, when the rate is scaled for a large batch) to the rate.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class ScheduleState:
 class Schedule:
     """The learning rate of each epoch, updated after each evaluation."""
 
-    def __init__(self, config: ml_collections.ConfigDict, initial_learning_rate: float):
+    def __init__(self, config: ml_collections.ConfigDict, initial_learning_rate: float,
+                 warmup_start: float | None = None):
         self.name = config.name
         self.factor = config.factor
         self.patience = config.patience
@@ -44,10 +48,20 @@ class Schedule:
         self.step_epochs = tuple(config.step_epochs)
         self.state = ScheduleState(initial_learning_rate)
         self.initial_learning_rate = initial_learning_rate
+        self.warmup_epochs = float(config.get("warmup_epochs", 0.0))
+        self.warmup_start = initial_learning_rate if warmup_start is None else warmup_start
 
     @property
     def learning_rate(self) -> float:
         return self.state.learning_rate
+
+    def rate_at(self, step: int, steps_per_epoch: int) -> float:
+        """The rate of step `step` (0-based): the schedule's, ramped up during the warm-up."""
+        warmup_steps = self.warmup_epochs * steps_per_epoch
+        if step >= warmup_steps:
+            return self.learning_rate
+        fraction = step / warmup_steps
+        return self.warmup_start + (self.learning_rate - self.warmup_start) * fraction
 
     def start_epoch(self, epoch: int) -> None:
         """For `step`: the rate of epoch `epoch` (0-based)."""

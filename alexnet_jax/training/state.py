@@ -16,11 +16,14 @@ from alexnet_jax.training import optim
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Momentum SGD with the paper's (or decoupled) weight decay."""
+    """Momentum SGD with the paper's (or decoupled) weight decay, or LARS."""
     o = config.optimizer
+    rate = optim.initial_learning_rate(o.learning_rate, config.train.batch_size, o.lr_scaling)
+    if o.name == "lars":
+        return optim.create_lars(rate, o.momentum, o.weight_decay, o.trust_coefficient)
     return optim.create_optimizer(momentum=o.momentum, weight_decay=o.weight_decay,
                                   decay_mode=o.decay_mode, decay_biases=o.decay_biases,
-                                  initial_learning_rate=o.learning_rate,
+                                  initial_learning_rate=rate,
                                   layer_weight_decay=dict(o.layer_weight_decay))
 
 

@@ -30,7 +30,7 @@ class StepRunner:
         self.diverged = diverged
         self.train_step = steps.make_train_step(
             run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
-            jax.random.key(run.config.seed))
+            jax.random.key(run.config.seed), run.config.train.accumulate_steps)
         # prepared uint8 crops are finished (mean, lighting) on the devices
         self.finish = device_augment.make_finisher(run.prep.mean_square(),
                                                    run.prep.lighting_basis(), run.mesh)
@@ -40,6 +40,7 @@ class StepRunner:
         self.votes = steps.StopVotes(run.mesh)
         self.stop_agreed = False
         self.pending: tuple[int, Any] | None = None  # (step, metrics on device)
+        self.learning_rate = run.schedule.learning_rate  # of the latest step
         self.profiler = StepProfiler(tuple(run.config.train.profile_steps), run.workdir)
         self.epoch_means = EpochMeans()  # the epoch's mean training error (paper Figure 1)
 
@@ -59,8 +60,8 @@ class StepRunner:
         batches = feeding.to_device(catalog.train_batches(
             run.source, run.prep, run.config, epoch, start_batch,
             feeding.Shard.for_mesh(run.mesh)), run.mesh)
-        learning_rate = jnp.float32(run.schedule.learning_rate)
         while step < last_step:
+            self.learning_rate = run.schedule.rate_at(step, self.steps_per_epoch)
             wait_start = time.perf_counter()
             batch = next(batches, None)  # the host waits here if the input pipeline is behind
             self.log.add_data_wait(time.perf_counter() - wait_start)
@@ -69,8 +70,8 @@ class StepRunner:
             images = self.finish(batch) if "pixels" in batch else batch["images"]
             self.profiler.before(step + 1)
             run.params, run.opt_state, metrics = self.train_step(
-                run.params, run.opt_state, images, batch["labels"], learning_rate,
-                jnp.int32(step), self.votes(bool(self.stop)))
+                run.params, run.opt_state, images, batch["labels"],
+                jnp.float32(self.learning_rate), jnp.int32(step), self.votes(bool(self.stop)))
             step += 1
             self.profiler.after(step, run.params)
             self.flush(last_step)

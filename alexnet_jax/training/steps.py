@@ -47,26 +47,52 @@ def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    state_shardings, base_key: jax.Array) -> Callable:
+                    state_shardings, base_key: jax.Array, accumulate_steps: int = 1) -> Callable:
     """step(params, opt_state, images, labels, learning_rate, step[, stop_votes]) ->
     (params, opt_state, metrics); params and opt_state are donated. With `stop_votes`
-    (StopVotes: one per device), metrics["stop"] is their maximum, the same on every process."""
+    (StopVotes: one per device), metrics["stop"] is their maximum, the same on every process.
 
-    def train_step(params: Params, opt_state, images, labels, learning_rate, step,
-                   stop_votes=None):
-        dropout_key = jax.random.fold_in(base_key, step)
+    `accumulate_steps` = k > 1: the batch is computed as k micro-batches (rows i, i + k, ...:
+    each device keeps its own rows, nothing moves) whose gradients are averaged before the one
+    update, so the update is the whole batch's and memory that of a micro-batch. Micro-batch
+    i's dropout masks come from fold_in(key of the step, i): a pure function of seed and step."""
 
+    def loss_and_grads(params, images, labels, dropout_key):
         def loss_fn(params):
             logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
             return cross_entropy(logits, labels).mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, {"loss": loss,
+                       "top1_error": 1.0 - topk_correct(logits, labels, 1).mean(),
+                       "top5_error": 1.0 - topk_correct(logits, labels, 5).mean()}
+
+    def accumulated(params, images, labels, dropout_key):
+        micro = lambda x: jnp.swapaxes(  # noqa: E731 - (B, ...) -> (k, B / k, ...)
+            x.reshape(x.shape[0] // accumulate_steps, accumulate_steps, *x.shape[1:]), 0, 1)
+
+        def one(total, inputs):
+            index, images_i, labels_i = inputs
+            grads, metrics = loss_and_grads(params, images_i, labels_i,
+                                            jax.random.fold_in(dropout_key, index))
+            return jax.tree.map(jnp.add, total, (grads, metrics)), None
+
+        # zeros laid out like what they add up (gradients sharded like the parameters)
+        zeros = (jax.tree.map(jnp.zeros_like, params),
+                 {key: jnp.zeros((), jnp.float32) for key in ("loss", "top1_error",
+                                                             "top5_error")})
+        (grads, metrics), _ = jax.lax.scan(
+            one, zeros, (jnp.arange(accumulate_steps), micro(images), micro(labels)))
+        return jax.tree.map(lambda x: x / accumulate_steps, (grads, metrics))
+
+    def train_step(params: Params, opt_state, images, labels, learning_rate, step,
+                   stop_votes=None):
+        dropout_key = jax.random.fold_in(base_key, step)
+        compute = loss_and_grads if accumulate_steps == 1 else accumulated
+        grads, metrics = compute(params, images, labels, dropout_key)
         opt_state = optim.set_learning_rate(opt_state, learning_rate)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss,
-                   "top1_error": 1.0 - topk_correct(logits, labels, 1).mean(),
-                   "top5_error": 1.0 - topk_correct(logits, labels, 5).mean()}
         if stop_votes is not None:
             metrics["stop"] = jnp.max(stop_votes)
         return params, opt_state, metrics
