@@ -123,10 +123,13 @@ def test_ten_views_of_prepared_squares_match_the_original_files(config):
     prep_original = preprocessing_from_config(config, original, progress=False)
     source = catalog.open_dataset(prepared_config(config, "raw"))
     prep = preprocessing_from_config(config, source, progress=False)
-    views = lambda s, p: np.concatenate([b["images"] for b in tfds.as_numpy(  # noqa: E731
-        pipeline.eval_dataset(s, p, 8, views=10))])
-    from_files, from_squares = views(original, prep_original), views(source, prep)
-    assert from_squares.shape == from_files.shape == (16, 10, TINY_CROP, TINY_CROP, 3)
+    views = lambda s, p, key: np.concatenate([b[key][b["mask"] > 0] for b in  # noqa: E731
+                                              tfds.as_numpy(pipeline.eval_dataset(s, p, 8, 10))])
+    from_files = views(original, prep_original, "images")
+    pixels = views(source, prep, "pixels")     # uint8; the devices subtract the mean's windows
+    assert pixels.dtype == np.uint8
+    from_squares = pixels.astype(np.float32) - prep.mean_views(10)[None]
+    assert from_squares.shape == from_files.shape == (15, 10, TINY_CROP, TINY_CROP, 3)
     order = lambda x: x[np.argsort(x.reshape(len(x), -1).sum(1))]  # noqa: E731 (split order)
     # the stored squares are the original squares rounded to whole levels, and so is the mean
     # image computed from them: each differs by at most half a level
@@ -258,3 +261,41 @@ def test_a_killed_preparation_leaves_nothing_after_the_next_one(image_tree, tmp_
     assert leftovers(data_dir) == []
     source = sources.open_source("folder", str(image_tree), str(data_dir))
     assert source.num_examples("train") == 43 and leftovers(data_dir) == []
+
+
+def test_bounded_memory_evaluation_equals_all_views_at_once_in_float(config):
+    """The evaluation (uint8 views, the mean subtracted on the devices, one view at a time)
+    against the formulation it replaced: float views with the mean subtracted on the host, all
+    views of a batch through the network at once, the softmax averaged."""
+    from alexnet_jax.model import build  # noqa: PLC0415
+    from alexnet_jax.training import evaluation, steps  # noqa: PLC0415
+    from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
+
+    config = prepared_config(config, "raw")
+    with config.unlocked():
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1  # outputs follow inputs
+    source = catalog.open_dataset(config)
+    prep = preprocessing_from_config(config, source, progress=False)
+    mesh = build.build_mesh(config)
+    graphdef, params, _, _ = build_train_state(config, source.num_classes, mesh)
+    from alexnet_jax.common.sharding import single_device_mesh  # noqa: PLC0415
+
+    model = build.model_with_params(config, source.num_classes, jax.device_get(params),
+                                    single_device_mesh())
+    examples = tfds.as_numpy(source.builder.as_dataset(split=source.eval_split))
+    want = {"top1_correct": 0, "top5_correct": 0, "loss": 0.0}
+    for example in examples:
+        views = prep.eval_views(example["image"], 10).numpy()        # float, mean subtracted
+        logits = np.asarray(model(views), np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        mean = (probs / probs.sum(-1, keepdims=True)).mean(0)
+        rank = int(np.sum(mean >= mean[example["label"]]))            # ties against the label
+        want["top1_correct"] += rank <= 1
+        want["top5_correct"] += rank <= 5
+        want["loss"] -= np.log(mean[example["label"]])
+    got = evaluation.evaluate(steps.make_eval_step(graphdef), params, source, prep, 8, mesh, 10)
+    assert got["count"] == 15 and got["crops"] == 10
+    assert got["top1_error"] == pytest.approx(1 - want["top1_correct"] / 15, abs=1e-9)
+    assert got["top5_error"] == pytest.approx(1 - want["top5_correct"] / 15, abs=1e-9)
+    assert got["loss"] == pytest.approx(want["loss"] / 15, rel=1e-4)
+    assert 0 < want["top1_correct"] < 15        # a comparison that can tell answers apart

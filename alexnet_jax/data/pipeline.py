@@ -94,8 +94,10 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
                  shard: Shard | None = None) -> tf.data.Dataset:
     """This process's share of the evaluation split, every image exactly once.
 
-    Yields {"images": (b, views, crop, crop, 3), "labels": (b,), "mask": (b,)}; the last batches
-    are padded with mask 0 so that every process runs the same number of steps.
+    Yields {"images": float32 (b, views, crop, crop, 3), "labels": (b,), "mask": (b,)}; from
+    prepared squares instead "pixels": uint8 views without the mean, which the devices subtract
+    (a quarter of the bytes to hold and send). The last batches are padded with mask 0 so that
+    every process runs the same number of steps.
     """
     shard = shard or Shard(0, 1)
     local_batch = global_batch // shard.count
@@ -103,14 +105,16 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
     ds = source.builder.as_dataset(split=split, shuffle_files=False,
                                    read_config=tfds.ReadConfig(options=_read_options()),
                                    decoders=_decoders(source))
-    ds = ds.map(lambda ex: {"images": prep.eval_views(ex["image"], views),
+    key, dtype = ("pixels", tf.uint8) if source.prepared_storage else ("images", tf.float32)
+    view = prep.eval_pixels if source.prepared_storage else prep.eval_views
+    ds = ds.map(lambda ex: {key: view(ex["image"], views),
                             "labels": tf.cast(ex["label"], tf.int32),
                             "mask": tf.constant(1.0, tf.float32)},
                 num_parallel_calls=AUTOTUNE, deterministic=True)
     total = eval_batches_per_process(source, global_batch, shard) * local_batch
     padding = total - int(source.builder.info.splits[split].num_examples)
     crop = prep.crop_size
-    blank = {"images": tf.zeros([views, crop, crop, 3]), "labels": tf.constant(0, tf.int32),
+    blank = {key: tf.zeros([views, crop, crop, 3], dtype), "labels": tf.constant(0, tf.int32),
              "mask": tf.constant(0.0, tf.float32)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
     return ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)

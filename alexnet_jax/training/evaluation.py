@@ -9,7 +9,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
@@ -26,7 +26,7 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
 
     views=1 is the centre crop; views=10 averages the softmax over the paper's 10 patches.
     """
-    totals = None
+    totals, mean_views = None, None
     what = "centre crop" if views == 1 else f"{views} views"
     description = f"evaluating {source.eval_split} ({what})"
     with progress_bar(source.num_examples(source.eval_split), description, "img",
@@ -34,7 +34,12 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
         shard = feeding.Shard.for_mesh(mesh)
         for batch in feeding.to_device(
                 catalog.eval_batches(source, prep, global_batch, views, shard), mesh):
-            sums = eval_step(params, batch["images"], batch["labels"], batch["mask"])
+            if "pixels" in batch and mean_views is None:
+                # uint8 views of prepared squares: the devices subtract the mean's windows
+                mean_views = jax.device_put(prep.mean_views(views), NamedSharding(mesh, P()))
+            inputs = batch["pixels"] if "pixels" in batch else batch["images"]
+            sums = eval_step(params, inputs, batch["labels"], batch["mask"],
+                             mean_views if "pixels" in batch else None)
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
             bar.update(min(global_batch, bar.total - bar.n))
     totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
