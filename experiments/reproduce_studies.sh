@@ -21,4 +21,5 @@ for round in 1 2 3; do
     study imagenette128_ablations "$round" imagenette2-224
     study cifar10_lrn "$round" cifar10
     study cifar10_figure1 "$round" cifar10
+    if [ "$round" = 1 ]; then study cifar10_large_batch 1 cifar10; fi
 done

@@ -12,6 +12,7 @@ from helpers import make_image_tree, tiny_config
 from test_cli import REPO, run_cli, tiny_overrides
 
 from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.sharding import single_device_mesh
 from alexnet_jax.data import class_names
 from alexnet_jax.model import build
 from alexnet_jax.prediction import predict
@@ -40,14 +41,25 @@ def trained(tree, tmp_path_factory):
     return root / "run", overrides
 
 
-def independent_probabilities(workdir, tree, step, views_of_images):
-    """Softmax averaged over views, from the checkpoint's parameters loaded with plain Orbax
-    into a network built here (not predict's own loading, batching or ranking)."""
+def trained_config(tree, workdir):
+    """The in-process config of the `trained` run."""
     config = tiny_config(tree, workdir.parent / "tfds")
     with config.unlocked():
         config.model.init_std, config.model.positive_bias = 0.1, 0.1
-    model = build.model_with_params(config, len(CLASSES),
-                                    load_params(workdir / "checkpoints" / str(step) / "params"))
+    return config
+
+
+def loaded_model(tree, workdir, step):
+    """The checkpoint's parameters loaded with plain Orbax into a network built here, on one
+    device (not predict's own loading, batching or ranking)."""
+    return build.model_with_params(trained_config(tree, workdir), len(CLASSES),
+                                   load_params(workdir / "checkpoints" / str(step) / "params"),
+                                   single_device_mesh())
+
+
+def independent_probabilities(workdir, tree, step, views_of_images):
+    """Softmax averaged over views, computed independently of predict."""
+    model = loaded_model(tree, workdir, step)
     result = []
     for views in views_of_images:
         logits = np.asarray(model(views), np.float64)
@@ -67,7 +79,7 @@ def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(tra
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["path"] for line in lines] == images              # in the order given
-    prep = predict.load_trained(tiny_config(tree, workdir.parent / "tfds"), workdir).prep
+    prep = predict.load_trained(trained_config(tree, workdir), workdir).prep
     expected = independent_probabilities(workdir, tree, 2, [
         predict.load_views(Path(images[i]), prep, 10) for i in (0, 2)])
     for line, probs in zip((lines[0], lines[2]), expected):
@@ -96,12 +108,8 @@ def test_features_of_a_split_and_their_index(trained, tree, tmp_path):
     assert all(row["class"] == row["path"].split("/")[1] for row in index)
     assert sorted(p.name for p in output.parent.iterdir()) == ["val.index.jsonl", "val.npy"]
     # each row is its own image's fc7, from this checkpoint: recomputed independently
-    config = tiny_config(tree, workdir.parent / "tfds")
-    with config.unlocked():
-        config.model.init_std, config.model.positive_bias = 0.1, 0.1
-    prep = predict.load_trained(config, workdir).prep
-    model = build.model_with_params(config, len(CLASSES),
-                                    load_params(workdir / "checkpoints" / "2" / "params"))
+    prep = predict.load_trained(trained_config(tree, workdir), workdir).prep
+    model = loaded_model(tree, workdir, 2)
     for row in (index[0], index[-1]):
         image = predict.load_views(tree / row["path"], prep, 1)
         np.testing.assert_allclose(vectors[row["row"]], np.asarray(model.features(image))[0],

@@ -293,7 +293,9 @@ def test_bounded_memory_evaluation_equals_all_views_at_once_in_float(config):
         want["top1_correct"] += rank <= 1
         want["top5_correct"] += rank <= 5
         want["loss"] -= np.log(mean[example["label"]])
-    got = evaluation.evaluate(steps.make_eval_step(graphdef), params, source, prep, 8, mesh, 10)
+    with jax.set_mesh(mesh):  # as a run evaluates
+        got = evaluation.evaluate(steps.make_eval_step(graphdef), params, source, prep, 8, mesh,
+                                  10)
     assert got["count"] == 15 and got["crops"] == 10
     assert got["top1_error"] == pytest.approx(1 - want["top1_correct"] / 15, abs=1e-9)
     assert got["top5_error"] == pytest.approx(1 - want["top5_correct"] / 15, abs=1e-9)

@@ -234,6 +234,7 @@ def test_override_formatting_round_trips():
 
 
 @pytest.mark.parametrize("name", ["cifar10_figure1", "cifar10_lrn", "imagenette_ablations",
+                                  "cifar10_large_batch",
                                   "imagenette128_ablations"])
 def test_the_project_studies_load_and_their_overrides_are_config_keys(name):
     import importlib  # noqa: PLC0415

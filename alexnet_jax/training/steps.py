@@ -113,16 +113,20 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
     def eval_step(params: Params, images, labels, mask, mean_views=None):
         model = nnx.merge(graphdef, params)
 
-        def one_view(running, view):
-            pixels, mean = view
+        def log_probs(pixels, mean):
             inputs = pixels.astype(jnp.float32) - (0.0 if mean is None else mean)
-            log_probs = jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
-            return jnp.logaddexp(running, log_probs), None
+            return jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
+
+        def one_view(running, view):
+            return jnp.logaddexp(running, log_probs(*view)), None
 
         views = images.shape[1]
         per_view = jnp.swapaxes(images, 0, 1)                   # (V, B, H, W, 3)
-        start = jnp.full((images.shape[0], model.num_classes), -jnp.inf, jnp.float32)
-        total, _ = jax.lax.scan(one_view, start, (per_view, mean_views))
+        means = (None,) * views if mean_views is None else mean_views
+        total = log_probs(per_view[0], means[0])  # the first view starts the sum (its layout)
+        if views > 1:
+            rest = (per_view[1:], None if mean_views is None else mean_views[1:])
+            total, _ = jax.lax.scan(one_view, total, rest)
         scores = total - jnp.log(views)                         # log of the mean softmax
         label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
         return {"count": mask.sum(),
