@@ -5,12 +5,13 @@ Mishkin et al. 2017): LRN (section 3.3), overlapping pooling (3.4), dropout (4.2
 Budget: 7 epochs (511 steps of 128) at learning rate 0.01, divided by 10 after epoch 6, so every
 run ends at a lowered rate instead of being cut off mid-plateau; evaluation on the centre crop
 (each epoch and at the end: the 10 views would add 6 minutes a run). Measured before choosing
-it, on the 2-core CPU machine with the real input pipeline: 41 images/s of training (the step
-alone: 69) and 103 images/s of evaluation, so an epoch takes 4.5 minutes and a run about 33
-(docs/results/imagenette128_ablations/results.md gives each run's measured minutes). Each run
-thus fits one ~35-minute slice of a session; the runs go seed by seed (every arm's seed 0
-before any arm's seed 1) and are recorded as they finish, so the study spans as many sessions
-as it needs. The 224-pixel study (imagenette_ablations) is the full-size version, for GPUs.
+it, on the 2-core CPU machine with the real input pipeline and nothing else running: 41 images/s
+of training (the step alone: 69) and 103 images/s of evaluation, so an epoch takes 4.5 minutes
+and a run about 33, one ~35-minute slice of a session. The first recorded runs took 62 and 65
+minutes, sharing the two cores with the test suite (each run's time is in results.json). The
+runs go seed by seed (every arm's seed 0 before any arm's seed 1) and are recorded as they
+finish, so the study spans as many sessions as it needs. The 224-pixel study
+(imagenette_ablations) is the full-size version, for GPUs.
 
 Run (resumable; finished runs are read from the committed records):
     nice -n 19 python experiments/run_study.py \
