@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
 from test_cli import REPO, tensorboard_tags
 
-from alexnet_jax.data import catalog, device_augment, pipeline, preprocess
+from alexnet_jax.data import augmentation, catalog, device_augment, pipeline, preprocess
 from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.training import train
 from alexnet_jax.training.metrics_writer import read_records
@@ -128,7 +128,7 @@ def test_ten_views_of_prepared_squares_match_the_original_files(config):
     from_files = views(original, prep_original, "images")
     pixels = views(source, prep, "pixels")     # uint8; the devices subtract the mean's windows
     assert pixels.dtype == np.uint8
-    from_squares = pixels.astype(np.float32) - prep.mean_views(10)[None]
+    from_squares = pixels.astype(np.float32) - augmentation.mean_views(prep, 10)[None]
     assert from_squares.shape == from_files.shape == (15, 10, TINY_CROP, TINY_CROP, 3)
     order = lambda x: x[np.argsort(x.reshape(len(x), -1).sum(1))]  # noqa: E731 (split order)
     # the stored squares are the original squares rounded to whole levels, and so is the mean

@@ -96,23 +96,6 @@ class Preprocessing:
 
         return preprocess.eval_views(self.square(image_bytes), self.crop_size, views)
 
-    def eval_pixels(self, image, views: int):
-        """From a prepared square: (views, crop, crop, 3) uint8 views, the mean not subtracted
-        (the devices subtract `mean_views`)."""
-        from alexnet_jax.data import preprocess  # noqa: PLC0415
-
-        square = preprocess.decode(image) if self.prepared_storage != "raw" else image
-        return preprocess.eval_views(square, self.crop_size, views)
-
-    def mean_views(self, views: int) -> np.ndarray:
-        """(views, crop, crop, 3): the mean image's windows under the evaluation views."""
-        import tensorflow as tf  # noqa: PLC0415
-
-        from alexnet_jax.data import preprocess  # noqa: PLC0415
-
-        square = tf.constant(self.mean_square())
-        return preprocess.eval_views(square, self.crop_size, views).numpy()
-
     def mean_square(self) -> np.ndarray:
         """The subtracted mean as an S x S x 3 image (zeros when none is subtracted)."""
         shape = (self.resize_size, self.resize_size, 3)
@@ -126,6 +109,25 @@ class Preprocessing:
         return np.zeros((3, 3), np.float32) if off else (
             np.asarray(self.eigenvectors, np.float32)
             * np.asarray(self.component_scales, np.float32)[None, :])
+
+
+def eval_pixels(prep: Preprocessing, image, views: int):
+    """From a prepared square: (views, crop, crop, 3) uint8 views, the mean not subtracted
+    (the devices subtract `mean_views`)."""
+    from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+    square = preprocess.decode(image) if prep.prepared_storage != "raw" else image
+    return preprocess.eval_views(square, prep.crop_size, views)
+
+
+def mean_views(prep: Preprocessing, views: int) -> np.ndarray:
+    """(views, crop, crop, 3): the mean image's windows under the evaluation views."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from alexnet_jax.data import preprocess  # noqa: PLC0415
+
+    square = tf.constant(prep.mean_square())
+    return preprocess.eval_views(square, prep.crop_size, views).numpy()
 
 
 def preprocessing_from_config(config: ml_collections.ConfigDict, source,

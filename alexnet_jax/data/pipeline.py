@@ -10,7 +10,11 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config  # noqa: F401
+from alexnet_jax.data.augmentation import (  # noqa: F401
+    Preprocessing,
+    eval_pixels,
+    preprocessing_from_config,
+)
 from alexnet_jax.data.feeding import (  # noqa: F401 - re-exported
     Shard,
     epoch_seed,
@@ -106,8 +110,9 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
                                    read_config=tfds.ReadConfig(options=_read_options()),
                                    decoders=_decoders(source))
     key, dtype = ("pixels", tf.uint8) if source.prepared_storage else ("images", tf.float32)
-    view = prep.eval_pixels if source.prepared_storage else prep.eval_views
-    ds = ds.map(lambda ex: {key: view(ex["image"], views),
+    view = (lambda image: eval_pixels(prep, image, views)) if source.prepared_storage else (
+        lambda image: prep.eval_views(image, views))
+    ds = ds.map(lambda ex: {key: view(ex["image"]),
                             "labels": tf.cast(ex["label"], tf.int32),
                             "mask": tf.constant(1.0, tf.float32)},
                 num_parallel_calls=AUTOTUNE, deterministic=True)

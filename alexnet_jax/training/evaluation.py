@@ -9,11 +9,12 @@ from typing import Any, Callable
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
-from alexnet_jax.data import catalog, feeding
+from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
 from alexnet_jax.training import checkpointing, steps
 from alexnet_jax.training.run import setup_run
@@ -36,7 +37,8 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
                 catalog.eval_batches(source, prep, global_batch, views, shard), mesh):
             if "pixels" in batch and mean_views is None:
                 # uint8 views of prepared squares: the devices subtract the mean's windows
-                mean_views = jax.device_put(prep.mean_views(views), NamedSharding(mesh, P()))
+                mean_views = jax.device_put(augmentation.mean_views(prep, views),
+                                            NamedSharding(mesh, P()))
             inputs = batch["pixels"] if "pixels" in batch else batch["images"]
             sums = eval_step(params, inputs, batch["labels"], batch["mask"],
                              mean_views if "pixels" in batch else None)
