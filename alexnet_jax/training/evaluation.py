@@ -33,8 +33,9 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
     with progress_bar(source.num_examples(source.eval_split), description, "img",
                       enabled=jax.process_index() == 0) as bar:
         shard = feeding.Shard.for_mesh(mesh)
+        # no batch waits on the devices: the host prepares the next one meanwhile
         for batch in feeding.to_device(
-                catalog.eval_batches(source, prep, global_batch, views, shard), mesh):
+                catalog.eval_batches(source, prep, global_batch, views, shard), mesh, prefetch=0):
             if "pixels" in batch and mean_views is None:
                 # uint8 views of prepared squares: the devices subtract the mean's windows
                 mean_views = jax.device_put(augmentation.mean_views(prep, views),

@@ -117,16 +117,16 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
             inputs = pixels.astype(jnp.float32) - (0.0 if mean is None else mean)
             return jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
 
-        def one_view(running, view):
-            return jnp.logaddexp(running, log_probs(*view)), None
+        def view(v):  # one view of every image, read in place (no transposed copy)
+            pixels = jax.lax.dynamic_index_in_dim(images, v, axis=1, keepdims=False)
+            mean = None if mean_views is None else jax.lax.dynamic_index_in_dim(
+                mean_views, v, axis=0, keepdims=False)
+            return log_probs(pixels, mean)
 
         views = images.shape[1]
-        per_view = jnp.swapaxes(images, 0, 1)                   # (V, B, H, W, 3)
-        means = (None,) * views if mean_views is None else mean_views
-        total = log_probs(per_view[0], means[0])  # the first view starts the sum (its layout)
-        if views > 1:
-            rest = (per_view[1:], None if mean_views is None else mean_views[1:])
-            total, _ = jax.lax.scan(one_view, total, rest)
+        total = view(0)  # the first view starts the sum (and gives it its layout)
+        total = jax.lax.fori_loop(1, views, lambda v, running: jnp.logaddexp(running, view(v)),
+                                  total)
         scores = total - jnp.log(views)                         # log of the mean softmax
         label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
         return {"count": mask.sum(),
