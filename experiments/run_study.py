@@ -49,8 +49,9 @@ def main(argv: list[str]) -> int:
         parser.error(f"unexpected arguments {unknown}; overrides are --config.<key>=<value>")
     if args.dir is None and not (args.report and args.record):
         parser.error("--dir=RUNS is needed (only --report --record=REC reads records alone)")
+    runs = args.dir or Path("runs/studies") / Path(args.study).stem  # the usual place
     command = " ".join(["python experiments/run_study.py", f"--study={args.study}",
-                        *([f"--dir={args.dir}"] if args.dir else []),
+                        f"--dir={runs}",
                         *([f"--record={args.record}"] if args.record else []),
                         *map(shlex.quote, rest)])
     dirs = study_lib.StudyDirs(args.dir, args.record)
