@@ -127,15 +127,29 @@ def assert_same_params(got, expected):
                                        atol=1e-7)
 
 
+@pytest.fixture(scope="module")
+def one_process_runs(image_tree, tmp_path_factory):
+    """The uninterrupted one-process run with n devices, made once per n: its workdir."""
+    root, made = tmp_path_factory.mktemp("one_process"), {}
+
+    def run(devices):
+        if devices not in made:
+            made[devices] = root / f"devices{devices}"
+            run_to_end(made[devices], image_tree, root / "tfds", devices=devices)
+        return made[devices]
+
+    return run
+
+
 @pytest.mark.parametrize("count,devices,mesh", [(2, 2, {"data": 2, "model": 2}),
                                                 (2, 1, {"data": 1, "model": 2}),
                                                 (4, 1, {"data": 2, "model": 2})])
 def test_every_process_layout_trains_like_one_process_with_the_same_devices(
-        image_tree, tmp_path, count, devices, mesh):
+        image_tree, tmp_path, one_process_runs, count, devices, mesh):
     """Processes that share a data row (one device each: the two columns of a row on two
     processes) must feed the same images; evaluation counts every image once."""
     data_dir = tmp_path / "tfds"
-    run_to_end(tmp_path / "single", image_tree, data_dir, devices=count * devices)
+    single = one_process_runs(count * devices)
     # train past the end of epoch 1 (5 steps: an evaluation) to step 6, then resume to 10
     run_processes(tmp_path / "multi", image_tree, data_dir, "--config.train.num_steps=6",
                   count=count, devices=devices)
@@ -145,14 +159,14 @@ def test_every_process_layout_trains_like_one_process_with_the_same_devices(
     assert [(r["process_count"], r["num_devices"], r["start_step"]) for r in starts] == \
         [(count, count * devices, 0), (count, count * devices, 6)]
     assert starts[0]["mesh"] == mesh
-    single_lines = records(tmp_path / "single")
+    single_lines = records(single)
     single_losses = [r["loss"] for r in single_lines if r.get("split") == "train"]
     multi_losses = [r["loss"] for r in lines if r.get("split") == "train"]
     np.testing.assert_allclose(multi_losses, single_losses, rtol=1e-5)
     evaluations = [[(r["step"], r["count"]) for r in found if r.get("split") == "val"]
                    for found in (single_lines, lines)]
     assert evaluations[0] == evaluations[1] == [(5, 15), (10, 15)]  # 15 validation images
-    assert_same_params(final_params(tmp_path / "multi"), final_params(tmp_path / "single"))
+    assert_same_params(final_params(tmp_path / "multi"), final_params(single))
     assert json.loads((tmp_path / "multi" / "config.json").read_text())["train"]["num_steps"] == 10
     assert (tmp_path / "multi" / "conv1_filters.png").exists()
 

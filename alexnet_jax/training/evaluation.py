@@ -43,8 +43,12 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
             inputs = batch["pixels"] if "pixels" in batch else batch["images"]
             sums = eval_step(params, inputs, batch["labels"], batch["mask"],
                              mean_views if "pixels" in batch else None)
+            # at most two steps in flight: each holds its batch (10 views: 10 times a centre
+            # crop's), and a host faster than the devices would otherwise queue many
+            jax.block_until_ready(totals)
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
             bar.update(min(global_batch, bar.total - bar.n))
+            del batch, inputs  # not held while the next batch is made and sent
     totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
     count = totals["count"]
     return {"top1_error": 1.0 - totals["top1_correct"] / count,
