@@ -85,6 +85,7 @@ def to_device(batches: Iterator[dict], mesh: Mesh, prefetch: int = 2
     iterator = iter(batches)
     for batch in iterator:
         put(batch)
+        del batch  # the host copy is not held while the next batch is made
         if len(queue) > prefetch:
             yield queue.popleft()
     while queue:

@@ -122,5 +122,6 @@ def eval_dataset(source: Source, prep: Preprocessing, global_batch: int, views: 
     blank = {key: tf.zeros([views, crop, crop, 3], dtype), "labels": tf.constant(0, tf.int32),
              "mask": tf.constant(0.0, tf.float32)}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat(padding))
-    # one batch ahead, not AUTOTUNE's several: a batch of 10 views is 10 times a training one
-    return ds.batch(local_batch, drop_remainder=True).prefetch(1)
+    # no batch made ahead (a batch of 10 views is 10 times a training one): the devices work
+    # on the previous batches, dispatched asynchronously, while the host makes the next one
+    return ds.batch(local_batch, drop_remainder=True)
