@@ -106,27 +106,20 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
     """step(params, views (B, V, H, W, 3), labels, mask[, mean_views]) -> summed counts.
 
     With V views the softmax outputs are averaged over the views (the paper's 10-patch test),
-    one view at a time (a scan), so memory is that of B images whatever V is; the average is
-    kept in log space. Views may arrive as uint8 pixels with `mean_views` (V, H, W, 3), the
-    mean image's matching windows, subtracted here on the device (a quarter of the bytes)."""
+    one view at a time, each its own call of one compiled program, so memory is that of B
+    images whatever V is (a loop inside one program let the compiler convert all views to
+    float at once); the average is kept in log space. Views may arrive as uint8 pixels with
+    `mean_views` (V, H, W, 3), the mean image's matching windows, subtracted on the device."""
 
-    def eval_step(params: Params, images, labels, mask, mean_views=None):
-        model = nnx.merge(graphdef, params)
+    @jax.jit
+    def view_log_probs(params: Params, images, view, mean):
+        pixels = jax.lax.dynamic_index_in_dim(images, view, axis=1, keepdims=False)
+        inputs = pixels.astype(jnp.float32) - mean
+        logits = nnx.merge(graphdef, params)(inputs)
+        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
-        def log_probs(pixels, mean):
-            inputs = pixels.astype(jnp.float32) - (0.0 if mean is None else mean)
-            return jax.nn.log_softmax(model(inputs).astype(jnp.float32), axis=-1)
-
-        def view(v):  # one view of every image, read in place (no transposed copy)
-            pixels = jax.lax.dynamic_index_in_dim(images, v, axis=1, keepdims=False)
-            mean = None if mean_views is None else jax.lax.dynamic_index_in_dim(
-                mean_views, v, axis=0, keepdims=False)
-            return log_probs(pixels, mean)
-
-        views = images.shape[1]
-        total = view(0)  # the first view starts the sum (and gives it its layout)
-        total = jax.lax.fori_loop(1, views, lambda v, running: jnp.logaddexp(running, view(v)),
-                                  total)
+    @jax.jit
+    def counts(total, labels, mask, views):
         scores = total - jnp.log(views)                         # log of the mean softmax
         label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
         return {"count": mask.sum(),
@@ -134,7 +127,17 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
                 "top5_correct": (topk_correct(scores, labels, 5) * mask).sum(),
                 "loss": (-label_scores * mask).sum()}
 
-    return jax.jit(eval_step)
+    add = jax.jit(jnp.logaddexp)
+
+    def eval_step(params: Params, images, labels, mask, mean_views=None):
+        total = None
+        for view in range(images.shape[1]):
+            mean = jnp.float32(0.0) if mean_views is None else mean_views[view]
+            log_probs = view_log_probs(params, images, jnp.int32(view), mean)
+            total = log_probs if total is None else add(total, log_probs)
+        return counts(total, labels, mask, jnp.float32(images.shape[1]))
+
+    return eval_step
 
 
 class StopVotes:
