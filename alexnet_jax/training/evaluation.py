@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
+from alexnet_jax.common.sharding import DATA_AXIS
 from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
 from alexnet_jax.training import checkpointing, steps
@@ -33,9 +34,10 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
     with progress_bar(source.num_examples(source.eval_split), description, "img",
                       enabled=jax.process_index() == 0) as bar:
         shard = feeding.Shard.for_mesh(mesh)
+        images = images_per_step(global_batch, views, mesh.shape[DATA_AXIS])
         # no batch waits on the devices: the host prepares the next one meanwhile
         for batch in feeding.to_device(
-                catalog.eval_batches(source, prep, global_batch, views, shard), mesh, prefetch=0):
+                catalog.eval_batches(source, prep, images, views, shard), mesh, prefetch=0):
             if "pixels" in batch and mean_views is None:
                 # uint8 views of prepared squares: the devices subtract the mean's windows
                 mean_views = jax.device_put(augmentation.mean_views(prep, views),
@@ -47,13 +49,20 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
             # crop's), and a host faster than the devices would otherwise queue many
             jax.block_until_ready(totals)
             totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-            bar.update(min(global_batch, bar.total - bar.n))
+            bar.update(min(images, bar.total - bar.n))
             del batch, inputs  # not held while the next batch is made and sent
     totals = {key: float(np.asarray(value)) for key, value in jax.device_get(totals).items()}
     count = totals["count"]
     return {"top1_error": 1.0 - totals["top1_correct"] / count,
             "top5_error": 1.0 - totals["top5_correct"] / count,
             "loss": totals["loss"] / count, "count": int(round(count)), "crops": views}
+
+
+def images_per_step(global_batch: int, views: int, data_axis: int) -> int:
+    """Images an evaluation step takes: the evaluation batch for the centre crop; for V views
+    about batch / V, a multiple of the mesh's data axis, so that a step sends and computes as
+    many network inputs (and holds as much memory) as the centre crop's."""
+    return max(data_axis, (global_batch // views) // data_axis * data_axis)
 
 
 class Evaluations:
