@@ -28,12 +28,20 @@ def cross_entropy(logits_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
 
 
+def label_scores(scores_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
+    """Each row's score for its label. A masked sum, not a gather: elementwise work keeps the
+    scores' sharding whatever it is (a gather between scores and labels sharded differently,
+    as after the 10-view reshape of a one-image step, has no unambiguous output sharding)."""
+    is_label = jnp.arange(scores_BxK.shape[-1]) == labels_B[:, None]
+    return jnp.sum(jnp.where(is_label, scores_BxK, 0.0), axis=-1)
+
+
 def topk_correct(scores_BxK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
     """1.0 where the label is among the k highest-scoring classes. Scores are logits or log
     probabilities, never probabilities: those underflow to exact zeros that tie. A tie counts
     against the label (equal outputs for every class are no correct prediction)."""
     k = min(k, scores_BxK.shape[-1])
-    label_score = jnp.take_along_axis(scores_BxK, labels_B[:, None], axis=-1)
+    label_score = label_scores(scores_BxK, labels_B)[:, None]
     # at least as high as the label's score: the label itself and every class that beats or
     # ties it; the label is in the top k when that makes at most k classes
     return (jnp.sum(scores_BxK >= label_score, axis=-1) <= k).astype(jnp.float32)
@@ -118,11 +126,11 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
         flat = inputs.reshape((batch * views, *images.shape[2:]))
         logits = nnx.merge(graphdef, params)(flat)
         scores = mean_softmax_log(logits.reshape(batch, views, -1))
-        label_scores = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+        label_score = label_scores(scores, labels)
         return {"count": mask.sum(),
                 "top1_correct": (topk_correct(scores, labels, 1) * mask).sum(),
                 "top5_correct": (topk_correct(scores, labels, 5) * mask).sum(),
-                "loss": (-label_scores * mask).sum()}
+                "loss": (-label_score * mask).sum()}
 
     return jax.jit(eval_step)
 
