@@ -158,6 +158,7 @@ def _int_env(name: str) -> int | None:
 
 def _print_dataset_stats(config) -> None:
     from alexnet_jax.data import catalog  # noqa: PLC0415
+    from alexnet_jax.data.published_stats import describe_stats  # noqa: PLC0415
     from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: PLC0415
     from alexnet_jax.training import config_checks  # noqa: PLC0415
 
@@ -169,11 +170,14 @@ def _print_dataset_stats(config) -> None:
     if FLAGS.mode == "prepare":
         preprocessing_from_config(config, source)
         return
+    d = config.data
+    if hasattr(source, "dataset_stats"):  # synthetic, or a prepared folder without TensorFlow
+        print(describe_stats(source.dataset_stats(d.resize_size)))
+        return
     from alexnet_jax.data import stats  # noqa: PLC0415
 
-    d = config.data
     computed = stats.dataset_stats(source, d.resize_size, d.stats_sample)
-    print(stats.describe(computed, stats.stats_path(source, d.resize_size, d.stats_sample)))
+    print(describe_stats(computed, stats.stats_path(source, d.resize_size, d.stats_sample)))
 
 
 def _predict_or_features(config, images: list[str]) -> None:

@@ -15,9 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # one seed for initialisation, data order and augmentation
 
     config.data = data = ml_collections.ConfigDict()
-    data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder | synthetic
+    data.name = "imagenet2012"  # imagenet2012 | imagenette | cifar10 | folder | synthetic | prepared
     data.path = ""              # ImageFolder tree (train/<class>/*, val/<class>/*) for folder; for
-                                # imagenette/cifar10 a local copy used instead of downloading
+                                # imagenette/cifar10 a local copy used instead of downloading; for
+                                # prepared, a folder of prepared squares (no TensorFlow needed)
     data.data_dir = ""          # where tfds keeps prepared data; "" = tfds default
     data.resize_size = 256      # shorter side -> this, then the central square (paper: 256)
     # The paper down-sampled every image once to 256 x 256: "256" writes each split once as

@@ -120,14 +120,32 @@ def eval_pixels(prep: Preprocessing, image, views: int):
     return preprocess.eval_views(square, prep.crop_size, views)
 
 
+def view_windows(size: int, crop: int, views: int) -> list[tuple[int, int, bool]]:
+    """(top, left, mirrored) of each evaluation view of a size x size square, in the order of
+    preprocess.eval_views: the centre (views=1), or the 4 corners, the centre, and the same 5
+    mirrored (views=10)."""
+    centre = (size - crop) // 2
+    if views == 1:
+        return [(centre, centre, False)]
+    if views == 10:
+        far = size - crop
+        patches = [(0, 0), (0, far), (far, 0), (far, far), (centre, centre)]
+        return [(top, left, mirrored) for mirrored in (False, True) for top, left in patches]
+    raise ValueError(f"evaluation views must be 1 or 10, got {views}")
+
+
+def crop_views(square_SxSx3: np.ndarray, crop: int, views: int) -> np.ndarray:
+    """(views, crop, crop, 3): the evaluation views of one square, in NumPy."""
+    patches = []
+    for top, left, mirrored in view_windows(square_SxSx3.shape[0], crop, views):
+        patch = square_SxSx3[top:top + crop, left:left + crop]
+        patches.append(patch[:, ::-1] if mirrored else patch)
+    return np.stack(patches)
+
+
 def mean_views(prep: Preprocessing, views: int) -> np.ndarray:
     """(views, crop, crop, 3): the mean image's windows under the evaluation views."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from alexnet_jax.data import preprocess  # noqa: PLC0415
-
-    square = tf.constant(prep.mean_square())
-    return preprocess.eval_views(square, prep.crop_size, views).numpy()
+    return crop_views(prep.mean_square(), prep.crop_size, views)
 
 
 def preprocessing_from_config(config: ml_collections.ConfigDict, source,

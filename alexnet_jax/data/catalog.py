@@ -1,6 +1,7 @@
 """The one door from a config to its data: the source (prepared once at the paper's resolution
 when `data.prepared` asks for it) and its batches as NumPy arrays. TensorFlow is imported only
-for the tfds sources, so `data.name=synthetic` runs where TensorFlow is not installed."""
+for the tfds sources, so `data.name=synthetic` and `data.name=prepared` (a prepared folder)
+run where TensorFlow is not installed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from alexnet_jax.data.feeding import Shard
 
-SOURCE_NAMES = ("imagenet2012", "imagenette", "cifar10", "folder", "synthetic")
+SOURCE_NAMES = ("imagenet2012", "imagenette", "cifar10", "folder", "synthetic", "prepared")
 
 
 def open_dataset(config: ml_collections.ConfigDict):
@@ -21,6 +22,10 @@ def open_dataset(config: ml_collections.ConfigDict):
         from alexnet_jax.data.synthetic import SyntheticSource  # noqa: PLC0415
 
         return SyntheticSource(d.synthetic_examples, d.num_classes, d.crop_size, config.seed)
+    if d.name == "prepared":  # a prepared folder read without TensorFlow
+        from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
+
+        return PreparedFolderSource(d.path, d.resize_size, d.stats_sample)
     from alexnet_jax.data import prepared, sources  # noqa: PLC0415
 
     source = sources.open_source(d.name, d.path, d.data_dir)

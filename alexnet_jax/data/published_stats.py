@@ -4,6 +4,7 @@ as a plain NumPy record, and the published ImageNet values (no TensorFlow here).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +62,22 @@ def eigenvector_agreement(eigenvectors: np.ndarray, reference_columns: np.ndarra
     """|cosine| between corresponding eigenvectors (sign is arbitrary), largest first."""
     unit = reference_columns / np.linalg.norm(reference_columns, axis=0)
     return np.abs(np.sum(eigenvectors * unit, axis=0))
+
+
+def describe_stats(stats: DatasetStats, path: Path | None = None) -> str:
+    """A human-readable report, with the agreement with the published ImageNet eigenvectors."""
+    reference = published_imagenet_stats(1, "cuda_convnet2")
+    agreement = eigenvector_agreement(stats.eigenvectors, reference.eigenvectors)
+    lines = [f"images in the sample: {stats.sample_size}" + (f" (cached at {path})" if path else ""),
+             f"mean image: {stats.mean_image.shape}, channel means (RGB, 0-255): "
+             f"{np.array2string(stats.channel_mean, precision=2)}",
+             f"RGB covariance eigenvalues (0-255 scale): "
+             f"{np.array2string(stats.eigenvalues, precision=1)}",
+             f"  component standard deviations (cuda_convnet2 lighting scales): "
+             f"{np.array2string(np.sqrt(stats.eigenvalues), precision=2)} "
+             f"(ImageNet, published: {np.array2string(np.sort(CUDA_CONVNET2_STDS)[::-1], precision=2)})",
+             "eigenvectors (columns, largest first):"]
+    lines += ["  " + np.array2string(row, precision=4) for row in stats.eigenvectors]
+    lines.append(f"|cos| with the published ImageNet eigenvectors, largest first: "
+                 f"{np.array2string(agreement, precision=4)}")
+    return "\n".join(lines)

@@ -8,8 +8,6 @@ central crop, and cached beside the prepared data as `alexnet_stats_<resize>_<sa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +25,20 @@ from alexnet_jax.data.published_stats import (  # noqa: F401 - re-exported
     IMAGENET_RGB_MEAN,
     DatasetStats,
     eigenvector_agreement,
+    describe_stats,
     published_imagenet_stats,
 )
 from alexnet_jax.data.sources import Source
+from alexnet_jax.data.stats_files import (  # noqa: F401 - save_stats re-exported
+    StatsSums,
+    load_stats,
+    save_stats,
+    stats_file_name,
+)
 
 
 def stats_path(source: Source, resize_size: int, sample_size: int) -> Path:
-    return source.prepared_dir / f"alexnet_stats_{resize_size}_{sample_size}.npz"
+    return source.prepared_dir / stats_file_name(resize_size, sample_size)
 
 
 def compute_stats(source: Source, resize_size: int, sample_size: int,
@@ -52,39 +57,12 @@ def compute_stats(source: Source, resize_size: int, sample_size: int,
         lambda image: preprocess.paper_square(preprocess.decode(image), resize_size))
     ds = ds.map(lambda ex: square(ex["image"]),
                 num_parallel_calls=tf.data.AUTOTUNE).batch(64).prefetch(2)
-    image_sum = np.zeros((resize_size, resize_size, 3), np.float64)
-    outer_sum = np.zeros((3, 3), np.float64)
-    seen = 0
+    sums = StatsSums(resize_size)
     with progress_bar(count, f"statistics of {source.name}", "img", enabled=progress) as bar:
         for batch in tfds.as_numpy(ds):
-            batch = batch.astype(np.float64)
-            image_sum += batch.sum(axis=0)
-            pixels = batch.reshape(-1, 3)
-            outer_sum += pixels.T @ pixels
-            seen += len(batch)
+            sums.add(batch)
             bar.update(len(batch))
-    mean_image = image_sum / seen
-    mean_rgb = mean_image.reshape(-1, 3).mean(axis=0)
-    covariance = outer_sum / (seen * resize_size * resize_size) - np.outer(mean_rgb, mean_rgb)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    order = np.argsort(-eigenvalues)
-    return DatasetStats(mean_image.astype(np.float32), eigenvalues[order],
-                        eigenvectors[:, order], seen)
-
-
-def save_stats(stats: DatasetStats, path: Path) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
-        np.savez(f, mean_image=stats.mean_image, eigenvalues=stats.eigenvalues,
-                 eigenvectors=stats.eigenvectors, sample_size=stats.sample_size)
-    os.replace(f.name, path)
-
-
-def load_stats(path: Path) -> DatasetStats:
-    with np.load(path) as data:
-        return DatasetStats(data["mean_image"], data["eigenvalues"], data["eigenvectors"],
-                            int(data["sample_size"]))
+    return sums.stats()
 
 
 def dataset_stats(source: Source, resize_size: int, sample_size: int,
@@ -100,22 +78,3 @@ def dataset_stats(source: Source, resize_size: int, sample_size: int,
         logging.warning("could not cache dataset statistics at %s (%s); they will be computed "
                         "again next time", path, error)
     return stats
-
-
-def describe(stats: DatasetStats, path: Path | None = None) -> str:
-    """A human-readable report, with the agreement with the published ImageNet eigenvectors."""
-    reference = published_imagenet_stats(1, "cuda_convnet2")
-    agreement = eigenvector_agreement(stats.eigenvectors, reference.eigenvectors)
-    lines = [f"images in the sample: {stats.sample_size}" + (f" (cached at {path})" if path else ""),
-             f"mean image: {stats.mean_image.shape}, channel means (RGB, 0-255): "
-             f"{np.array2string(stats.channel_mean, precision=2)}",
-             f"RGB covariance eigenvalues (0-255 scale): "
-             f"{np.array2string(stats.eigenvalues, precision=1)}",
-             f"  component standard deviations (cuda_convnet2 lighting scales): "
-             f"{np.array2string(np.sqrt(stats.eigenvalues), precision=2)} "
-             f"(ImageNet, published: {np.array2string(np.sort(CUDA_CONVNET2_STDS)[::-1], precision=2)})",
-             "eigenvectors (columns, largest first):"]
-    lines += ["  " + np.array2string(row, precision=4) for row in stats.eigenvectors]
-    lines.append(f"|cos| with the published ImageNet eigenvectors, largest first: "
-                 f"{np.array2string(agreement, precision=4)}")
-    return "\n".join(lines)

@@ -188,7 +188,11 @@ def split_examples(run: TrainedRun, split: str, limit: int = 0
 
     from alexnet_jax.data import preprocess  # noqa: PLC0415
 
-    original = run.source.original or run.source
+    original = getattr(run.source, "original", None) or run.source
+    if not hasattr(original, "builder"):
+        raise UserError(f"--mode=features reads a split's original files through "
+                        f"tensorflow-datasets; data.name={run.source.name} has none. Use the "
+                        "dataset the squares were prepared from (its data.name and data.path).")
     builder = original.builder
     has_names = "file_name" in builder.info.features
     split_name = {"train": original.train_split, "val": original.eval_split}.get(split, split)

@@ -26,6 +26,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("data.lighting", d.lighting, ("cuda_convnet2", "eigenvalue", "none"))
     _choice("data.stats_source", d.stats_source, ("dataset", "imagenet"))
     _choice("data.process_sharding", d.process_sharding, ("interleaved", "split"))
+    if d.name == "prepared" and (not d.path or d.process_sharding != "interleaved"):
+        raise UserError("data.name=prepared reads the prepared folder at data.path (set "
+                        "--config.data.path=<data_dir>/alexnet_prepared/<config>/<version>), "
+                        "every process from the same order: data.process_sharding must be "
+                        f"interleaved (got {d.process_sharding!r}).")
     if d.crop_size < 1 or d.resize_size < 1:
         raise UserError(f"data.crop_size ({d.crop_size}) and data.resize_size "
                         f"({d.resize_size}) must be positive.")

@@ -1,0 +1,157 @@
+"""TFRecord files of tf.train.Example protos, read without TensorFlow: the framing, an index of
+where each record lies, and the few protobuf wire-format rules an Example needs.
+
+What tensorflow-datasets writes is a sequence of records, each
+`length (uint64 LE) | masked crc32c(length) (uint32) | data | masked crc32c(data) (uint32)`.
+The index checks every length's checksum, so a file that is not a TFRecord, or is cut short,
+is refused with its name; the data checksums are not recomputed (pure Python would spend more
+time on them than the JPEG decoding they guard).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from alexnet_jax.common.errors import UserError
+
+HEADER_BYTES = 12  # length + its checksum
+FOOTER_BYTES = 4   # the data's checksum
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum TFRecord uses."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked checksum: the CRC rotated right by 15 bits plus a constant."""
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def index_records(path: Path) -> list[tuple[int, int]]:
+    """(offset of the data, length) of every record of one TFRecord file, in file order."""
+    records = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as file:
+        position = 0
+        while position < size:
+            header = file.read(HEADER_BYTES)
+            if len(header) < HEADER_BYTES:
+                raise UserError(f"{path} ends inside a record header at byte {position}: the "
+                                "file is incomplete (prepare the data again).")
+            length_bytes, checksum = header[:8], struct.unpack("<I", header[8:])[0]
+            if masked_crc32c(length_bytes) != checksum:
+                raise UserError(f"{path} is not a readable TFRecord file (the record header at "
+                                f"byte {position} fails its checksum).")
+            length = struct.unpack("<Q", length_bytes)[0]
+            end = position + HEADER_BYTES + length + FOOTER_BYTES
+            if end > size:
+                raise UserError(f"{path} ends inside record {len(records)} (needs {end} bytes, "
+                                f"has {size}): the file is incomplete (prepare the data again).")
+            records.append((position + HEADER_BYTES, length))
+            file.seek(end)
+            position = end
+    return records
+
+
+def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def _fields(buffer: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of one protobuf message: ints for varints and fixed
+    widths, bytes for length-delimited fields."""
+    position, end = 0, len(buffer)
+    while position < end:
+        key, position = _varint(buffer, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, position = _varint(buffer, position)
+        elif wire_type == 2:
+            length, position = _varint(buffer, position)
+            value, position = buffer[position:position + length], position + length
+        elif wire_type in (1, 5):
+            width = 8 if wire_type == 1 else 4
+            value, position = buffer[position:position + width], position + width
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type}")
+        yield number, wire_type, value
+
+
+def _int64s(field_values: list[tuple[int, int | bytes]]) -> list[int]:
+    values = []
+    for wire_type, value in field_values:
+        if wire_type == 2:  # packed
+            position = 0
+            while position < len(value):
+                number, position = _varint(value, position)
+                values.append(number)
+        else:
+            values.append(value)
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
+
+
+def _floats(field_values: list[tuple[int, int | bytes]]) -> list[float]:
+    raw = b"".join(value for _, value in field_values)  # packed, or 4 bytes each
+    return np.frombuffer(raw, "<f4").tolist()
+
+
+def parse_example(serialized: bytes) -> dict[str, list]:
+    """A tf.train.Example as {feature name: list of bytes, floats or ints}."""
+    features = {}
+    for number, _, message in _fields(serialized):
+        if number != 1:
+            continue
+        for entry_number, _, entry in _fields(message):  # Features.feature: a map
+            if entry_number != 1:
+                continue
+            name, values = "", []
+            for part_number, _, part in _fields(entry):
+                if part_number == 1:
+                    name = part.decode()
+                elif part_number == 2:
+                    values = _feature_values(part)
+            features[name] = values
+    return features
+
+
+def _feature_values(feature: bytes) -> list:
+    for kind, _, value_list in _fields(feature):  # oneof bytes_list / float_list / int64_list
+        values = [(wire_type, value) for number, wire_type, value in _fields(value_list)
+                  if number == 1]
+        if kind == 1:
+            return [value for _, value in values]
+        if kind == 2:
+            return _floats(values)
+        if kind == 3:
+            return _int64s(values)
+    return []

@@ -1,0 +1,204 @@
+"""A prepared folder read without TensorFlow (data.name=prepared): the records tfds wrote, the
+same examples, evaluation views and statistics as the tfds pipeline, training batches that are
+crops of the stored squares and a pure function of seed and epoch, a clear refusal of a broken
+folder, and a run where TensorFlow is not installed."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+from test_cli import REPO
+from test_prepared import BLOCK_TENSORFLOW, prepared_config
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.data import augmentation, catalog, preprocess, record_files, stats
+from alexnet_jax.data.augmentation import preprocessing_from_config
+from alexnet_jax.data.feeding import Shard
+from alexnet_jax.data.prepared_folder import PreparedFolderSource
+from alexnet_jax.training.metrics_writer import read_records
+
+
+def prepared(config, storage="raw"):
+    """(the tfds source of the prepared squares, its preprocessing, the same folder read
+    without TensorFlow)."""
+    source = catalog.open_dataset(prepared_config(config, storage))
+    prep = preprocessing_from_config(config, source, progress=False)  # caches the statistics
+    return source, prep, PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
+
+
+def test_examples_parse_as_tensorflow_wrote_them(tmp_path):
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\x00\xffabc", b""])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label, -3, 2 ** 40])),
+        "score": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, -1.25]))}))
+        for label in (0, 7, 300)]
+    path = tmp_path / "records.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in examples:
+            writer.write(example.SerializeToString())
+    index = record_files.index_records(path)
+    assert len(index) == 3
+    data = path.read_bytes()
+    for (offset, length), label in zip(index, (0, 7, 300)):
+        assert record_files.parse_example(data[offset:offset + length]) == {
+            "image": [b"\x00\xffabc", b""], "label": [label, -3, 2 ** 40],
+            "score": [0.5, -1.25]}
+
+
+def test_a_cut_or_foreign_record_file_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "records.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(b"x" * 100)
+        writer.write(b"y" * 100)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(UserError, match="records.tfrecord ends inside record 1"):
+        record_files.index_records(path)
+    path.write_text("not a record file, but long enough to hold a header")
+    with pytest.raises(UserError, match="not a readable TFRecord"):
+        record_files.index_records(path)
+
+
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_the_folder_holds_the_examples_tfds_reads(config, storage):
+    source, _, folder = prepared(config, storage)
+    assert (folder.class_names, folder.eval_split) == (source.class_names, source.eval_split)
+    assert folder.prepared_storage == storage and folder.prepared_size == TINY_RESIZE
+    decoders = None if storage == "raw" else {"image": tfds.decode.SkipDecoding()}
+    for split in ("train", "val"):
+        assert folder.num_examples(split) == source.num_examples(split)
+        stored = source.builder.as_dataset(split, shuffle_files=False, decoders=decoders)
+        for index, example in enumerate(tfds.as_numpy(stored)):
+            square, label = folder.example(split, index)
+            assert label == example["label"] and square.dtype == np.uint8
+            if storage == "raw":
+                np.testing.assert_array_equal(square, example["image"])
+                continue
+            # Pillow decodes with libjpeg's accurate integer IDCT: exactly TensorFlow's with
+            # that method; tf.data's default, the fast IDCT, one or two levels away on average
+            accurate = tf.io.decode_jpeg(example["image"], channels=3,
+                                         dct_method="INTEGER_ACCURATE").numpy()
+            np.testing.assert_array_equal(square, accurate)
+            fast = preprocess.decode(example["image"]).numpy().astype(np.float32)
+            assert np.abs(square - fast).mean() < 3.0
+
+
+def test_evaluation_views_and_statistics_equal_the_tfds_pipelines(config):
+    source, prep, folder = prepared(config)
+    for views in (1, 10):
+        square = np.random.default_rng(views).uniform(0, 255, (TINY_RESIZE, TINY_RESIZE, 3))
+        np.testing.assert_array_equal(
+            augmentation.crop_views(square, TINY_CROP, views),
+            preprocess.eval_views(tf.constant(square), TINY_CROP, views).numpy())
+        for shard in (Shard(0, 1), Shard(0, 2), Shard(1, 2)):
+            expected = list(catalog.eval_batches(source, prep, 8, views, shard))
+            found = list(folder.eval_batches(prep, 8, views, shard))
+            assert len(found) == len(expected) > 0
+            for mine, theirs in zip(found, expected):
+                assert set(mine) == set(theirs) == {"pixels", "labels", "mask"}
+                for key in mine:
+                    np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
+    cached = stats.dataset_stats(source, TINY_RESIZE, 0)
+    np.testing.assert_array_equal(folder.dataset_stats(TINY_RESIZE).mean_image,
+                                  cached.mean_image)  # the cache tfds's run wrote
+    stats.stats_path(source, TINY_RESIZE, 0).unlink()
+    computed = folder.dataset_stats(TINY_RESIZE)      # computed without TensorFlow
+    np.testing.assert_allclose(computed.mean_image, cached.mean_image, rtol=1e-6)
+    np.testing.assert_allclose(computed.eigenvalues, cached.eigenvalues, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(computed.eigenvectors), np.abs(cached.eigenvectors),
+                               atol=1e-6)
+    assert computed.sample_size == source.num_examples("train")
+    assert stats.stats_path(source, TINY_RESIZE, 0).exists()
+
+
+def whose_crop(batch, row, squares):
+    """The index of the stored square whose window (at the row's offsets, mirrored with its
+    flip) the row's pixels are, and whose label it carries."""
+    top, left = batch["offsets"][row]
+    found = []
+    for index, (square, label) in enumerate(squares):
+        window = square[top:top + TINY_CROP, left:left + TINY_CROP]
+        window = window[:, ::-1] if batch["flips"][row] else window
+        if label == batch["labels"][row] and np.array_equal(window, batch["pixels"][row]):
+            found.append(index)
+    assert len(found) == 1, (row, found)
+    return found[0]
+
+
+def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_epoch(config):
+    _, prep, folder = prepared(config)
+    assert prep.lighting_strength > 0
+    squares = [folder.example("train", i) for i in range(folder.num_examples("train"))]
+    epoch = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
+    assert len(epoch) == len(squares) // 8
+    seen = [whose_crop(batch, row, squares) for batch in epoch for row in range(8)]
+    assert len(set(seen)) == len(seen)  # each image at most once an epoch
+    offsets = np.concatenate([batch["offsets"] for batch in epoch])
+    flips = np.concatenate([batch["flips"] for batch in epoch])
+    assert len({tuple(o) for o in offsets}) > 5 and 0 < flips.mean() < 1
+    assert np.concatenate([batch["alphas"] for batch in epoch]).std() > 0
+    again = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
+    resumed = list(folder.train_batches(prep, 8, 3, 1, 2, Shard(0, 1)))
+    halves = [list(folder.train_batches(prep, 8, 3, 1, 0, Shard(k, 2))) for k in (0, 1)]
+    for k, batch in enumerate(epoch):
+        for key in batch:
+            np.testing.assert_array_equal(again[k][key], batch[key])
+            if k >= 2:
+                np.testing.assert_array_equal(resumed[k - 2][key], batch[key])
+            np.testing.assert_array_equal(
+                np.concatenate([halves[0][k][key], halves[1][k][key]]), batch[key])
+    next_epoch = list(folder.train_batches(prep, 8, 3, 2, 0, Shard(0, 1)))
+    assert [whose_crop(batch, row, squares) for batch in next_epoch for row in range(8)] != seen
+
+
+def test_a_folder_that_is_not_prepared_data_is_refused(config, image_tree, tmp_path):
+    source, _, _ = prepared(config)
+    with pytest.raises(UserError, match="holds no prepared squares"):
+        PreparedFolderSource(str(image_tree), TINY_RESIZE, 0)
+    with pytest.raises(UserError, match=f"data.resize_size={TINY_RESIZE + 1}"):
+        PreparedFolderSource(source.builder.data_dir, TINY_RESIZE + 1, 0)
+    shard = next(Path(source.builder.data_dir).glob("*-val.tfrecord-*"))
+    shard.write_bytes(shard.read_bytes()[:-5])
+    with pytest.raises(UserError, match="ends inside record"):
+        PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
+
+
+def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(config,
+                                                                                  tmp_path):
+    source, _, _ = prepared(config, "jpeg")
+    folder = Path(source.builder.data_dir)
+    for cached in folder.glob("alexnet_stats_*"):
+        cached.unlink()  # computed in the run, without TensorFlow
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+               f"--workdir={workdir}", "--config.data.name=prepared",
+               f"--config.data.path={folder}", "--config.data.stats_sample=0",
+               f"--config.data.crop_size={TINY_CROP}", f"--config.data.resize_size={TINY_RESIZE}",
+               f"--config.data.prepared={TINY_RESIZE}",
+               f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
+               "--config.train.batch_size=8", "--config.train.eval_batch_size=10",
+               "--config.train.num_epochs=2", "--config.train.log_every_steps=1"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = read_records(workdir)
+    assert lines[0]["dataset"] == "prepared" and lines[0]["num_classes"] == 5
+    assert [r["step"] for r in lines if r.get("split") == "train"] == list(range(1, 11))
+    assert [(r["crops"], r["count"]) for r in lines if r.get("split") == "val"][-2:] == \
+        [(1, 15), (10, 15)]
+    assert (folder / "alexnet_stats_76_0.npz").exists()
+    refused = subprocess.run([*command[:4], f"--workdir={tmp_path / 'refused'}",
+                              "--config.data.name=prepared",
+                              f"--config.data.path={tmp_path}"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "holds no prepared squares" in refused.stderr
+    assert not (tmp_path / "refused").exists()
