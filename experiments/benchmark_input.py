@@ -4,9 +4,11 @@ For each format - `original` (decode the file, resize to 256, central square, me
 random 224 crop, flip, PCA lighting: all on the host, float32) and `prepared` (the squares
 written once; the host decodes only each random crop's window of the stored JPEG, or slices raw
 pixels, and flips it; the mean image and the lighting are added on the devices, see
-alexnet_jax/data/device_augment.py) - with and without PCA lighting, on 1 core and on every core (the process pinned to them, tf.data
-given as many threads): augmented training images per second (batch 128; the median of
---repeats measurements), printed per core.
+alexnet_jax/data/device_augment.py) - with and without PCA lighting, on 1 core and on every
+core (the process pinned to them, tf.data given as many threads): augmented training images
+per second (batch 128; the median of --repeats measurements), printed per core. Prepared
+squares are read twice: by tf.data, and by the reader of data.name=prepared that needs no
+TensorFlow (Pillow decodes the whole square, on as many threads).
 Optionally a short CPU training run then reports how long the loop waited for data.
 
 Run:
@@ -17,6 +19,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -33,6 +36,8 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
 from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
+from alexnet_jax.data.feeding import Shard  # noqa: E402
+from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: E402
 from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
 from configs.imagenette import get_config  # noqa: E402
 
@@ -74,6 +79,25 @@ def images_per_sec(source, prep, threads: int, batches: int, batch: int) -> tupl
     return batch * len(steady) / sum(steady), float(np.mean(starts[1:] or starts))
 
 
+def folder_images_per_sec(source, prep, threads: int, batches: int, batch: int
+                          ) -> tuple[float, float]:
+    """The same figures for the prepared squares read without TensorFlow
+    (data.name=prepared: Pillow decoding on `threads` threads)."""
+    use_cpus(threads)
+    folder = PreparedFolderSource(source.builder.data_dir, source.prepared_size, 0,
+                                  workers=threads)
+    steady, starts, epoch = [], [], 0
+    while len(steady) < batches:
+        start = time.perf_counter()
+        for index, _ in enumerate(folder.train_batches(prep, batch, 0, epoch, 0, Shard(0, 1))):
+            now = time.perf_counter()
+            (starts if index == 0 else steady).append(now - start)
+            start = now
+        epoch += 1
+    steady = steady[:batches]
+    return batch * len(steady) / sum(steady), float(np.mean(starts[1:] or starts))
+
+
 def train_only_tree(path: Path) -> Path:
     """A tree whose train/ and val/ are both the given tree's train/ (links): the benchmark
     reads only training images, and a tree like imagenet-sample-500 has disjoint val classes."""
@@ -106,6 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", default="../shared/data/imagenette2-224",
                         help="an ImageFolder tree (train/<class>/*)")
+    parser.add_argument("--formats", default="original,prepared",
+                        help="which of original, prepared to measure")
     parser.add_argument("--storage", default="jpeg",
                         help="prepared storage(s), comma-separated: jpeg, jpeg444, raw")
     parser.add_argument("--quality", type=int, default=90)
@@ -130,7 +156,9 @@ def main() -> None:
           f"host CPUs {cores}", flush=True)
     results = []
     storages = args.storage.split(",")
-    for fmt, storage in [("original", None)] + [("prepared", s) for s in storages]:
+    formats = args.formats.split(",")
+    for fmt, storage in ([("original", None)] if "original" in formats else []) + (
+            [("prepared", s) for s in storages] if "prepared" in formats else []):
         with config.unlocked():
             config.data.prepared = "none" if fmt == "original" else "256"
             config.data.prepared_format = storage or "jpeg"
@@ -139,18 +167,23 @@ def main() -> None:
             with config.unlocked():
                 config.data.lighting = lighting
             prep = preprocessing_from_config(config, source)
-            for count in threads:
-                repeats = [images_per_sec(source, prep, count, args.batches, args.batch)
+            readers = [("tf.data", images_per_sec)]
+            if storage is not None:  # the same squares read without TensorFlow
+                readers.append(("Pillow", folder_images_per_sec))
+            for (reader, measure), count in itertools.product(readers, threads):
+                repeats = [measure(source, prep, count, args.batches, args.batch)
                            for _ in range(args.repeats)]
                 rate = float(np.median([r for r, _ in repeats]))
                 epoch_start = float(np.median([e for _, e in repeats]))
                 name = fmt if storage is None else f"{fmt} ({storage}"
                 name += "" if storage is None else (")" if storage == "raw"
                                                     else f" q{args.quality})")
-                print(f"  {name:24s} {augmentation:12s} {count} thread(s): {rate:7.0f} images/s "
+                name += f" {reader}"
+                print(f"  {name:32s} {augmentation:12s} {count} thread(s): {rate:7.0f} images/s "
                       f"= {rate / count:6.0f} per thread (epoch start {epoch_start:.2f} s)",
                       flush=True)
-                results.append({"format": fmt, "storage": storage, "augmentation": augmentation,
+                results.append({"format": fmt, "storage": storage, "reader": reader,
+                                "augmentation": augmentation,
                                 "threads": count, "images_per_sec": round(rate, 1),
                                 "images_per_sec_per_thread": round(rate / count, 1),
                                 "repeats": [round(r, 1) for r, _ in repeats],

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the docs/performance.md in one run (about 5 minutes on an
+# Every GPU measurement of the docs/performance.md in one run (about 6 minutes on an
 # H200): the step per variant in bfloat16 and float32 at batch 128 and 512 with the per-layer
-# table, then the whole trainer on synthetic data (no TensorFlow needed). Figures go to $OUT
-# (default: runs/gpu) as JSON and a log.
-#   experiments/gpu_measurements.sh
+# table, the whole trainer on synthetic data, and, when PREPARED names a prepared folder of
+# real JPEG squares (experiments/prepare_device_sample.sh: imagenet-sample-500 at 256, 19 MB), the whole trainer
+# fed from it by every host core (data.name=prepared; no TensorFlow needed anywhere). Figures go
+# to $OUT (default: runs/gpu) as JSON and a log.
+#   [PREPARED=DIR] experiments/gpu_measurements.sh
 # On a machine without ml_collections, install its wheel first (see docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +31,17 @@ $py -m alexnet_jax.main --config=configs/default.py --workdir="$out/trainer_run"
     "--config.train.final_eval_views=()" 2>&1 | tail -5 | tee -a "$out/log.txt"
 cp "$out/trainer_run/metrics.jsonl" "$out/trainer_metrics.jsonl"
 rm -rf "$out/trainer_run"
+# The trainer fed from real JPEG squares, decoded on every host core: the 500 training squares
+# repeated 32 times (links), so an epoch is 125 steps and every image is decoded each time.
+if [ -n "${PREPARED:-}" ]; then
+    big=$(mktemp -d)/prepared_x32
+    $py experiments/enlarge_prepared.py --source "$PREPARED" --dest "$big" --times 32 \
+        | tee -a "$out/log.txt"
+    $py -m alexnet_jax.main --config=configs/default.py --workdir="$out/prepared_run" \
+        --config.data.name=prepared --config.data.path="$big" --config.model.dtype=bfloat16 \
+        --config.train.num_steps=300 --config.train.log_every_steps=25 \
+        --config.train.checkpoint_every_steps=1000 "--config.train.final_eval_views=()" \
+        2>&1 | tail -5 | tee -a "$out/log.txt"
+    cp "$out/prepared_run/metrics.jsonl" "$out/prepared_metrics.jsonl"
+    rm -rf "$out/prepared_run" "$big"
+fi

@@ -202,3 +202,21 @@ def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(c
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "holds no prepared squares" in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_an_enlarged_folder_repeats_the_training_squares(config, tmp_path):
+    sys.path.insert(0, str(REPO / "experiments"))
+    from enlarge_prepared import enlarge  # noqa: PLC0415
+
+    _, _, folder = prepared(config, "jpeg")
+    count = enlarge(folder.folder, tmp_path / "x3", 3)
+    larger = PreparedFolderSource(str(tmp_path / "x3"), TINY_RESIZE, 0)
+    train = folder.num_examples("train")
+    assert count == larger.num_examples("train") == 3 * train
+    assert larger.num_examples("val") == folder.num_examples("val")
+    for index in (0, train - 1):
+        for repeat in range(3):
+            square, label = larger.example("train", repeat * train + index)
+            expected, expected_label = folder.example("train", index)
+            assert label == expected_label
+            np.testing.assert_array_equal(square, expected)
