@@ -33,13 +33,17 @@ def place(source: Path, dest: Path) -> None:
 def enlarge(source: Path, dest: Path, times: int) -> int:
     """Write dest; return its number of training examples."""
     info = json.loads((source / "dataset_info.json").read_text())
+    if dest.resolve() == source.resolve() or dest.resolve() in source.resolve().parents:
+        raise SystemExit(f"--dest {dest} would replace the source {source}")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     train = next(split for split in info["splits"] if split["name"] == "train")
     shards = len(train["shardLengths"])
     for path in source.iterdir():
-        if "-train." not in path.name and path.name != "dataset_info.json":
+        # statistics are not copied: those of the larger split's first N images differ
+        if ("-train." not in path.name and path.name != "dataset_info.json"
+                and not path.name.startswith("alexnet_stats_")):
             place(path, dest / path.name)
     for repeat in range(times):
         for shard in range(shards):

@@ -42,13 +42,39 @@ def test_examples_parse_as_tensorflow_wrote_them(tmp_path):
     with tf.io.TFRecordWriter(str(path)) as writer:
         for example in examples:
             writer.write(example.SerializeToString())
-    index = record_files.index_records(path)
-    assert len(index) == 3
-    data = path.read_bytes()
-    for (offset, length), label in zip(index, (0, 7, 300)):
-        assert record_files.parse_example(data[offset:offset + length]) == {
+    offsets, lengths = record_files.index_records(path)
+    assert len(offsets) == 3
+    for offset, length, label in zip(offsets, lengths, (0, 7, 300)):
+        assert record_files.parse_example(record_files.read_record(path, offset, length)) == {
             "image": [b"\x00\xffabc", b""], "label": [label, -3, 2 ** 40],
             "score": [0.5, -1.25]}
+
+
+def varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_unpacked_lists_parse_too_and_a_cut_example_is_refused():
+    """Other writers than TensorFlow may store int64 and float lists unpacked."""
+    ints = b"".join(varint(1 << 3 | 0) + varint(v) for v in (5, -1, -(2 ** 63), 2 ** 63 - 1))
+    floats = b"".join(varint(1 << 3 | 5) + np.float32(v).tobytes() for v in (0.25, -2.0))
+    features = (field(1, field(1, b"label") + field(2, field(3, ints)))
+                + field(1, field(1, b"score") + field(2, field(2, floats))))
+    example = field(1, features)
+    assert record_files.parse_example(example) == {
+        "label": [5, -1, -(2 ** 63), 2 ** 63 - 1], "score": [0.25, -2.0]}
+    with pytest.raises(ValueError, match="past the end"):
+        record_files.parse_example(example[:-3])
 
 
 def test_a_cut_or_foreign_record_file_is_refused_with_its_name(tmp_path):
@@ -130,8 +156,10 @@ def whose_crop(batch, row, squares):
     return found[0]
 
 
-def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_epoch(config):
-    _, prep, folder = prepared(config)
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_epoch(config,
+                                                                                   storage):
+    _, prep, folder = prepared(config, storage)
     assert prep.lighting_strength > 0
     squares = [folder.example("train", i) for i in range(folder.num_examples("train"))]
     epoch = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
@@ -163,6 +191,13 @@ def test_a_folder_that_is_not_prepared_data_is_refused(config, image_tree, tmp_p
     with pytest.raises(UserError, match=f"data.resize_size={TINY_RESIZE + 1}"):
         PreparedFolderSource(source.builder.data_dir, TINY_RESIZE + 1, 0)
     shard = next(Path(source.builder.data_dir).glob("*-val.tfrecord-*"))
+    data = bytearray(shard.read_bytes())
+    data[12:24] = b"\xff" * 12  # the first record's message, its header intact
+    shard.write_bytes(bytes(data))
+    damaged = PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
+    with pytest.raises(UserError, match="record 0 of the val split is not a prepared example"):
+        damaged.example("val", 0)
+    damaged.example("val", 1)  # the others read
     shard.write_bytes(shard.read_bytes()[:-5])
     with pytest.raises(UserError, match="ends inside record"):
         PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
@@ -204,8 +239,8 @@ def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(c
     assert not (tmp_path / "refused").exists()
 
 
-def test_an_enlarged_folder_repeats_the_training_squares(config, tmp_path):
-    sys.path.insert(0, str(REPO / "experiments"))
+def test_an_enlarged_folder_repeats_the_training_squares(config, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
     from enlarge_prepared import enlarge  # noqa: PLC0415
 
     _, _, folder = prepared(config, "jpeg")

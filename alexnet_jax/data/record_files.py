@@ -50,14 +50,18 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def index_records(path: Path) -> list[tuple[int, int]]:
-    """(offset of the data, length) of every record of one TFRecord file, in file order."""
-    records = []
+def index_records(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets of the data, lengths) of every record of one TFRecord file, in file order.
+
+    Reads only each record's 12-byte header (unbuffered: a buffered read after every seek
+    would read a whole block per record)."""
+    offsets, lengths = [], []
     size = os.path.getsize(path)
-    with open(path, "rb") as file:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
         position = 0
         while position < size:
-            header = file.read(HEADER_BYTES)
+            header = os.pread(descriptor, HEADER_BYTES, position)
             if len(header) < HEADER_BYTES:
                 raise UserError(f"{path} ends inside a record header at byte {position}: the "
                                 "file is incomplete (prepare the data again).")
@@ -68,17 +72,31 @@ def index_records(path: Path) -> list[tuple[int, int]]:
             length = struct.unpack("<Q", length_bytes)[0]
             end = position + HEADER_BYTES + length + FOOTER_BYTES
             if end > size:
-                raise UserError(f"{path} ends inside record {len(records)} (needs {end} bytes, "
+                raise UserError(f"{path} ends inside record {len(offsets)} (needs {end} bytes, "
                                 f"has {size}): the file is incomplete (prepare the data again).")
-            records.append((position + HEADER_BYTES, length))
-            file.seek(end)
+            offsets.append(position + HEADER_BYTES)
+            lengths.append(length)
             position = end
-    return records
+    finally:
+        os.close(descriptor)
+    return np.asarray(offsets, np.int64), np.asarray(lengths, np.int64)
 
 
-def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+def read_record(path: Path, offset: int, length: int) -> bytes:
+    """One record's data (a file opened per call: no descriptors held between reads)."""
+    with open(path, "rb", buffering=0) as file:
+        data = os.pread(file.fileno(), length, offset)
+    if len(data) != length:
+        raise UserError(f"{path} is shorter than its index says (record at byte {offset}): "
+                        "the file changed after the run started.")
+    return data
+
+
+def _varint(buffer, position: int) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
+        if position >= len(buffer) or shift > 63:
+            raise ValueError("a varint runs past the end of its message")
         byte = buffer[position]
         position += 1
         value |= (byte & 0x7F) << shift
@@ -87,9 +105,9 @@ def _varint(buffer: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buffer: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of one protobuf message: ints for varints and fixed
-    widths, bytes for length-delimited fields."""
+def _fields(buffer: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of one protobuf message: ints for varints, views of
+    the bytes (no copies) for fixed widths and length-delimited fields."""
     position, end = 0, len(buffer)
     while position < end:
         key, position = _varint(buffer, position)
@@ -104,6 +122,8 @@ def _fields(buffer: bytes) -> Iterator[tuple[int, int, int | bytes]]:
             value, position = buffer[position:position + width], position + width
         else:
             raise ValueError(f"unsupported protobuf wire type {wire_type}")
+        if position > end:
+            raise ValueError("a field runs past the end of its message")
         yield number, wire_type, value
 
 
@@ -122,13 +142,16 @@ def _int64s(field_values: list[tuple[int, int | bytes]]) -> list[int]:
 
 def _floats(field_values: list[tuple[int, int | bytes]]) -> list[float]:
     raw = b"".join(value for _, value in field_values)  # packed, or 4 bytes each
+    if len(raw) % 4:
+        raise ValueError("a float list's length is not a multiple of 4 bytes")
     return np.frombuffer(raw, "<f4").tolist()
 
 
 def parse_example(serialized: bytes) -> dict[str, list]:
-    """A tf.train.Example as {feature name: list of bytes, floats or ints}."""
+    """A tf.train.Example as {feature name: list of bytes, floats or ints}; ValueError if
+    the bytes are not one."""
     features = {}
-    for number, _, message in _fields(serialized):
+    for number, _, message in _fields(memoryview(serialized)):
         if number != 1:
             continue
         for entry_number, _, entry in _fields(message):  # Features.feature: a map
@@ -137,7 +160,7 @@ def parse_example(serialized: bytes) -> dict[str, list]:
             name, values = "", []
             for part_number, _, part in _fields(entry):
                 if part_number == 1:
-                    name = part.decode()
+                    name = bytes(part).decode()
                 elif part_number == 2:
                     values = _feature_values(part)
             features[name] = values
@@ -149,7 +172,7 @@ def _feature_values(feature: bytes) -> list:
         values = [(wire_type, value) for number, wire_type, value in _fields(value_list)
                   if number == 1]
         if kind == 1:
-            return [value for _, value in values]
+            return [bytes(value) for _, value in values]
         if kind == 2:
             return _floats(values)
         if kind == 3:
