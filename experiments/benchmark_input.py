@@ -65,12 +65,18 @@ def images_per_sec(source, prep, threads: int, batches: int, batch: int) -> tupl
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
+    return timed_epochs(lambda epoch: tfds.as_numpy(pipeline.train_dataset(
+        source, prep, batch, seed=0, epoch=epoch, shuffle_buffer=1024).with_options(options)),
+        batches, batch)
+
+
+def timed_epochs(epoch_batches, batches: int, batch: int) -> tuple[float, float]:
+    """(images/s over `batches` steady batches, mean seconds to an epoch's first batch) of
+    the epochs epoch_batches(0), epoch_batches(1), ... read one after the other."""
     steady, starts, epoch = [], [], 0
     while len(steady) < batches:
         start = time.perf_counter()
-        dataset = pipeline.train_dataset(source, prep, batch, seed=0, epoch=epoch,
-                                         shuffle_buffer=1024)
-        for index, _ in enumerate(tfds.as_numpy(dataset.with_options(options))):
+        for index, _ in enumerate(epoch_batches(epoch)):
             now = time.perf_counter()
             (starts if index == 0 else steady).append(now - start)
             start = now
@@ -86,16 +92,8 @@ def folder_images_per_sec(source, prep, threads: int, batches: int, batch: int
     use_cpus(threads)
     folder = PreparedFolderSource(source.builder.data_dir, source.prepared_size, 0,
                                   workers=threads)
-    steady, starts, epoch = [], [], 0
-    while len(steady) < batches:
-        start = time.perf_counter()
-        for index, _ in enumerate(folder.train_batches(prep, batch, 0, epoch, 0, Shard(0, 1))):
-            now = time.perf_counter()
-            (starts if index == 0 else steady).append(now - start)
-            start = now
-        epoch += 1
-    steady = steady[:batches]
-    return batch * len(steady) / sum(steady), float(np.mean(starts[1:] or starts))
+    return timed_epochs(
+        lambda epoch: folder.train_batches(prep, batch, 0, epoch, 0, Shard(0, 1)), batches, batch)
 
 
 def train_only_tree(path: Path) -> Path:

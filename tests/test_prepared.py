@@ -154,20 +154,32 @@ sys.modules["tensorflow_datasets"] = None
 """
 
 
-def test_the_synthetic_source_trains_where_tensorflow_is_not_installed(tmp_path):
+def tensorflow_free_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process in which TensorFlow cannot be imported (2 CPU devices)."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}",
+                XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
+def tiny_run_command(workdir: Path, *overrides: str) -> list[str]:
+    """A 2-epoch training command of the tiny network at the tiny crop, batch 8."""
+    return [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+            f"--workdir={workdir}", *overrides,
+            f"--config.data.crop_size={TINY_CROP}", f"--config.data.resize_size={TINY_RESIZE}",
+            f"--config.data.prepared={TINY_RESIZE}",
+            f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
+            "--config.train.batch_size=8", "--config.train.num_epochs=2",
+            "--config.train.log_every_steps=1"]
+
+
+def test_the_synthetic_source_trains_where_tensorflow_is_not_installed(tmp_path):
+    env = tensorflow_free_env(tmp_path)
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
-               f"--workdir={workdir}", "--config.data.name=synthetic",
-               "--config.data.num_classes=7", "--config.data.synthetic_examples=40",
-               f"--config.data.crop_size={TINY_CROP}", f"--config.data.resize_size={TINY_RESIZE}",
-               f"--config.data.prepared={TINY_RESIZE}",
-               f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
-               "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
-               "--config.train.num_epochs=2", "--config.train.log_every_steps=1"]
+    command = tiny_run_command(workdir, "--config.data.name=synthetic",
+                               "--config.data.num_classes=7",
+                               "--config.data.synthetic_examples=40",
+                               "--config.train.eval_batch_size=8")
     blocked = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
                              capture_output=True, text=True)
     assert blocked.returncode != 0 and "ModuleNotFoundError" in blocked.stderr

@@ -3,18 +3,16 @@ same examples, evaluation views and statistics as the tfds pipeline, training ba
 crops of the stored squares and a pure function of seed and epoch, a clear refusal of a broken
 folder, and a run where TensorFlow is not installed."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+from helpers import TINY_CROP, TINY_RESIZE
 from test_cli import REPO
-from test_prepared import BLOCK_TENSORFLOW, prepared_config
+from test_prepared import prepared_config, tensorflow_free_env, tiny_run_command
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.data import augmentation, catalog, preprocess, record_files, stats
@@ -209,19 +207,11 @@ def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(c
     folder = Path(source.builder.data_dir)
     for cached in folder.glob("alexnet_stats_*"):
         cached.unlink()  # computed in the run, without TensorFlow
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{REPO}",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = tensorflow_free_env(tmp_path)
     workdir = tmp_path / "run"
-    command = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
-               f"--workdir={workdir}", "--config.data.name=prepared",
-               f"--config.data.path={folder}", "--config.data.stats_sample=0",
-               f"--config.data.crop_size={TINY_CROP}", f"--config.data.resize_size={TINY_RESIZE}",
-               f"--config.data.prepared={TINY_RESIZE}",
-               f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",
-               "--config.train.batch_size=8", "--config.train.eval_batch_size=10",
-               "--config.train.num_epochs=2", "--config.train.log_every_steps=1"]
+    command = tiny_run_command(workdir, "--config.data.name=prepared",
+                               f"--config.data.path={folder}", "--config.data.stats_sample=0",
+                               "--config.train.eval_batch_size=10")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
