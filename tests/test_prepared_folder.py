@@ -3,6 +3,10 @@ same examples, evaluation views and statistics as the tfds pipeline, training ba
 crops of the stored squares and a pure function of seed and epoch, a clear refusal of a broken
 folder, and a run where TensorFlow is not installed."""
 
+import dataclasses
+import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +19,14 @@ from test_cli import REPO
 from test_prepared import prepared_config, tensorflow_free_env, tiny_run_command
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.data import augmentation, catalog, preprocess, record_files, stats
+from alexnet_jax.data import (
+    augmentation,
+    catalog,
+    preprocess,
+    record_files,
+    stats,
+    stats_files,
+)
 from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.data.feeding import Shard
 from alexnet_jax.data.prepared_folder import PreparedFolderSource
@@ -166,8 +177,17 @@ def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_ep
     assert len(set(seen)) == len(seen)  # each image at most once an epoch
     offsets = np.concatenate([batch["offsets"] for batch in epoch])
     flips = np.concatenate([batch["flips"] for batch in epoch])
-    assert len({tuple(o) for o in offsets}) > 5 and 0 < flips.mean() < 1
-    assert np.concatenate([batch["alphas"] for batch in epoch]).std() > 0
+    # every window of the square, its edges included (tf's [0, S - C]), and both mirrorings
+    assert offsets.min() == 0 and offsets.max() == TINY_RESIZE - TINY_CROP
+    assert 0 < flips.mean() < 1
+    alphas = np.concatenate([batch["alphas"] for batch in epoch])
+    assert abs(alphas.mean()) < 0.05 and alphas.std() == pytest.approx(
+        prep.lighting_strength, rel=0.25)  # N(0, 0.1): the paper's lighting
+    fixed = next(folder.train_batches(dataclasses.replace(prep, random_crop=False,
+                                                          random_flip=False), 8, 3, 1, 0,
+                                      Shard(0, 1)))
+    assert (fixed["offsets"] == (TINY_RESIZE - TINY_CROP) // 2).all()  # the centre window
+    assert not fixed["flips"].any()
     again = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
     resumed = list(folder.train_batches(prep, 8, 3, 1, 2, Shard(0, 1)))
     halves = [list(folder.train_batches(prep, 8, 3, 1, 0, Shard(k, 2))) for k in (0, 1)]
@@ -245,3 +265,86 @@ def test_an_enlarged_folder_repeats_the_training_squares(config, tmp_path, monke
             expected, expected_label = folder.example("train", index)
             assert label == expected_label
             np.testing.assert_array_equal(square, expected)
+
+
+def rewrite_record(shard: Path, index: int, change) -> None:
+    """Rewrite one record of a shard file with change(example) applied (TensorFlow's writer)."""
+    records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(shard))]
+    example = tf.train.Example.FromString(records[index])
+    change(example)
+    records[index] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def test_damaged_or_incomplete_folders_are_refused_with_what_is_wrong(config, tmp_path):
+    source, _, _ = prepared(config, "jpeg")
+    original = Path(source.builder.data_dir)
+
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(original, folder)
+        return folder
+
+    def refused(folder, match, resize=TINY_RESIZE):
+        with pytest.raises(UserError, match=match):
+            PreparedFolderSource(str(folder), resize, 0)
+
+    folder = copy("no_labels")
+    (folder / "label.labels.txt").unlink()
+    refused(folder, "label.labels.txt could not be read")
+    folder = copy("bad_features")
+    (folder / "features.json").write_text(json.dumps({"featuresDict": {}}))
+    refused(folder, "metadata .* lacks what a prepared folder holds")
+    folder = copy("no_splits")
+    info = json.loads((folder / "dataset_info.json").read_text())
+    (folder / "dataset_info.json").write_text(json.dumps({**info, "splits": "?"}))
+    refused(folder, "metadata .* lacks what a prepared folder holds")
+    folder = copy("empty_val")
+    for split in info["splits"]:
+        if split["name"] == "val":
+            split["shardLengths"] = ["0" for _ in split["shardLengths"]]
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    for shard in folder.glob("*-val.tfrecord-*"):
+        shard.write_bytes(b"")
+    refused(folder, "val split holds no examples")
+
+    # a record whose field has another wire type (one bit flipped: bytes -> varint)
+    folder = copy("wire_type")
+    shard = sorted(folder.glob("*-val.tfrecord-*"))[0]
+    data = bytearray(shard.read_bytes())
+    assert data[12] == 0x0A  # the first record's message starts with field 1, bytes
+    data[12] = 0x08
+    shard.write_bytes(bytes(data))  # the header's checksum covers the length, not the data
+    with pytest.raises(UserError, match="record 0 of the val split is not a prepared example"):
+        PreparedFolderSource(str(folder), TINY_RESIZE, 0).example("val", 0)
+
+    # a JPEG square of another size would shift every crop and misplace the mean's windows
+    folder = copy("wrong_size")
+    shard = sorted(folder.glob("*-train.tfrecord-*"))[0]
+    other = tf.io.encode_jpeg(np.zeros((TINY_RESIZE + 4, TINY_RESIZE + 4, 3), np.uint8)).numpy()
+    rewrite_record(shard, 0, lambda example: example.features.feature["image"].bytes_list
+                   .value.__setitem__(0, other))
+    damaged = PreparedFolderSource(str(folder), TINY_RESIZE, 0)
+    with pytest.raises(UserError, match=f"is {TINY_RESIZE + 4} x {TINY_RESIZE + 4}, not the "
+                                         f"folder's {TINY_RESIZE} x {TINY_RESIZE}"):
+        damaged.example("train", 0)
+    damaged.close()
+
+
+def test_the_statistics_cache_is_shared_and_a_damaged_one_is_named(config):
+    _, _, folder = prepared(config)
+    for cached in folder.folder.glob("alexnet_stats_*"):
+        cached.unlink()
+    folder.dataset_stats(TINY_RESIZE)
+    [cache] = folder.folder.glob("alexnet_stats_*")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert cache.stat().st_mode & 0o777 == 0o666 & ~umask  # not a temporary file's 0600
+    assert not list(folder.folder.glob("*.tmp.npz"))
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(UserError, match=f"{cache.name} cannot be read.*delete the file"):
+        folder.dataset_stats(TINY_RESIZE)
+    with pytest.raises(ValueError, match="no images"):
+        stats_files.StatsSums(4).stats()

@@ -21,10 +21,12 @@ by a run with TensorFlow) or are computed here from the decoded squares and cach
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures
 import io
 import json
 import os
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -41,12 +43,45 @@ BUILDER_NAME = "alexnet_prepared"  # prepared.PreparedImages.name
 BATCHES_AHEAD = 2  # training batches being decoded while the devices run the current one
 
 
-def _read_json(path: Path) -> dict:
+def _read_text(path: Path) -> str:
     try:
-        return json.loads(path.read_text())
+        return path.read_text()
     except (OSError, ValueError) as error:
         raise UserError(f"{path} could not be read ({error}); data.path must be a folder of "
                         "prepared squares (see docs/data.md).") from error
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(_read_text(path))
+    except ValueError as error:
+        raise UserError(f"{path} is not JSON ({error}); data.path must be a folder of "
+                        "prepared squares (see docs/data.md).") from error
+
+
+def host_cores() -> int:
+    """The cores this process may use (a cluster's allocation), not every core of the host;
+    all of them where the platform cannot say (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _metadata_errors(folder: Path):
+    """Metadata that lacks what a prepared folder's holds, said as such."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise UserError(f"{folder}'s metadata (dataset_info.json, features.json) lacks what a "
+                        f"prepared folder holds ({error!r}): prepare the data again, and copy "
+                        "the whole folder.") from error
+
+
+def _cancel(futures) -> None:
+    for future in futures:
+        future.cancel()
 
 
 class SplitRecords:
@@ -102,32 +137,48 @@ class PreparedFolder:
                 "--config=...; it prints the folder, <data_dir>/alexnet_prepared/<config>/"
                 "<version>) and name that folder.")
         info = _read_json(self.folder / "dataset_info.json")
-        if info.get("name") != BUILDER_NAME:
-            raise UserError(f"{self.folder} holds the tfds dataset {info.get('name')!r}, not "
-                            f"squares prepared by this project ({BUILDER_NAME}).")
-        image = _read_json(self.folder / "features.json")["featuresDict"]["features"]["image"]
-        self.prepared_storage = "jpeg" if "image" in image else "raw"
-        shape = (image.get("image") or image.get("tensor"))["shape"]["dimensions"]
-        self.prepared_size = int(shape[0])
-        if resize_size != self.prepared_size:
+        name = info.get("name") if isinstance(info, dict) else None
+        if name != BUILDER_NAME:
+            raise UserError(f"{self.folder} holds the tfds dataset {name!r}, not squares "
+                            f"prepared by this project ({BUILDER_NAME}).")
+        with _metadata_errors(self.folder):
+            self._read_metadata(info)
+        if resize_size != self.prepared_size:  # said before the (long) indexing of the records
             raise UserError(f"{self.folder} holds {self.prepared_size} x {self.prepared_size} "
                             f"squares but data.resize_size={resize_size}: set "
                             f"--config.data.resize_size={self.prepared_size} (and a crop no "
                             "larger), or prepare the data at the size you want.")
-        self.class_names = tuple(
-            (self.folder / "label.labels.txt").read_text().splitlines())
-        splits = {split["name"]: split for split in info["splits"]}
-        others = sorted(set(splits) - {self.train_split})
-        if self.train_split not in splits or len(others) != 1:
-            raise UserError(f"{self.folder} must hold a train split and one evaluation split; "
-                            f"it holds {sorted(splits)}.")
-        self.eval_split = others[0]
-        self._records = {name: SplitRecords(self.folder, info, split)
-                         for name, split in splits.items()}
+        with _metadata_errors(self.folder):
+            self.class_names = tuple(
+                _read_text(self.folder / "label.labels.txt").splitlines())
+            self._records = {name: SplitRecords(self.folder, info, split)
+                             for name, split in self._splits.items()}
+        for name, records in self._records.items():
+            if not len(records):
+                raise UserError(f"{self.folder}'s {name} split holds no examples: nothing to "
+                                "train or evaluate on (prepare the data again).")
         self.stats_sample = stats_sample
-        # the cores this process may use (a cluster's allocation), not every core of the host
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            workers or len(os.sched_getaffinity(0)))
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers or host_cores())
+        # the decoding threads go with the folder, also when nobody calls close()
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False,
+                                           cancel_futures=True)
+
+    def _read_metadata(self, info: dict) -> None:
+        features = _read_json(self.folder / "features.json")
+        image = features["featuresDict"]["features"]["image"]
+        self.prepared_storage = "jpeg" if "image" in image else "raw"
+        shape = (image.get("image") or image.get("tensor"))["shape"]["dimensions"]
+        self.prepared_size = int(shape[0])
+        self._splits = {split["name"]: split for split in info["splits"]}
+        others = sorted(set(self._splits) - {self.train_split})
+        if self.train_split not in self._splits or len(others) != 1:
+            raise UserError(f"{self.folder} must hold a train split and one evaluation split; "
+                            f"it holds {sorted(self._splits)}.")
+        self.eval_split = others[0]
+
+    def close(self) -> None:
+        """Stop the decoding threads (queued decodes are cancelled)."""
+        self._finalizer()
 
     @property
     def num_classes(self) -> int:
@@ -142,7 +193,7 @@ class PreparedFolder:
         try:
             features = record_files.parse_example(record)
             stored, label = features["image"][0], int(features["label"][0])
-        except (ValueError, KeyError, IndexError) as error:
+        except (ValueError, KeyError, IndexError, TypeError) as error:
             raise UserError(f"{path}: record {index} of the {split} split is not a prepared "
                             f"example ({error}); the file is damaged (prepare it again)."
                             ) from error
@@ -158,10 +209,16 @@ class PreparedFolder:
                 if picture.mode != "RGB":  # never for squares this project wrote
                     picture = picture.convert("RGB")
                 picture.load()
-                return np.asarray(picture), label  # no conversion copy: a quarter faster
+                square = np.asarray(picture)  # no conversion copy: a quarter faster
         except OSError as error:
             raise UserError(f"{path}: the image of record {index} of the {split} split cannot "
                             f"be decoded ({error}); prepare the data again.") from error
+        if square.shape != (size, size, 3):
+            # a wrong size would shift every crop and misplace the mean's windows silently
+            raise UserError(f"{path}: the image of record {index} of the {split} split is "
+                            f"{square.shape[1]} x {square.shape[0]}, not the folder's {size} x "
+                            f"{size}; the folder is damaged (prepare it again).")
+        return square, label
 
     def decode(self, split: str, indices, transform) -> list[concurrent.futures.Future]:
         """Futures of (transform(square), label) for each index, decoded on the pool."""
@@ -179,8 +236,11 @@ def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
     with progress_bar(count, f"statistics of {folder.folder.name}", "img") as bar:
         for start in range(0, count, 64):
             chunk = range(start, min(start + 64, count))
-            sums.add(np.stack([future.result()[0] for future in folder.decode(
-                folder.train_split, chunk, lambda _: lambda square: square)]))
+            futures = folder.decode(folder.train_split, chunk, lambda _: lambda square: square)
+            try:
+                sums.add(np.stack([future.result()[0] for future in futures]))
+            finally:  # after a failure, the chunk's other decodes are not wanted
+                _cancel(futures)
             bar.update(len(chunk))
     return sums.stats()
 
@@ -236,7 +296,10 @@ class PreparedFolderSource(PreparedFolder):
             return picked, self.decode(self.train_split, order[picked], window)
 
         def assemble(picked, futures):
-            decoded = [future.result() for future in futures]
+            try:
+                decoded = [future.result() for future in futures]
+            finally:  # after a failure, the batch's other decodes are not wanted
+                _cancel(futures)
             return {"pixels": np.stack([pixels for pixels, _ in decoded]),
                     "offsets": offsets[order[picked]], "flips": flips[order[picked]],
                     "alphas": alphas[order[picked]],
@@ -252,8 +315,7 @@ class PreparedFolderSource(PreparedFolder):
                 yield assemble(*pending.popleft())
         finally:  # a run that stops mid-epoch leaves no decoding behind
             for _, futures in pending:
-                for future in futures:
-                    future.cancel()
+                _cancel(futures)
 
     def eval_batches(self, prep, global_batch: int, views: int,
                      shard: Shard) -> Iterator[dict[str, np.ndarray]]:
@@ -269,8 +331,11 @@ class PreparedFolderSource(PreparedFolder):
             batch_labels = np.zeros(local, np.int32)
             futures = self.decode(self.eval_split, indices, lambda _: lambda square:
                                    augmentation.crop_views(square, crop, views))
-            for row, future in enumerate(futures):
-                pixels[row], batch_labels[row] = future.result()
+            try:
+                for row, future in enumerate(futures):
+                    pixels[row], batch_labels[row] = future.result()
+            finally:  # after a failure or a stop, the batch's other decodes are not wanted
+                _cancel(futures)
             mask = np.zeros(local, np.float32)
             mask[:len(indices)] = 1.0
             yield {"pixels": pixels, "labels": batch_labels, "mask": mask}

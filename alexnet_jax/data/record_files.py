@@ -127,6 +127,14 @@ def _fields(buffer: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
         yield number, wire_type, value
 
 
+def _message(number: int, wire_type: int, value) -> memoryview:
+    """A length-delimited field's bytes; ValueError for a field of another wire type where an
+    Example's schema has a message or bytes (a damaged record)."""
+    if wire_type != 2:
+        raise ValueError(f"field {number} has wire type {wire_type} where bytes are expected")
+    return value
+
+
 def _int64s(field_values: list[tuple[int, int | bytes]]) -> list[int]:
     values = []
     for wire_type, value in field_values:
@@ -135,12 +143,16 @@ def _int64s(field_values: list[tuple[int, int | bytes]]) -> list[int]:
             while position < len(value):
                 number, position = _varint(value, position)
                 values.append(number)
-        else:
+        elif wire_type == 0:
             values.append(value)
+        else:
+            raise ValueError(f"an int64 list holds a field of wire type {wire_type}")
     return [v - (1 << 64) if v >= 1 << 63 else v for v in values]
 
 
 def _floats(field_values: list[tuple[int, int | bytes]]) -> list[float]:
+    if any(wire_type not in (2, 5) for wire_type, _ in field_values):
+        raise ValueError("a float list holds a field that is neither packed nor 4 bytes")
     raw = b"".join(value for _, value in field_values)  # packed, or 4 bytes each
     if len(raw) % 4:
         raise ValueError("a float list's length is not a multiple of 4 bytes")
@@ -151,30 +163,32 @@ def parse_example(serialized: bytes) -> dict[str, list]:
     """A tf.train.Example as {feature name: list of bytes, floats or ints}; ValueError if
     the bytes are not one."""
     features = {}
-    for number, _, message in _fields(memoryview(serialized)):
+    for number, wire_type, message in _fields(memoryview(serialized)):
         if number != 1:
             continue
-        for entry_number, _, entry in _fields(message):  # Features.feature: a map
+        # Features.feature: a map of entries (key 1, value 2)
+        for entry_number, entry_type, entry in _fields(_message(number, wire_type, message)):
             if entry_number != 1:
                 continue
             name, values = "", []
-            for part_number, _, part in _fields(entry):
+            for part_number, part_type, part in _fields(_message(1, entry_type, entry)):
                 if part_number == 1:
-                    name = bytes(part).decode()
+                    name = bytes(_message(1, part_type, part)).decode()
                 elif part_number == 2:
-                    values = _feature_values(part)
+                    values = _feature_values(_message(2, part_type, part))
             features[name] = values
     return features
 
 
-def _feature_values(feature: bytes) -> list:
-    for kind, _, value_list in _fields(feature):  # oneof bytes_list / float_list / int64_list
-        values = [(wire_type, value) for number, wire_type, value in _fields(value_list)
-                  if number == 1]
+def _feature_values(feature: memoryview) -> list:
+    for kind, wire_type, value_list in _fields(feature):  # oneof bytes/float/int64 list
+        if kind not in (1, 2, 3):
+            continue
+        values = [(value_type, value) for number, value_type, value
+                  in _fields(_message(kind, wire_type, value_list)) if number == 1]
         if kind == 1:
-            return [bytes(value) for _, value in values]
+            return [bytes(_message(1, value_type, value)) for value_type, value in values]
         if kind == 2:
             return _floats(values)
-        if kind == 3:
-            return _int64s(values)
+        return _int64s(values)
     return []

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from alexnet_jax.common.errors import UserError
 from alexnet_jax.data.published_stats import DatasetStats
 
 
@@ -31,6 +33,8 @@ class StatsSums:
 
     def stats(self) -> DatasetStats:
         """Mean image; eigen-decomposition of the RGB covariance, largest component first."""
+        if not self.seen:
+            raise ValueError("no images to compute the dataset statistics from")
         mean_image = self.image_sum / self.seen
         mean_rgb = mean_image.reshape(-1, 3).mean(axis=0)
         covariance = (self.outer_sum / (self.seen * self.size * self.size)
@@ -47,16 +51,43 @@ def stats_file_name(resize_size: int, sample_size: int) -> str:
 
 
 def save_stats(stats: DatasetStats, path: Path) -> None:
-    """Write atomically: a reader never sees a half-written file."""
+    """Write atomically (a reader never sees a half-written file), readable by everyone who can
+    read the data folder, and leave no temporary file behind when the write fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
-        np.savez(f, mean_image=stats.mean_image, eigenvalues=stats.eigenvalues,
-                 eigenvectors=stats.eigenvectors, sample_size=stats.sample_size)
-    os.replace(f.name, path)
+        try:
+            np.savez(f, mean_image=stats.mean_image, eigenvalues=stats.eigenvalues,
+                     eigenvectors=stats.eigenvectors, sample_size=stats.sample_size)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    try:
+        # a temporary file is private (0600); the cache of a shared data folder must not be
+        os.chmod(f.name, 0o666 & ~_umask())
+        os.replace(f.name, path)
+    except BaseException:
+        os.unlink(f.name)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would change it for every
+    thread for a moment, checkpoint writers included); 0o022 where /proc does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def load_stats(path: Path) -> DatasetStats:
-    """Statistics written by save_stats."""
-    with np.load(path) as data:
-        return DatasetStats(data["mean_image"], data["eigenvalues"], data["eigenvectors"],
-                            int(data["sample_size"]))
+    """Statistics written by save_stats; UserError naming the file if it cannot be read."""
+    try:
+        with np.load(path) as data:
+            return DatasetStats(data["mean_image"], data["eigenvalues"], data["eigenvectors"],
+                                int(data["sample_size"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"the cached dataset statistics {path} cannot be read ({error!r}); "
+                        "delete the file and the next run computes them again.") from error
