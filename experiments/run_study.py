@@ -12,7 +12,8 @@ config than the study would run now is refused, naming the differing keys.
 
 After every run, and alone with --report, it writes results.json, results.md and results.png
 (alexnet_jax/studies/report.py) into REC from the records alone, or without --record into RUNS.
---report --record=REC needs no RUNS. --rounds=N runs only the first N seeds of each arm (several
+--report --record=REC needs no RUNS (give it the study's --config.* arguments: the records are
+checked against them). --rounds=N runs only the first N seeds of each arm (several
 studies can then share a machine round by round: experiments/reproduce_studies.sh). The study
 file format is described in alexnet_jax/studies/study.py. Long studies: run under
 `nice -n 19`.
@@ -25,11 +26,32 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from alexnet_jax.common.errors import UserError  # noqa: E402
 from alexnet_jax.studies import report as study_report  # noqa: E402
 from alexnet_jax.studies import study as study_lib  # noqa: E402
+
+
+def reproduce_command(study: str, runs: Path | None, record: Path | None,
+                      rest: list[str]) -> str:
+    """The command a report names to reproduce it. With a record directory, the same whoever
+    runs it where: the usual run directory and the record's path in the repository (a report
+    rebuilt elsewhere, or from a worktree, must not change); without one, as given."""
+    study_path = Path(study)
+    if study_path.is_absolute() and study_path.is_relative_to(REPO):
+        study = str(study_path.relative_to(REPO))
+    if record is not None:
+        runs = Path("runs/studies") / Path(study).stem
+        record = Path(record)
+        if record.is_absolute() and record.resolve().is_relative_to(REPO):
+            record = record.resolve().relative_to(REPO)
+        elif record.is_absolute() and record.parts[-3:-1] == ("docs", "results"):
+            record = Path(*record.parts[-3:])  # another checkout's docs/results
+    return " ".join(["python experiments/run_study.py", f"--study={study}",
+                     f"--dir={runs or Path('runs/studies') / Path(study).stem}",
+                     *([f"--record={record}"] if record else []), *map(shlex.quote, rest)])
 
 
 def main(argv: list[str]) -> int:
@@ -49,11 +71,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"unexpected arguments {unknown}; overrides are --config.<key>=<value>")
     if args.dir is None and not (args.report and args.record):
         parser.error("--dir=RUNS is needed (only --report --record=REC reads records alone)")
-    runs = args.dir or Path("runs/studies") / Path(args.study).stem  # the usual place
-    command = " ".join(["python experiments/run_study.py", f"--study={args.study}",
-                        f"--dir={runs}",
-                        *([f"--record={args.record}"] if args.record else []),
-                        *map(shlex.quote, rest)])
+    command = reproduce_command(args.study, args.dir, args.record, rest)
     dirs = study_lib.StudyDirs(args.dir, args.record)
     try:
         study = study_lib.load_study(args.study)
@@ -62,9 +80,9 @@ def main(argv: list[str]) -> int:
         else:
             code = study_lib.run_study(
                 study, dirs, rest, study_report.final_train_error,
-                after_each_run=lambda: study_report.write_report(study, dirs, command),
+                after_each_run=lambda: study_report.write_report(study, dirs, command, rest),
                 rounds=args.rounds)
-        study_report.write_report(study, dirs, command)
+        study_report.write_report(study, dirs, command, rest)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -46,10 +46,16 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     partial = subprocess.run(
         [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
          f"--workdir={directory / 'no_lrn' / 'seed0'}", "--config.seed=0",
-         "--config.model.lrn=False", "--config.train.num_steps=1", *overrides],
+         "--config.model.lrn=False", "--config.train.num_steps=1",
+         "--config.train.final_eval_views=(1,)", *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert partial.returncode == 0, partial.stderr[-2000:]
     (directory / "no_lrn" / "seed0" / "run_complete.json").unlink()  # as if killed
+    # ... at step 1 of the study's 2: its config.json is the study's
+    config_file = directory / "no_lrn" / "seed0" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["train"]["num_steps"] = 2
+    config_file.write_text(json.dumps(config))
 
     record = tmp_path / "record"
     first = run_study(study_file, directory, *overrides, record=record)
@@ -72,13 +78,14 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
 
     # A later session on a fresh machine: the workdirs are gone, the committed records remain.
     shutil.rmtree(directory)
+    (record / "results.md").unlink()
     fresh = run_study(study_file, directory, *overrides, record=record)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr[-3000:]
     assert "training" not in fresh.stdout and not (directory / "base").exists()
-    assert (record / "results.md").stat().st_mtime_ns > (record / "base" / "seed0"
-                                                        / "metrics.jsonl").stat().st_mtime_ns
+    assert (record / "results.md").exists()  # reported from the records
     (record / "results.md").unlink()
-    alone = run_study(study_file, None, "--report", record=record)  # from the records alone
+    alone = run_study(study_file, None, "--report", *overrides,  # from the records alone
+                      record=record)
     assert alone.returncode == 0, alone.stderr[-2000:]
 
     results = json.loads((record / "results.json").read_text())
@@ -157,7 +164,7 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     assert "--config.optimizer.learning_rate=0.2" in command and command[-1] == "--x"
     assert f"--workdir={directory / 'relu' / 'seed1'}" in command
 
-    results = study_report.write_report(study, directory, "the command")
+    results = study_report.write_report(study, directory, "the command", [])
     relu, tanh = results["arms"]["relu"]["runs"], results["arms"]["tanh"]["runs"]
     assert relu["0"]["epochs_to_target"] == 3 and tanh["0"]["epochs_to_target"] == 5
     assert tanh["1"]["epochs_to_target"] is None     # 0.3 after 4 epochs: never reached
@@ -202,7 +209,7 @@ def test_a_diverged_sweep_run_counts_as_failed_and_the_study_goes_on(tmp_path, c
             study_lib.run_study(study, directory, [], study_report.final_train_error)
     assert "lr0.2 seed 0: diverged at step 13 (a failed sweep run)" in capsys.readouterr().out
     assert len(launched) == 1 and "--config.optimizer.learning_rate=0.1" in launched[0]
-    table = study_report.markdown(study_report.collect(study, directory), "cmd")
+    table = study_report.markdown(study_report.collect(study, directory, []), "cmd")
     assert "| `lr0.2` | `optimizer.learning_rate=0.2` | - | diverged at step 13 |" in table
 
     (directory / "lr0.1" / "seed0" / "run_complete.json").unlink()
@@ -350,3 +357,107 @@ def test_config_differences_ignore_locations_and_keys_added_at_their_default():
     assert study_records.config_differences({"a": {"gone": 1, "x": 1}}, {"a": {"x": 1}},
                                             defaults) == [
         "a.gone: recorded 1, no longer a config key"]
+
+
+def test_an_unfinished_run_of_another_protocol_is_not_resumed(tmp_path):
+    """Resuming it would train its remaining steps under the study's config and record the run
+    as made wholly under it."""
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory = tmp_path / "dir"
+    finish_sweep(study, directory)
+    workdir = directory / "base" / "seed0"
+    write_run(workdir, [0.6], 0.5, complete=False)
+    write_config(workdir, study, "base", 0, directory, **{"optimizer.momentum": 0.5})
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=AssertionError):
+        with pytest.raises(UserError, match=r"the unfinished run .*base/seed0 was made with a "
+                           r"different config .*optimizer.momentum: recorded 0.5, now 0.9"):
+            study_lib.run_study(study, directory, [], study_report.final_train_error)
+    write_config(workdir, study, "base", 0, directory)  # the study's own: resumed
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        raise RuntimeError("launched")
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        with pytest.raises(RuntimeError, match="launched"):
+            study_lib.run_study(study, directory, [], study_report.final_train_error)
+    assert f"--workdir={workdir}" in launched[0]
+
+
+def record_runs(study, directory: Path, record: Path, errors: dict, data=None) -> None:
+    """Finished runs of the order study's sweep and `errors` ({(arm, seed): top-1}), recorded."""
+    finish_sweep(study, directory)
+    for (arm, seed), top1 in errors.items():
+        write_run(directory / arm / f"seed{seed}", [0.6, 0.4], top1)
+        write_config(directory / arm / f"seed{seed}", study, arm, seed, directory)
+    for workdir in directory.glob("*/seed*"):
+        if data and workdir.parent.name in data:
+            lines = (workdir / "metrics.jsonl").read_text().splitlines()
+            start = {**json.loads(lines[0]), **data[workdir.parent.name]}
+            (workdir / "metrics.jsonl").write_text("\n".join([json.dumps(start), *lines[1:]])
+                                                  + "\n")
+        study_records.save_record(workdir, record / workdir.parent.name / workdir.name)
+
+
+def test_a_report_refuses_records_of_another_protocol_or_other_data(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory, record = tmp_path / "dir", tmp_path / "rec"
+    facts = {"dataset": "cifar10", "num_classes": 10, "train_examples": 50000,
+             "eval_examples": 10000}
+    record_runs(study, directory, record, {("base", 0): 0.3, ("base", 1): 0.32},
+                data={"base": facts})
+    dirs = study_lib.StudyDirs(None, record)
+    results = study_report.write_report(study, dirs, "cmd", [])
+    assert results["arms"]["base"]["runs"]["0"]["data"] == facts
+    # a run-wide override the records were not made with: refused, as when the study runs
+    with pytest.raises(UserError, match=r"the record .*lr0.1/seed0 .*optimizer.momentum: "
+                       r"recorded 0.9, now 0.5"):
+        study_report.write_report(study, dirs, "cmd", ["--config.optimizer.momentum=0.5"])
+    # another dataset under the same data.name (data.path is not compared): refused
+    start = json.loads((record / "base" / "seed1" / "metrics.jsonl").read_text()
+                       .splitlines()[0])
+    lines = (record / "base" / "seed1" / "metrics.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({**start, "train_examples": 9469})
+    (record / "base" / "seed1" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"different data.*base/seed1: .*9469"):
+        study_report.write_report(study, dirs, "cmd", [])
+
+
+def test_the_gap_column_pairs_each_runs_own_errors(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory = tmp_path / "dir"
+    finish_sweep(study, directory)
+    write_run(directory / "base" / "seed0", [], 0.30)          # no training error recorded
+    write_run(directory / "base" / "seed1", [0.6, 0.38], 0.40)  # gap 2 points
+    table = study_report.markdown(study_report.collect(study, directory, []), "cmd")
+    row = next(line for line in table.splitlines() if line.startswith("| `base`"))
+    assert "| 2.00 |" in row and "| 30.00 |" not in row
+
+
+def test_a_reports_command_does_not_depend_on_where_it_ran(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "experiments"))
+    from run_study import reproduce_command  # noqa: PLC0415
+
+    expected = ("python experiments/run_study.py --study=configs/studies/s.py "
+                "--dir=runs/studies/s --record=docs/results/s --config.data.path=../d")
+    for runs, record in ((Path("/tmp/runs"), Path("docs/results/s")),
+                         (None, REPO / "docs" / "results" / "s"),
+                         (Path("x"), Path("/elsewhere/checkout/docs/results/s"))):
+        assert reproduce_command("configs/studies/s.py", runs, record,
+                                 ["--config.data.path=../d"]) == expected
+    assert reproduce_command(str(REPO / "configs/studies/s.py"), Path("/r"), None, []) == (
+        "python experiments/run_study.py --study=configs/studies/s.py --dir=/r")
+
+
+def test_verdicts_are_welchs_test_at_the_5_percent_level():
+    from alexnet_jax.studies import claims  # noqa: PLC0415
+
+    assert claims.verdict([1.0], [2.0, 3.0]).startswith("no verdict yet")
+    # 2 seeds a side of variance 0.5: SE = sqrt(0.25 + 0.25), 2 degrees of freedom, bound
+    # 4.303 * 0.707 = 3.04 (where 2 SE would say 1.41)
+    assert claims.verdict([4.0, 5.0], [2.0, 3.0]) == (
+        "within the seed spread (+2.00, 95% bound 3.04)")
+    assert claims.verdict([6.0, 7.0], [2.0, 3.0]).startswith("reproduced in direction (+4.00")
+    assert claims.verdict([0.0, 1.0], [4.0, 5.0]).startswith("contrary (-4.00")
+    assert claims.t_quantile_975(2.9) == 4.303 and claims.t_quantile_975(45) == 2.021

@@ -14,19 +14,14 @@ silently into the same table. No JAX or TensorFlow here: reports and study runne
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import (
-    COMPLETION_FILE,
-    CONFIG_FILE,
-    METRICS_FILE,
-    read_completion,
-    read_divergence,
-)
+from alexnet_jax.common.run_files import COMPLETION_FILE, CONFIG_FILE, METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE)
@@ -37,18 +32,13 @@ RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE)
 NOT_PROTOCOL_KEYS = frozenset({
     "data.path", "data.data_dir", "model.column_impl", "model.lrn_impl", "model.conv1_impl",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
-    "train.eval_batch_size",
+    "train.eval_batch_size", "train.profile_steps",
 })
 
 
 def record_dir(record_root: Path, arm: str, seed: int) -> Path:
     """Where the record of one run lives."""
     return Path(record_root) / arm / f"seed{seed}"
-
-
-def is_finished(workdir: Path) -> bool:
-    """A run that will not train again: complete, or ended by a non-finite loss."""
-    return read_completion(workdir) is not None or read_divergence(workdir) is not None
 
 
 def save_record(workdir: Path, destination: Path) -> None:
@@ -61,8 +51,19 @@ def save_record(workdir: Path, destination: Path) -> None:
     for name in RECORDED_FILES:
         if (Path(workdir) / name).exists():
             shutil.copy2(Path(workdir) / name, partial / name)
+            _sync(partial / name)
+    _sync(partial)
     shutil.rmtree(destination, ignore_errors=True)
     partial.rename(destination)
+    _sync(destination.parent)  # the rename itself survives a power loss too
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def resolved_config(config_args: list[str]) -> dict[str, Any]:

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import (
     read_completion,
     read_divergence,
     read_records,
     surviving_records,
 )
-from alexnet_jax.studies.study import Study, StudyDirs, arm_overrides, as_dirs
+from alexnet_jax.studies.records import check_same_protocol
+from alexnet_jax.studies.study import Study, StudyDirs, arm_overrides, as_dirs, config_args
 
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
+# what a run's first record says of its data: every run of a study must agree on them (data.path
+# itself differs between machines and is not compared)
+DATA_FACTS = ("dataset", "num_classes", "train_examples", "eval_examples")
 
 
 def wall_time(records: list[dict[str, Any]]) -> float:
@@ -59,8 +65,10 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
         final["val_1crop"] = pick(centre[-1])  # the latest, while the run is in progress
     steps = completion["step"] if completion else max([r["step"] for r in train_lines] or [0])
     diverged = read_divergence(workdir)
+    start = next((r for r in records if r.get("event") == "run_start"), {})
     result = {
         "workdir": str(workdir), "complete": completion is not None, "steps": steps,
+        "data": {key: start[key] for key in DATA_FACTS if key in start} or None,
         "diverged_at_step": diverged["step"] if diverged else None,
         "epochs": max([r["epoch"] for r in epoch_lines + centre] or [0.0]),
         "wall_time_s": round(wall_time(records), 1), "final": final,
@@ -85,24 +93,49 @@ def final_train_error(workdir: Path) -> float | None:
     return run_result(workdir)["final_train_error"]
 
 
-def collect(study: Study, directory: Path | StudyDirs) -> dict[str, Any]:
+def collect(study: Study, directory: Path | StudyDirs,
+            extra_args: list[str]) -> dict[str, Any]:
     """results.json's content: per arm its overrides and per seed its run's result (read from
-    its record when it has one, else from its workdir)."""
+    its record when it has one, else from its workdir). A record made under another protocol
+    than the study's with `extra_args` (the `--config.*` arguments) is refused, as when the
+    study runs, and so are runs that disagree on what their data was."""
     dirs = as_dirs(directory)
     arms = {}
     for arm in study.arms:
         try:
             overrides = arm_overrides(study, arm, dirs, final_train_error)
+            chosen = True
         except Exception:  # noqa: BLE001 - a choice not yet possible: report what is known
-            overrides = {**study.overrides, **arm.overrides}
+            overrides, chosen = {**study.overrides, **arm.overrides}, False
+        for seed in arm.seeds:
+            recorded = dirs.recorded(arm, seed)
+            if recorded is not None and chosen:
+                check_same_protocol(recorded, config_args(study, seed, overrides, extra_args),
+                                    "the record")
         arms[arm.name] = {
             "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
             "sweep": arm.sweep, "choose": arm.choose,
             "runs": {str(seed): _result(dirs, arm, seed, study.target_train_error)
                      for seed in arm.seeds}}
+    _check_same_data(arms)
     return {"study": study.name, "description": study.description,
             "base_config": study.base_config, "baseline": study.baseline,
             "target_train_error": study.target_train_error, "arms": arms}
+
+
+def _check_same_data(arms: dict[str, Any]) -> None:
+    """Refuse a study whose runs trained on different data (another dataset or version of it
+    under the same data.name), naming the runs of each kind."""
+    kinds: dict[str, list[str]] = {}
+    for name, arm in arms.items():
+        for seed, run in arm["runs"].items():
+            if run.get("data"):
+                kinds.setdefault(json.dumps(run["data"], sort_keys=True), []).append(
+                    f"{name}/seed{seed}")
+    if len(kinds) > 1:
+        raise UserError("the study's runs trained on different data, which one table cannot "
+                        "compare: " + "; ".join(f"{', '.join(runs)}: {facts}"
+                                                for facts, runs in kinds.items()))
 
 
 def _result(dirs: StudyDirs, arm, seed: int, target: float | None) -> dict[str, Any]:
@@ -124,6 +157,11 @@ def _values(arm: dict[str, Any], getter) -> list[float]:
 
 def _final(view: str, key: str):
     return lambda run: (run["final"].get(view) or {}).get(key)
+
+
+def _gap(run: dict[str, Any]) -> float | None:
+    top1, train = _final("val_1crop", "top1_error")(run), run.get("final_train_error")
+    return None if top1 is None or train is None else top1 - train
 
 
 METRICS = {  # column -> (heading, getter)
@@ -175,7 +213,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         runs = list(arm["runs"].values())
         finished = sum(run["complete"] for run in runs)
         epochs = sorted({f"{run['epochs']:g}" for run in runs if run["complete"]})
-        gap = [v - t for v, t in zip(columns["top1"], columns["train"])]
+        gap = _values(arm, _gap)  # per run: a run lacking one of the two has no gap
         changes = [f"`{k}={v}`" for k, v in arm["overrides"].items()]
         if arm["choose"]:
             key = arm["choose"]["key"]
@@ -280,16 +318,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(study: Study, directory: Path | StudyDirs, command: str) -> dict[str, Any]:
+def write_report(study: Study, directory: Path | StudyDirs, command: str,
+                 extra_args: list[str]) -> dict[str, Any]:
     """Write results.json, results.md and results.png into the record directory (from the
-    records alone), or without one into the study's run directory."""
+    records alone), or without one into the study's run directory; `extra_args`: the study's
+    `--config.*` arguments, against which the records are checked."""
     dirs = as_dirs(directory)
     if dirs.record is not None:
         dirs = StudyDirs(None, dirs.record)  # what is committed stands on records only
-    results = collect(study, dirs)
+    results = collect(study, dirs, extra_args)
     directory = dirs.report
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / RESULTS_JSON).write_text(json.dumps(results, indent=1))
-    (directory / RESULTS_MD).write_text(markdown(results, command))
+    _write_atomically(directory / RESULTS_JSON, json.dumps(results, indent=1))
+    _write_atomically(directory / RESULTS_MD, markdown(results, command))
     plot(results, directory / RESULTS_PNG)
     return results
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader (claims_table.py, a commit) never finds the file cut short."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)

@@ -319,6 +319,11 @@ def _train_one(study: Study, arm: Arm, seed: int, dirs: StudyDirs, extra_args: l
     """Train one run to its end; None when the study goes on, else the study's exit code."""
     workdir = dirs.workdir(arm.name, seed)
     overrides = arm_overrides(study, arm, dirs, final_train_error)
+    if (workdir / study_records.CONFIG_FILE).exists():
+        # resuming would train its remaining steps under the study's config and record the
+        # run as made wholly under it
+        study_records.check_same_protocol(
+            workdir, config_args(study, seed, overrides, extra_args), "the unfinished run")
     command = run_command(study, arm, seed, dirs.runs, overrides, extra_args)
     log = log_path(dirs.runs, arm.name, seed)
     print(f"{label}: training ({log})", flush=True)
