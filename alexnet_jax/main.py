@@ -34,7 +34,8 @@ flags.DEFINE_multi_string("images", None, "With --mode=predict or features: imag
                           "folders (more may follow as plain arguments).")
 flags.DEFINE_enum("views", "1", ["1", "10"], "With --mode=predict: the centre crop (1) or the "
                   "paper's 10 views, softmax averaged.")
-flags.DEFINE_string("split", "val", "With --mode=features: the split (train or val).")
+flags.DEFINE_enum("split", "val", ["train", "val"],
+                  "With --mode=features: the split (train or val).")
 flags.DEFINE_string("output", None, "With --mode=features: the NAME.npy file to write (an "
                     "index NAME.index.jsonl is written beside it).")
 flags.DEFINE_integer("limit", 0, "With --mode=features: at most this many images of the split "
@@ -96,10 +97,13 @@ def main(argv: list[str]) -> None:
     sys.unraisablehook = _drop_late_wakeups_of_closed_loops(sys.unraisablehook)
     extra_images = argv[1:] if FLAGS.mode in ("predict", "features") else []
     if len(argv) > 1 and not extra_images:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.config is None or (FLAGS.workdir is None and FLAGS.mode not in ("stats",
-                                                                              "prepare")):
-        _fail("both --config=configs/<name>.py and --workdir=DIR are required.")
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}. A flag takes its value after '=' "
+              "(--config.model.lrn=False, --workdir=DIR); python -m alexnet_jax.main --help "
+              "lists the flags.")
+    if FLAGS.config is None or (not FLAGS.workdir and FLAGS.mode not in ("stats", "prepare")):
+        # an empty --workdir= (an unset shell variable) would mean the current directory
+        _fail("both --config=configs/<name>.py and --workdir=DIR are required (a non-empty "
+              "DIR).")
 
     # TensorFlow only feeds data on the host: keep it off the accelerators JAX uses. (It may be
     # absent: the synthetic source needs none.)
@@ -153,7 +157,12 @@ def _initialize_distributed(jax) -> None:
 
 def _int_env(name: str) -> int | None:
     value = os.environ.get(name)
-    return int(value) if value else None
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        _fail(f"{name}={value!r} must be an integer.")
 
 
 def _print_dataset_stats(config) -> None:
@@ -224,8 +233,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        _fail(f"{error}. Config keys and their meaning are listed in the config file "
-              "(configs/*.py); see docs/config.md.")
+        about_config = "--config" in str(error)
+        _fail(f"{error}." + (" Config keys and their meaning are listed in the config file "
+                             "(configs/*.py); see docs/config.md." if about_config else
+                             " python -m alexnet_jax.main --help lists the flags."))
     except (TypeError, ValueError) as error:
         _fail(f"invalid config value: {error}. Each key keeps the type of its default in the "
               "config file (configs/*.py).")

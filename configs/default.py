@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.fc_widths = (4096, 4096)                # units of fc6, fc7
     model.lrn = True            # local response normalisation after conv1 and conv2
     model.lrn_n = 5             # adjacent maps summed over
-    model.lrn_k = 2.0
+    model.lrn_k = 2.0           # LRN (section 3.3): b = a / (k + alpha * sum a^2) ^ beta
     model.lrn_alpha = 1e-4
     model.lrn_beta = 0.75
     model.lrn_alpha_over_n = False  # True: alpha / n (cuda-convnet, Caffe, PyTorch semantics)
@@ -77,7 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
     optimizer.weight_decay = 0.0005
     optimizer.decay_mode = "paper"  # paper (decay inside the momentum) | decoupled
     optimizer.decay_biases = False  # cuda-convnet decayed weights only
-    optimizer.layer_weight_decay = ml_collections.ConfigDict()  # per-layer overrides, e.g. fc10=0.01
+    # per-layer decay (cuda-convnet's wc), by layer: --config.optimizer.layer_weight_decay='{"fc8": 0.01}'
+    optimizer.layer_weight_decay = ml_collections.ConfigDict()
 
     config.schedule = schedule = ml_collections.ConfigDict()
     schedule.name = "plateau"   # plateau (the paper) | step | constant

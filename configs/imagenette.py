@@ -16,7 +16,7 @@ def get_config():
     with config.unlocked():
         config.data.name = "imagenette"
         # Imagenette is 1/135 of ImageNet: an epoch is 73 steps of 128 instead of ~10,000, so
-        # the paper's 90 epochs are only 6,660 steps here, and a plateau must last longer (in
+        # the paper's 90 epochs are only 6,570 steps here, and a plateau must last longer (in
         # epochs) before it is one: the early loss stays at ln(10) for hundreds of steps.
         # One deviation, measured (docs/results/imagenette_runs.md): with 10 classes instead of 1000 the
         # per-class error signal (p - y) of the first steps is tens of times larger than on
@@ -26,8 +26,8 @@ def get_config():
         # The paper's value: --config.model.positive_bias=1.0.
         config.model.positive_bias = 0.1
         # Imagenette's 13,394 squares take 2.5 GB as raw pixels, which the host crops about
-        # twice as fast as JPEG (docs/performance.md); ImageNet's would take 246 GB, so
-        # configs/default.py keeps JPEG (24 KiB an image).
+        # twice as fast as JPEG (docs/performance.md); ImageNet's would take 262 GB, so
+        # configs/default.py keeps JPEG (22 KiB an image).
         config.data.prepared_format = "raw"
         config.train.num_epochs = 90
         config.schedule.patience = 8

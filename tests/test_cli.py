@@ -181,3 +181,26 @@ def test_a_misspelt_key_names_the_argument_and_the_closest_key(tmp_path):
     assert line == ("error: --config.train.batchsize=16: the config has no key "
                     "'train.batchsize'; did you mean --config.train.batch_size?")
     assert "\\" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arguments,environment,message", [
+    (["--config.model.lrn", "False"], {}, "unexpected arguments: False. A flag takes its value "
+     "after '='"),
+    (["--workdir="], {}, "--workdir=DIR are required (a non-empty DIR)"),
+    (["--split=validation", "--mode=features"], {},
+     "flag --split=validation: value should be one of <train|val>. python -m alexnet_jax.main "
+     "--help lists the flags."),
+    ([], {"JAX_NUM_PROCESSES": "abc", "JAX_COORDINATOR_ADDRESS": "localhost:1"},
+     "JAX_NUM_PROCESSES='abc' must be an integer"),
+])
+def test_a_malformed_command_line_is_one_message_and_exit_2(tmp_path, arguments, environment,
+                                                            message):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **environment)
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_jax.main", f"--config={REPO}/configs/default.py",
+               f"--workdir={workdir}", *arguments]
+    result = subprocess.run(command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not workdir.exists() and not any(tmp_path.iterdir())  # nothing written, not even "."

@@ -10,6 +10,9 @@ from alexnet_jax.model import layers
 from alexnet_jax.training.schedule import SCHEDULES
 
 ARCHS = {"alexnet": (5, 2), "cifar_conv_local": (4, 0)}  # arch -> (conv widths, fc widths)
+# the layers each network's parameters are named by (optimizer.layer_weight_decay's keys)
+ARCH_LAYERS = {"alexnet": ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"),
+               "cifar_conv_local": ("conv1", "conv2", "local3", "local4", "fc10")}
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -21,6 +24,9 @@ def _choice(key: str, value, allowed) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise UserError for the first invalid value (those that need no devices or data)."""
     d, m, o, s, t = config.data, config.model, config.optimizer, config.schedule, config.train
+    if config.seed < 0:
+        raise UserError(f"seed={config.seed} must be >= 0 (it seeds the initialisation, the "
+                        "data order and dropout).")
     _choice("data.name", d.name, SOURCE_NAMES)
     _choice("data.mean", d.mean, ("image", "channel", "none"))
     _choice("data.lighting", d.lighting, ("cuda_convnet2", "eigenvalue", "none"))
@@ -37,7 +43,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if d.prepared != "none" and d.prepared != str(d.resize_size):
         raise UserError(f"data.prepared={d.prepared!r} must be 'none' or the resize size "
                         f"'{d.resize_size}' (data.resize_size): the images are prepared once as "
-                        "the paper's resize_size x resize_size squares.")
+                        "the paper's resize_size x resize_size squares. With another resize "
+                        f"size, set both: --config.data.resize_size={d.resize_size} "
+                        f"--config.data.prepared={d.resize_size}.")
     _choice("data.prepared_format", d.prepared_format, ("jpeg", "jpeg444", "raw"))
     if not 1 <= d.prepared_quality <= 100 or d.synthetic_examples < 1 or d.num_classes < 2:
         raise UserError(f"data.prepared_quality ({d.prepared_quality}) must be in 1..100, "
@@ -56,6 +64,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("model.lrn_impl", m.lrn_impl, ("auto", "matmul", "slices"))
     _choice("model.conv1_impl", m.conv1_impl, ("auto", "direct", "space_to_depth"))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
+    if m.lrn_n < 1 or m.lrn_n % 2 == 0:
+        # an even window has no centre: the LRN formulations (matmul, slices) would disagree
+        raise UserError(f"model.lrn_n={m.lrn_n} must be odd and >= 1: the window of channels "
+                        "is centred on each channel (the paper: 5).")
     if not 0.0 <= m.dropout_rate < 1.0:
         raise UserError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1) (0 turns "
                         "dropout off; the paper uses 0.5).")
@@ -78,6 +90,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if o.learning_rate <= 0 or not 0 <= o.momentum < 1 or o.weight_decay < 0:
         raise UserError(f"optimizer: learning_rate ({o.learning_rate}) must be > 0, momentum "
                         f"({o.momentum}) in [0, 1), weight_decay ({o.weight_decay}) >= 0.")
+    unknown = sorted(set(dict(o.layer_weight_decay)) - set(ARCH_LAYERS[m.arch]))
+    if unknown:
+        raise UserError(f"optimizer.layer_weight_decay names {unknown}, which are not layers of "
+                        f"model.arch={m.arch!r} ({', '.join(ARCH_LAYERS[m.arch])}); set it as "
+                        "--config.optimizer.layer_weight_decay='{\"fc8\": 0.01}'.")
     if any(value > 0 for value in dict(o.layer_weight_decay).values()) and o.weight_decay <= 0:
         raise UserError("optimizer.layer_weight_decay needs optimizer.weight_decay > 0 (the "
                         "per-layer values are multiples of it); set them to 0 to turn the "
