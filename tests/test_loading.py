@@ -1,5 +1,7 @@
 """Loading saved parameters back into a network, as README's recipe does (plain Orbax)."""
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -53,3 +55,19 @@ def test_parameters_of_another_config_are_refused_by_layer_and_shape(config, tmp
         build.model_with_params(config, 5, loaded)
     with pytest.raises(ValueError, match="parameters hold layers"):
         build.model_with_params(config, 5, {"conv1": loaded["conv1"]})
+
+
+def test_layer_norms_reads_checkpoints_and_tabulates_each_layer(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    from layer_norms import main  # noqa: PLC0415
+
+    params = {"conv1": {"kernel": np.full((2, 2), 0.5, np.float32),       # norm 1
+                        "bias": np.array([3.0, 4.0], np.float32)},         # norm 5
+              "fc8": {"kernel": np.zeros((3, 1), np.float32), "bias": np.ones(4, np.float32)}}
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "7" / "params", params)
+    checkpointer.wait_until_finished()
+    assert main([f"step 7={tmp_path / '7' / 'params'}"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "| checkpoint | conv1 | fc8 |", "|---|---|---|", "| step 7 | 1 / 5 | 0 / 2 |"]
+    assert main([f"gone={tmp_path / 'missing'}"]) == 2

@@ -103,3 +103,31 @@ def test_learning_rate_lives_in_the_state():
 def test_unknown_decay_mode_is_refused():
     with pytest.raises(ValueError, match="decay_mode"):
         optim.momentum_sgd(0.01, decay_mode="adamw")
+
+
+def test_lars_moves_each_kernel_by_a_fixed_fraction_of_its_norm_and_biases_plainly():
+    """You et al. 2017: a kernel's step is rate x trust x |w| / |g + wd w| x (g + wd w),
+    whatever the size of its gradient; biases get neither trust ratio nor decay (optax's
+    masks), so their step is rate x g. The rate is set like the momentum optimizer's."""
+    rng = np.random.RandomState(0)
+    params = {"conv1": {"kernel": 1e-4 * rng.randn(5, 5, 3, 8).astype(np.float32),
+                        "bias": np.zeros(8, np.float32)},
+              "fc": {"kernel": rng.randn(20, 10).astype(np.float32),
+                     "bias": np.ones(10, np.float32)}}
+    grads = {"conv1": {"kernel": 100 * rng.randn(5, 5, 3, 8).astype(np.float32),
+                       "bias": rng.randn(8).astype(np.float32)},
+             "fc": {"kernel": 1e-3 * rng.randn(20, 10).astype(np.float32),
+                    "bias": rng.randn(10).astype(np.float32)}}
+    tx = optim.create_lars(0.5, momentum=0.9, weight_decay=0.0005, trust_coefficient=0.001)
+    state = optim.set_learning_rate(tx.init(params), 2.0)
+    updates, _ = tx.update(grads, state, params)
+    for layer in ("conv1", "fc"):
+        kernel, grad = params[layer]["kernel"], grads[layer]["kernel"]
+        step = np.asarray(updates[layer]["kernel"])
+        np.testing.assert_allclose(np.linalg.norm(step) / np.linalg.norm(kernel),
+                                   2.0 * 0.001, rtol=1e-4)   # the same fraction for both
+        direction = grad + 0.0005 * kernel                     # the decay inside the direction
+        np.testing.assert_allclose(step / np.linalg.norm(step),
+                                   -direction / np.linalg.norm(direction), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(updates[layer]["bias"]),
+                                   -2.0 * grads[layer]["bias"], rtol=1e-5)
