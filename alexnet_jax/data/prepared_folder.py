@@ -79,6 +79,31 @@ def _metadata_errors(folder: Path):
                         "the whole folder.") from error
 
 
+def _square(stored: bytes, storage: str, size: int, where: str) -> np.ndarray:
+    """The S x S x 3 uint8 square of a stored image (raw pixels or a JPEG); UserError saying
+    `where` if it cannot be decoded or is not S x S."""
+    if storage == "raw" and len(stored) == size * size * 3:
+        return np.frombuffer(stored, np.uint8).reshape(size, size, 3)
+    from PIL import Image  # noqa: PLC0415 - only JPEG squares need Pillow
+
+    try:
+        if storage == "raw":
+            raise OSError(f"{len(stored)} bytes of pixels, {size * size * 3} expected")
+        with Image.open(io.BytesIO(stored)) as picture:
+            if picture.mode != "RGB":  # never for squares this project wrote
+                picture = picture.convert("RGB")
+            picture.load()
+            square = np.asarray(picture)  # no conversion copy: a quarter faster
+    except OSError as error:
+        raise UserError(f"{where} cannot be decoded ({error}); prepare the data again."
+                        ) from error
+    if square.shape != (size, size, 3):
+        # a wrong size would shift every crop and misplace the mean's windows silently
+        raise UserError(f"{where} is {square.shape[1]} x {square.shape[0]}, not the folder's "
+                        f"{size} x {size}; the folder is damaged (prepare it again).")
+    return square
+
+
 def _cancel(futures) -> None:
     for future in futures:
         future.cancel()
@@ -197,28 +222,8 @@ class PreparedFolder:
             raise UserError(f"{path}: record {index} of the {split} split is not a prepared "
                             f"example ({error}); the file is damaged (prepare it again)."
                             ) from error
-        size = self.prepared_size
-        if self.prepared_storage == "raw" and len(stored) == size * size * 3:
-            return np.frombuffer(stored, np.uint8).reshape(size, size, 3), label
-        from PIL import Image  # noqa: PLC0415 - only JPEG squares need Pillow
-
-        try:
-            if self.prepared_storage == "raw":
-                raise OSError(f"{len(stored)} bytes of pixels, {size * size * 3} expected")
-            with Image.open(io.BytesIO(stored)) as picture:
-                if picture.mode != "RGB":  # never for squares this project wrote
-                    picture = picture.convert("RGB")
-                picture.load()
-                square = np.asarray(picture)  # no conversion copy: a quarter faster
-        except OSError as error:
-            raise UserError(f"{path}: the image of record {index} of the {split} split cannot "
-                            f"be decoded ({error}); prepare the data again.") from error
-        if square.shape != (size, size, 3):
-            # a wrong size would shift every crop and misplace the mean's windows silently
-            raise UserError(f"{path}: the image of record {index} of the {split} split is "
-                            f"{square.shape[1]} x {square.shape[0]}, not the folder's {size} x "
-                            f"{size}; the folder is damaged (prepare it again).")
-        return square, label
+        where = f"{path}: the image of record {index} of the {split} split"
+        return _square(stored, self.prepared_storage, self.prepared_size, where), label
 
     def decode(self, split: str, indices, transform) -> list[concurrent.futures.Future]:
         """Futures of (transform(square), label) for each index, decoded on the pool."""
@@ -226,6 +231,21 @@ class PreparedFolder:
             square, label = self.example(split, index)
             return transform(square), label
         return [self._pool.submit(work, int(i), transform(int(i))) for i in indices]
+
+
+def epoch_draws(prep, total: int, size: int, seed: int):
+    """An epoch's random draws, per training image, from one seed: the order the images are
+    visited in, each one's crop offsets (top, left) in [0, S - C], mirroring and lighting
+    coefficients (N(0, 1) x data.lighting_strength)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(total)
+    crop = prep.crop_size
+    offsets = (rng.integers(0, size - crop + 1, (total, 2), dtype=np.int32)
+               if prep.random_crop else np.full((total, 2), (size - crop) // 2, np.int32))
+    flips = rng.random(total) < 0.5 if prep.random_flip else np.zeros(total, bool)
+    alphas = rng.normal(0.0, 1.0, (total, 3)).astype(np.float32)
+    alphas *= np.float32(prep.lighting_strength)
+    return order, offsets, flips, alphas
 
 
 def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
@@ -272,14 +292,9 @@ class PreparedFolderSource(PreparedFolder):
         uint8 crops (mirrored where flipped) with their offsets, flips and lighting
         coefficients, in the format of prepared tfds batches (augmentation.py)."""
         total = self.num_examples(self.train_split)
-        rng = np.random.default_rng(epoch_seed(seed, epoch, 0))
-        order = rng.permutation(total)
-        size, crop = self.prepared_size, prep.crop_size
-        offsets = (rng.integers(0, size - crop + 1, (total, 2), dtype=np.int32)
-                   if prep.random_crop else np.full((total, 2), (size - crop) // 2, np.int32))
-        flips = rng.random(total) < 0.5 if prep.random_flip else np.zeros(total, bool)
-        alphas = rng.normal(0.0, 1.0, (total, 3)).astype(np.float32)
-        alphas *= np.float32(prep.lighting_strength)
+        crop = prep.crop_size
+        order, offsets, flips, alphas = epoch_draws(prep, total, self.prepared_size,
+                                                    epoch_seed(seed, epoch, 0))
         local = global_batch // shard.count
 
         def window(index):

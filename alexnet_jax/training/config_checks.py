@@ -23,10 +23,17 @@ def _choice(key: str, value, allowed) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise UserError for the first invalid value (those that need no devices or data)."""
-    d, m, o, s, t = config.data, config.model, config.optimizer, config.schedule, config.train
     if config.seed < 0:
         raise UserError(f"seed={config.seed} must be >= 0 (it seeds the initialisation, the "
                         "data order and dropout).")
+    _validate_data(config.data)
+    _validate_model(config.model, config.data)
+    _validate_optimizer(config.optimizer, config.model.arch)
+    _validate_large_batch(config)
+    _validate_schedule_and_training(config.schedule, config.train)
+
+
+def _validate_data(d: ml_collections.ConfigDict) -> None:
     _choice("data.name", d.name, SOURCE_NAMES)
     _choice("data.mean", d.mean, ("image", "channel", "none"))
     _choice("data.lighting", d.lighting, ("cuda_convnet2", "eigenvalue", "none"))
@@ -56,6 +63,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         f"(data.resize_size={d.resize_size}): crops are cut from the "
                         "resize_size x resize_size square. Lower the crop or raise the resize "
                         "size (the paper: 224 crops of 256 squares).")
+
+
+def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
     _choice("model.arch", m.arch, tuple(ARCHS))
     _choice("model.columns", m.columns, (1, 2))
     _choice("model.activation", m.activation, ("relu", "tanh"))
@@ -85,20 +95,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if layers.feature_map_sizes(d.crop_size, m.conv1_geometry, m.overlap_pool)["pool5"] < 1:
             raise UserError(f"data.crop_size={d.crop_size} is too small for AlexNet's five "
                             "layers (pool5 would be empty); use at least 67 (the paper: 224).")
+
+
+def _validate_optimizer(o: ml_collections.ConfigDict, arch: str) -> None:
     _choice("optimizer.decay_mode", o.decay_mode, ("paper", "decoupled"))
-    _validate_large_batch(config)
     if o.learning_rate <= 0 or not 0 <= o.momentum < 1 or o.weight_decay < 0:
         raise UserError(f"optimizer: learning_rate ({o.learning_rate}) must be > 0, momentum "
                         f"({o.momentum}) in [0, 1), weight_decay ({o.weight_decay}) >= 0.")
-    unknown = sorted(set(dict(o.layer_weight_decay)) - set(ARCH_LAYERS[m.arch]))
+    unknown = sorted(set(dict(o.layer_weight_decay)) - set(ARCH_LAYERS[arch]))
     if unknown:
         raise UserError(f"optimizer.layer_weight_decay names {unknown}, which are not layers of "
-                        f"model.arch={m.arch!r} ({', '.join(ARCH_LAYERS[m.arch])}); set it as "
+                        f"model.arch={arch!r} ({', '.join(ARCH_LAYERS[arch])}); set it as "
                         "--config.optimizer.layer_weight_decay='{\"fc8\": 0.01}'.")
     if any(value > 0 for value in dict(o.layer_weight_decay).values()) and o.weight_decay <= 0:
         raise UserError("optimizer.layer_weight_decay needs optimizer.weight_decay > 0 (the "
                         "per-layer values are multiples of it); set them to 0 to turn the "
                         "decay off everywhere.")
+
+
+def _validate_schedule_and_training(s: ml_collections.ConfigDict,
+                                    t: ml_collections.ConfigDict) -> None:
     _choice("schedule.name", s.name, SCHEDULES)
     _choice("schedule.after_last", s.after_last, ("stop", "continue"))
     if not 0 < s.factor <= 1 or s.patience < 1 or s.max_reductions < 0:
