@@ -35,7 +35,8 @@ flags.DEFINE_multi_string("images", None, "With --mode=predict or features: imag
 flags.DEFINE_enum("views", "1", ["1", "10"], "With --mode=predict: the centre crop (1) or the "
                   "paper's 10 views, softmax averaged.")
 flags.DEFINE_enum("split", "val", ["train", "val"],
-                  "With --mode=features: the split (train or val).")
+                  "With --mode=features: the split (train or val). With --mode=eval: val, "
+                  "or train for the training images' centre crops evaluated like val's.")
 flags.DEFINE_string("output", None, "With --mode=features: the NAME.npy file to write (an "
                     "index NAME.index.jsonl is written beside it).")
 flags.DEFINE_integer("limit", 0, "With --mode=features: at most this many images of the split "
@@ -126,7 +127,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.mode == "train":
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         elif FLAGS.mode == "eval":
-            train.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.step)
+            train.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.step, FLAGS.split)
         elif FLAGS.mode in ("predict", "features"):
             _predict_or_features(FLAGS.config, [*(FLAGS.images or []), *extra_images])
         else:

@@ -348,3 +348,19 @@ def test_the_statistics_cache_is_shared_and_a_damaged_one_is_named(config):
         folder.dataset_stats(TINY_RESIZE)
     with pytest.raises(ValueError, match="no images"):
         stats_files.StatsSums(4).stats()
+
+
+def test_the_training_images_evaluate_like_the_validation_ones(config):
+    """--mode=eval --split=train on a prepared folder: every training image once, as the
+    validation images are evaluated (centre crop of the stored square, no flip)."""
+    _, prep, folder = prepared(config)
+    train = catalog.with_eval_split(folder, "train")
+    assert folder.eval_split == "val" and train.eval_split == "train"
+    batches = list(train.eval_batches(prep, 8, 1, Shard(0, 1)))
+    labels = np.concatenate([b["labels"][b["mask"] > 0] for b in batches])
+    assert len(labels) == folder.num_examples("train")
+    offset = (TINY_RESIZE - TINY_CROP) // 2
+    square, label = folder.example("train", 0)
+    np.testing.assert_array_equal(batches[0]["pixels"][0, 0],
+                                  square[offset:offset + TINY_CROP, offset:offset + TINY_CROP])
+    assert labels[0] == label

@@ -69,7 +69,14 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     assert config["model"]["lrn"] is False and config["train"]["num_steps"] == 2
     for arm in ("base", "no_lrn"):  # the small files only, never checkpoints
         assert sorted(p.name for p in (record / arm / "seed0").iterdir()) == [
-            "config.json", "metrics.jsonl", "run_complete.json"]
+            "config.json", "eval_results.jsonl", "metrics.jsonl", "run_complete.json"]
+        # the training images evaluated after the run, for the val - train gap
+        fit = json.loads((record / arm / "seed0" / "eval_results.jsonl").read_text())
+        start = json.loads((record / arm / "seed0" / "metrics.jsonl").read_text()
+                           .splitlines()[0])
+        assert (fit["split"], fit["crops"], fit["count"], fit["step"]) == (
+            "train", 1, start["train_examples"], 2)   # every training image once
+    assert "base seed 0: evaluating its training images" in first.stdout
 
     again = run_study(study_file, directory, *overrides, record=record)
     assert again.returncode == 0
@@ -92,6 +99,7 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     for arm in ("base", "no_lrn"):
         run = results["arms"][arm]["runs"]["0"]
         assert run["complete"] and run["steps"] == 2 and run["wall_time_s"] > 0
+        assert 0 <= run["final_train_eval_error"] <= 1
         assert run["workdir"] == f"{arm}/seed0"
         assert 0 <= run["final"]["val_1crop"]["top1_error"] <= 1
         assert run["final"]["val_10crop"] is None
@@ -201,6 +209,8 @@ def test_a_diverged_sweep_run_counts_as_failed_and_the_study_goes_on(tmp_path, c
     launched = []
 
     def launch(command, **kwargs):
+        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
+            return mock.Mock(wait=mock.Mock(return_value=0))
         launched.append(command)
         raise RuntimeError("launched")
 
@@ -329,6 +339,8 @@ def test_a_finished_run_or_record_of_another_protocol_is_refused(tmp_path):
     launched = []
 
     def launch(command, **kwargs):
+        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
+            return mock.Mock(wait=mock.Mock(return_value=0))
         launched.append(command)
         raise RuntimeError("launched")
 
@@ -376,6 +388,8 @@ def test_an_unfinished_run_of_another_protocol_is_not_resumed(tmp_path):
     launched = []
 
     def launch(command, **kwargs):
+        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
+            return mock.Mock(wait=mock.Mock(return_value=0))
         launched.append(command)
         raise RuntimeError("launched")
 
@@ -461,3 +475,59 @@ def test_verdicts_are_welchs_test_at_the_5_percent_level():
     assert claims.verdict([6.0, 7.0], [2.0, 3.0]).startswith("reproduced in direction (+4.00")
     assert claims.verdict([0.0, 1.0], [4.0, 5.0]).startswith("contrary (-4.00")
     assert claims.t_quantile_975(2.9) == 4.303 and claims.t_quantile_975(45) == 2.021
+
+
+def test_a_recorded_run_gets_its_training_images_evaluated_while_its_checkpoint_is_here(
+        tmp_path, capsys):
+    """Records made before the evaluation of the training images existed get it from their
+    finished workdir; the gap claim reads it (the training error logged while training has
+    dropout on)."""
+    from alexnet_jax.studies import claims  # noqa: PLC0415
+
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory, record = tmp_path / "dir", tmp_path / "rec"
+    record_runs(study, directory, record, {("base", 0): 0.3})
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        if "--mode=eval" not in command:
+            raise RuntimeError("launched a training")
+        workdir = Path(next(a for a in command if a.startswith("--workdir="))[10:])
+        (workdir / "eval_results.jsonl").write_text(json.dumps(
+            {"step": 20, "split": "train", "crops": 1, "top1_error": 0.25}) + "\n")
+        return mock.Mock(wait=mock.Mock(return_value=0))
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        with pytest.raises(RuntimeError, match="launched a training"):
+            study_lib.run_study(study, study_lib.StudyDirs(directory, record), [],
+                                study_report.final_train_error)
+    evaluated = [c for c in launched if "--mode=eval" in c]
+    assert all("--split=train" in c for c in evaluated)
+    assert f"--workdir={directory / 'base' / 'seed0'}" in evaluated[-1]
+    assert "base seed 0: evaluating its training images" in capsys.readouterr().out
+    results = study_report.collect(study, study_lib.StudyDirs(None, record), [])
+    run = results["arms"]["base"]["runs"]["0"]
+    assert run["final_train_eval_error"] == 0.25 and run["final_train_error"] == 0.4
+    assert claims.values(results, "base", "gap") == [pytest.approx(30.0 - 25.0)]
+    # measured once: a second pass launches no evaluation for it
+    launched.clear()
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        with pytest.raises(RuntimeError, match="launched a training"):
+            study_lib.run_study(study, study_lib.StudyDirs(directory, record), [],
+                                study_report.final_train_error)
+    assert not [c for c in launched if "--mode=eval" in c and "base/seed0" in " ".join(c)]
+
+
+def test_a_record_names_data_beside_the_checkout_by_its_relative_path(tmp_path):
+    for path, recorded in ((str(REPO.parent / "shared" / "data" / "cifar10"),
+                            "../shared/data/cifar10"),
+                           ("/elsewhere/cifar10", "/elsewhere/cifar10"),
+                           ("../shared/data/cifar10", "../shared/data/cifar10")):
+        workdir = tmp_path / "run"
+        workdir.mkdir(exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps({"data": {"path": path}, "seed": 3},
+                                                        indent=2))
+        study_records.save_record(workdir, tmp_path / "record")
+        assert json.loads((tmp_path / "record" / "config.json").read_text()) == {
+            "data": {"path": recorded}, "seed": 3}

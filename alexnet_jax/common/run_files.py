@@ -48,6 +48,17 @@ def read_divergence(workdir: Path) -> dict[str, Any] | None:
     return diverged
 
 
+def read_train_evaluation(workdir: Path) -> dict[str, Any] | None:
+    """The last evaluation of the training images (`--mode=eval --split=train`: centre crops,
+    no augmentation or dropout) in a workdir's eval_results.jsonl, if one was made."""
+    path = Path(workdir) / EVAL_RESULTS_FILE
+    if not path.exists():
+        return None
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    found = [r for r in found if r.get("split") == "train" and r.get("crops") == 1]
+    return found[-1] if found else None
+
+
 def read_completion(workdir: Path) -> dict[str, Any] | None:
     """The outcome of a finished run (its last step and final evaluation), if it finished."""
     path = Path(workdir) / COMPLETION_FILE

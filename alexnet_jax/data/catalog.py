@@ -5,6 +5,8 @@ run where TensorFlow is not installed."""
 
 from __future__ import annotations
 
+import copy
+
 from typing import Iterator
 
 import ml_collections
@@ -50,6 +52,16 @@ def train_batches(source, prep, config: ml_collections.ConfigDict, epoch: int,
         source, prep, config.train.batch_size, config.seed, epoch, start_batch,
         config.data.shuffle_buffer, shard=shard,
         process_sharding=config.data.process_sharding))
+
+
+def with_eval_split(source, split: str):
+    """The source with `split` ("train" or "val") as the split evaluations read: the training
+    images evaluated like the validation ones (no augmentation), the measure of fit."""
+    if split == "val":
+        return source
+    twin = copy.copy(source)  # shares the open files and readers; only the split differs
+    twin.eval_split = source.train_split
+    return twin
 
 
 def eval_batches(source, prep, global_batch: int, views: int, shard: Shard

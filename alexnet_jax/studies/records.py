@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import COMPLETION_FILE, CONFIG_FILE, METRICS_FILE
+from alexnet_jax.common.run_files import (
+    COMPLETION_FILE,
+    CONFIG_FILE,
+    EVAL_RESULTS_FILE,
+    METRICS_FILE,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE)
+# eval_results.jsonl: the evaluation of the training images made after the run (study.py)
+RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE, EVAL_RESULTS_FILE)
 # Keys that say where things are or how a result is computed, not what is measured: a record
 # made with other values is the same experiment. Data locations differ between machines; the
 # implementation switches compute the same function (tests/test_model.py checks they are equal);
@@ -51,11 +57,26 @@ def save_record(workdir: Path, destination: Path) -> None:
     for name in RECORDED_FILES:
         if (Path(workdir) / name).exists():
             shutil.copy2(Path(workdir) / name, partial / name)
+            if name == CONFIG_FILE:
+                _data_path_from_repository(partial / name)
             _sync(partial / name)
     _sync(partial)
     shutil.rmtree(destination, ignore_errors=True)
     partial.rename(destination)
     _sync(destination.parent)  # the rename itself survives a power loss too
+
+
+def _data_path_from_repository(config_file: Path) -> None:
+    """A record names its data as the repository sees it (../shared/data/cifar10), not by
+    this machine's absolute path: the same record then reads the same on any checkout."""
+    config = json.loads(config_file.read_text())
+    path = (config.get("data") or {}).get("path")
+    if not path or not os.path.isabs(path):
+        return
+    relative = os.path.relpath(path, REPO)
+    if not relative.startswith(os.path.join(os.pardir, os.pardir)):  # beside the checkout
+        config["data"]["path"] = relative
+        config_file.write_text(json.dumps(config, indent=2))
 
 
 def _sync(path: Path) -> None:

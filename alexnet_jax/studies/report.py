@@ -19,6 +19,7 @@ from alexnet_jax.common.run_files import (
     read_completion,
     read_divergence,
     read_records,
+    read_train_evaluation,
     surviving_records,
 )
 from alexnet_jax.studies.records import check_same_protocol
@@ -74,6 +75,8 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
         "wall_time_s": round(wall_time(records), 1), "final": final,
         "best_val_1crop": pick(min(centre, key=lambda r: r["top1_error"])) if centre else None,
         "final_train_error": epoch_lines[-1]["top1_error"] if epoch_lines else None,
+        # the training images evaluated after the run (no augmentation, no dropout)
+        "final_train_eval_error": (read_train_evaluation(workdir) or {}).get("top1_error"),
         "train_error_by_epoch": [[r["epoch"], r["top1_error"]] for r in epoch_lines],
         "val_top1_by_epoch": [[r["epoch"], r["top1_error"]] for r in centre],
     }

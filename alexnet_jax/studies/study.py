@@ -46,7 +46,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import read_completion, read_divergence
+from alexnet_jax.common.run_files import (
+    read_completion,
+    read_divergence,
+    read_train_evaluation,
+)
 from alexnet_jax.studies import records as study_records
 from alexnet_jax.training import supervisor
 
@@ -241,6 +245,32 @@ def run_command(study: Study, arm: Arm, seed: int, directory: Path,
             f"--workdir={run_dir(directory, arm.name, seed)}", *arguments[1:]]
 
 
+def _evaluate_training_images(study: Study, arm: Arm, seed: int, dirs: StudyDirs,
+                              overrides: dict[str, Any], extra_args: list[str], label: str,
+                              signals: "_ForwardSignals") -> None:
+    """Evaluate a finished run's training images (`--mode=eval --split=train`: centre crops,
+    no augmentation or dropout) into its eval_results.jsonl, while its checkpoint is here: the
+    fit that a val - train gap needs (the training error logged while training has dropout
+    on). A failure is said and the run is recorded without it."""
+    workdir = dirs.workdir(arm.name, seed)
+    if arm.sweep or read_train_evaluation(workdir) is not None:
+        return  # a sweep run only chooses a value: its fit is not reported
+    command = [*run_command(study, arm, seed, dirs.runs, overrides, extra_args),
+               "--mode=eval", "--split=train"]
+    log = log_path(dirs.runs, arm.name, seed)
+    print(f"{label}: evaluating its training images ({log})", flush=True)
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(command)}\n")
+        out.flush()
+        signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
+                                         stderr=subprocess.STDOUT, process_group=0)
+        code = signals.child.wait()
+        signals.child = None
+    if code != 0 and not signals.received:
+        print(f"{label}: evaluating its training images failed (exit code {code}; see {log}); "
+              "it is recorded without them", flush=True)
+
+
 class _ForwardSignals:
     """While a run's process lives, SIGTERM/SIGINT/SIGHUP to the study go to it (it saves a
     checkpoint and exits), and the study stops after it."""
@@ -283,7 +313,8 @@ def run_study(study: Study, directory: Path | StudyDirs, extra_args: list[str],
     with _ForwardSignals() as signals:
         for number, (arm, seed) in enumerate(plan, 1):
             label = f"[{number}/{len(plan)}] {arm.name} seed {seed}"
-            if _already_finished(study, arm, seed, dirs, extra_args, final_train_error, label):
+            if _already_finished(study, arm, seed, dirs, extra_args, final_train_error, label,
+                                 signals):
                 continue
             code = _train_one(study, arm, seed, dirs, extra_args, final_train_error, label,
                               signals, after_each_run)
@@ -293,9 +324,11 @@ def run_study(study: Study, directory: Path | StudyDirs, extra_args: list[str],
 
 
 def _already_finished(study: Study, arm: Arm, seed: int, dirs: StudyDirs,
-                      extra_args: list[str], final_train_error, label: str) -> bool:
+                      extra_args: list[str], final_train_error, label: str,
+                      signals: _ForwardSignals) -> bool:
     """True (and said) for a run recorded or finished in its workdir, once its config is
-    checked to be the one the study would run now; a finished run gets its record."""
+    checked to be the one the study would run now; a finished run gets its record, with the
+    evaluation of its training images when its checkpoint is still at hand."""
     recorded, workdir = dirs.recorded(arm, seed), dirs.workdir(arm.name, seed)
     if recorded is None and not is_finished(workdir, arm):
         return False
@@ -304,6 +337,13 @@ def _already_finished(study: Study, arm: Arm, seed: int, dirs: StudyDirs,
     where = recorded or workdir
     study_records.check_same_protocol(where, arguments, "the record" if recorded else
                                       "the finished run")
+    unmeasured = not arm.sweep and (recorded is None or read_train_evaluation(recorded) is None)
+    if (unmeasured and dirs.runs is not None and read_completion(workdir) is not None
+            and (recorded is None or read_completion(workdir) == read_completion(recorded))):
+        _evaluate_training_images(study, arm, seed, dirs, overrides, extra_args, label,
+                                  signals)
+        if dirs.record is not None:  # (again) with the training images' evaluation
+            recorded = None
     if recorded is None and dirs.record is not None:
         study_records.save_record(workdir, study_records.record_dir(dirs.record, arm.name, seed))
     diverged = read_divergence(where) if read_completion(where) is None else None
@@ -337,6 +377,9 @@ def _train_one(study: Study, arm: Arm, seed: int, dirs: StudyDirs, extra_args: l
                                          stderr=subprocess.STDOUT, process_group=0)
         code = signals.child.wait()
         signals.child = None
+    if code == 0 and not signals.received and read_completion(workdir) is not None:
+        _evaluate_training_images(study, arm, seed, dirs, overrides, extra_args, label,
+                                  signals)
     if dirs.record is not None and is_finished(workdir, arm):
         study_records.save_record(workdir, study_records.record_dir(dirs.record, arm.name, seed))
     after_each_run()

@@ -73,20 +73,23 @@ class Evaluations:
         self.eval_step = steps.make_eval_step(run.graphdef)
         self._done: dict[tuple[int, int], dict[str, Any]] = {}
 
-    def get(self, step: int, views: int) -> dict[str, Any]:
+    def get(self, step: int, views: int, split: str = "val") -> dict[str, Any]:
         run = self.run
-        if (step, views) not in self._done:
-            result = evaluate(self.eval_step, run.params, run.source, run.prep,
+        if (step, views, split) not in self._done:
+            result = evaluate(self.eval_step, run.params,
+                              catalog.with_eval_split(run.source, split), run.prep,
                               run.config.train.eval_batch_size, run.mesh, views)
-            self._done[step, views] = log_evaluation(run, step, step / self.steps_per_epoch,
-                                                     result)
-        return self._done[step, views]
+            self._done[step, views, split] = log_evaluation(
+                run, step, step / self.steps_per_epoch, result, split)
+        return self._done[step, views, split]
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
-                     step: int | None = None) -> list[dict[str, Any]]:
+                     step: int | None = None, split: str = "val") -> list[dict[str, Any]]:
     """--mode=eval: the final evaluation views of a workdir's latest (or given) checkpoint,
-    appended to its eval_results.jsonl (the training's metrics.jsonl is left untouched)."""
+    appended to its eval_results.jsonl (the training's metrics.jsonl is left untouched).
+    split="train" evaluates the training images instead, centre crop only (without
+    augmentation or dropout: how well the network fits what it trained on)."""
     run = setup_run(config, workdir, for_evaluation=True)
     try:
         with jax.set_mesh(run.mesh):
@@ -101,8 +104,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path,
             steps_per_epoch = max(1, feeding.train_steps_per_epoch(
                 run.source, run.config.train.batch_size))
             evaluations = Evaluations(run, steps_per_epoch)
-            return [evaluations.get(run.step, views)
-                    for views in run.config.train.final_eval_views or (1,)]
+            views = (1,) if split == "train" else run.config.train.final_eval_views or (1,)
+            return [evaluations.get(run.step, view, split) for view in views]
     finally:
         run.checkpointer.close()
         run.writer.close()

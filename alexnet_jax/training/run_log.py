@@ -13,14 +13,17 @@ from absl import logging
 from alexnet_jax.training import multihost, plots
 
 
-def log_evaluation(run, step: int, epoch: float, result: dict[str, Any]) -> dict[str, Any]:
-    """One evaluation line in metrics.jsonl (or eval_results.jsonl) and TensorBoard."""
-    record = {"step": step, "epoch": epoch, "split": "val", **result}
+def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
+                   split: str = "val") -> dict[str, Any]:
+    """One evaluation line in metrics.jsonl (or eval_results.jsonl) and TensorBoard; `split`:
+    "val", or "train" for the training images evaluated like the validation ones."""
+    record = {"step": step, "epoch": epoch, "split": split, **result}
     run.writer.write_record(record)
     run.writer.write_scalars(step, {k: result[k] for k in ("top1_error", "top5_error", "loss")},
-                             f"val_{result['crops']}crop/")
+                             f"{split}_{result['crops']}crop/")
     run.writer.flush()
-    logging.info("step %d validation (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+    logging.info("step %d %s (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+                 "validation" if split == "val" else "training images, evaluated",
                  result["crops"], "s" if result["crops"] > 1 else "", result["top1_error"],
                  result["top5_error"])
     return record
