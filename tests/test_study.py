@@ -207,12 +207,7 @@ def test_a_diverged_sweep_run_counts_as_failed_and_the_study_goes_on(tmp_path, c
     assert overrides["optimizer.learning_rate"] == 0.1   # the diverged rate is never chosen
     # Both sweep runs are done (one finished, one diverged): nothing is launched for them.
     launched = []
-
-    def launch(command, **kwargs):
-        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
-            return mock.Mock(wait=mock.Mock(return_value=0))
-        launched.append(command)
-        raise RuntimeError("launched")
+    launch = training_launcher(launched)
 
     with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
         with pytest.raises(RuntimeError, match="launched"):
@@ -317,6 +312,17 @@ def test_a_run_that_exits_without_finishing_stops_the_study(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["lr0.1", "lr0.2"]
 
 
+def training_launcher(launched: list):
+    """A Popen stand-in: a training command is noted and stops the study ("launched"); an
+    evaluation of a finished run's training images succeeds."""
+    def launch(command, **kwargs):
+        if "--mode=eval" in command:
+            return mock.Mock(wait=mock.Mock(return_value=0))
+        launched.append(command)
+        raise RuntimeError("launched")
+    return launch
+
+
 def test_a_finished_run_or_record_of_another_protocol_is_refused(tmp_path):
     study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
     directory, record = tmp_path / "dir", tmp_path / "rec"
@@ -337,12 +343,7 @@ def test_a_finished_run_or_record_of_another_protocol_is_refused(tmp_path):
     write_config(workdir, study, "base", 0, directory, **{"data.path": "/elsewhere"})
     shutil.rmtree(directory / "lr0.1")
     launched = []
-
-    def launch(command, **kwargs):
-        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
-            return mock.Mock(wait=mock.Mock(return_value=0))
-        launched.append(command)
-        raise RuntimeError("launched")
+    launch = training_launcher(launched)
 
     with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
         with pytest.raises(RuntimeError, match="launched"):
@@ -386,12 +387,7 @@ def test_an_unfinished_run_of_another_protocol_is_not_resumed(tmp_path):
             study_lib.run_study(study, directory, [], study_report.final_train_error)
     write_config(workdir, study, "base", 0, directory)  # the study's own: resumed
     launched = []
-
-    def launch(command, **kwargs):
-        if "--mode=eval" in command:  # a finished run's training images: evaluated, exit 0
-            return mock.Mock(wait=mock.Mock(return_value=0))
-        launched.append(command)
-        raise RuntimeError("launched")
+    launch = training_launcher(launched)
 
     with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
         with pytest.raises(RuntimeError, match="launched"):

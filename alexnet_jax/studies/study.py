@@ -259,16 +259,25 @@ def _evaluate_training_images(study: Study, arm: Arm, seed: int, dirs: StudyDirs
                "--mode=eval", "--split=train"]
     log = log_path(dirs.runs, arm.name, seed)
     print(f"{label}: evaluating its training images ({log})", flush=True)
+    code = _run_logged(command, log, signals)
+    if code != 0 and not signals.received:
+        print(f"{label}: evaluating its training images failed (exit code {code}; see {log}); "
+              "it is recorded without them", flush=True)
+
+
+def _run_logged(command: list[str], log: Path, signals: "_ForwardSignals") -> int:
+    """Run one command of the study to its end, its output appended to `log`, stop signals
+    forwarded to it; its exit code."""
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
+        # its own process group: a terminal's Ctrl-C reaches it once, through the study (a
+        # second SIGINT would stop it without a checkpoint)
         signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
                                          stderr=subprocess.STDOUT, process_group=0)
         code = signals.child.wait()
         signals.child = None
-    if code != 0 and not signals.received:
-        print(f"{label}: evaluating its training images failed (exit code {code}; see {log}); "
-              "it is recorded without them", flush=True)
+    return code
 
 
 class _ForwardSignals:
@@ -368,15 +377,7 @@ def _train_one(study: Study, arm: Arm, seed: int, dirs: StudyDirs, extra_args: l
     log = log_path(dirs.runs, arm.name, seed)
     print(f"{label}: training ({log})", flush=True)
     start = time.time()
-    with log.open("a") as out:
-        out.write(f"\n$ {' '.join(command)}\n")
-        out.flush()
-        # its own process group: a terminal's Ctrl-C reaches it once, through the study (a
-        # second SIGINT would stop it without a checkpoint)
-        signals.child = subprocess.Popen(command, cwd=REPO, stdout=out,
-                                         stderr=subprocess.STDOUT, process_group=0)
-        code = signals.child.wait()
-        signals.child = None
+    code = _run_logged(command, log, signals)
     if code == 0 and not signals.received and read_completion(workdir) is not None:
         _evaluate_training_images(study, arm, seed, dirs, overrides, extra_args, label,
                                   signals)
