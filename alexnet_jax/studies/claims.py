@@ -48,8 +48,8 @@ def _gap(run: dict) -> float | None:
 
 
 METRICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
-    "top1": ("val top-1 %", _final_top1),
-    "gap": ("val - train top-1, points (train: its centre crops evaluated after the run)",
+    "top1": ("val top-1 error %", _final_top1),
+    "gap": ("val - train top-1 error, points (train: its centre crops evaluated after the run)",
             _gap),
     # a run that never reached the target counts with its epochs: a lower bound
     "epochs_to_target": ("epochs to 25% training error",

@@ -168,10 +168,10 @@ def _gap(run: dict[str, Any]) -> float | None:
 
 
 METRICS = {  # column -> (heading, getter)
-    "top1": ("val top-1 (centre)", _final("val_1crop", "top1_error")),
-    "top5": ("val top-5 (centre)", _final("val_1crop", "top5_error")),
-    "top1_10": ("val top-1 (10 views)", _final("val_10crop", "top1_error")),
-    "top5_10": ("val top-5 (10 views)", _final("val_10crop", "top5_error")),
+    "top1": ("val top-1 error (centre)", _final("val_1crop", "top1_error")),
+    "top5": ("val top-5 error (centre)", _final("val_1crop", "top5_error")),
+    "top1_10": ("val top-1 error (10 views)", _final("val_10crop", "top1_error")),
+    "top5_10": ("val top-5 error (10 views)", _final("val_10crop", "top5_error")),
     "train": ("train error (last epoch)", lambda run: run["final_train_error"]),
 }
 
@@ -249,7 +249,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
     if sweep:
         lines += ["", "Sweep (each arm's choice is the value whose runs ended with the lowest "
                   "training error):", "",
-                  "| sweep arm | changes | epochs | train error (last epoch) | val top-1 (centre) |",
+                  "| sweep arm | changes | epochs | train error (last epoch) | val top-1 error (centre) |",
                   "|---|---|---|---|---|"]
         for name, arm in sweep.items():
             runs = [run for run in arm["runs"].values() if run["complete"]]
