@@ -1,6 +1,6 @@
 """Command line: python -m alexnet_jax.main --config=configs/default.py --workdir=DIR.
 
-Flags only; the work is done by alexnet_jax.train.
+Flags only; the work is done by alexnet_jax.training.train.
 """
 
 from __future__ import annotations

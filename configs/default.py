@@ -51,8 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
     model.lrn = True            # local response normalisation after conv1 and conv2
     model.lrn_n = 5             # adjacent maps summed over
     model.lrn_k = 2.0           # LRN (section 3.3): b = a / (k + alpha * sum a^2) ^ beta
-    model.lrn_alpha = 1e-4
-    model.lrn_beta = 0.75
+    model.lrn_alpha = 1e-4      # alpha of that formula (the paper: 1e-4)
+    model.lrn_beta = 0.75       # beta of that formula (the paper: 0.75)
     model.lrn_alpha_over_n = False  # True: alpha / n (cuda-convnet, Caffe, PyTorch semantics)
     model.overlap_pool = True   # 3x3 stride-2 pooling (True) or 2x2 stride 2 (False)
     model.dropout_rate = 0.5    # dropout on fc6 and fc7; 0 turns it off
@@ -73,8 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
     # linear: the rate is learning_rate * batch_size / 128 (Goyal et al. 2017); none: as given
     optimizer.lr_scaling = "none"
     optimizer.trust_coefficient = 0.001  # lars: the trust coefficient eta
-    optimizer.momentum = 0.9
-    optimizer.weight_decay = 0.0005
+    optimizer.momentum = 0.9        # the paper: 0.9
+    optimizer.weight_decay = 0.0005  # the paper: 0.0005 (how it enters: decay_mode)
     optimizer.decay_mode = "paper"  # paper (decay inside the momentum) | decoupled
     optimizer.decay_biases = False  # cuda-convnet decayed weights only
     # per-layer decay (cuda-convnet's wc), by layer: --config.optimizer.layer_weight_decay='{"fc8": 0.01}'
@@ -96,7 +96,7 @@ def get_config() -> ml_collections.ConfigDict:
     # k > 1: each optimizer step computes batch_size as k micro-batches of batch_size / k and
     # averages their gradients (the same update; the memory of a micro-batch)
     train.accumulate_steps = 1
-    train.num_epochs = 90
+    train.num_epochs = 90       # the paper: roughly 90 passes through the training set
     train.num_steps = -1        # if > 0, stop after this many steps instead
     train.log_every_steps = 50  # training metrics to metrics.jsonl / TensorBoard
     train.checkpoint_every_steps = 5000  # also saved at the end of every epoch and of the run
@@ -112,7 +112,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.profile_steps = ()
 
     config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.model = -1             # size of the `model` axis: 1 or 2; -1 = 2 when >= 2 devices
+    # size of the `model` axis: 1 or 2; -1 = 2 when model.columns is 2 and the device count is
+    # even (one column per device of a pair), else 1
+    mesh.model = -1
 
     config.lock()
     return config

@@ -71,3 +71,25 @@ def test_layer_norms_reads_checkpoints_and_tabulates_each_layer(tmp_path, capsys
     assert capsys.readouterr().out.splitlines() == [
         "| checkpoint | conv1 | fc8 |", "|---|---|---|", "| step 7 | 1 / 5 | 0 / 2 |"]
     assert main([f"gone={tmp_path / 'missing'}"]) == 2
+
+
+def readme_loading_recipe() -> str:
+    """The Python block of the README's "Loading a checkpoint" section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Loading a checkpoint", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_loading_recipe_reads_a_saved_checkpoint(config, tmp_path, monkeypatch):
+    _, params = saved_tiny_model(config, tmp_path / "ckpt")  # sharded over 4 devices
+    recipe = readme_loading_recipe()
+    assert "runs/imagenette/checkpoints/2220/params" in recipe
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(recipe.replace("runs/imagenette/checkpoints/2220/params", "ckpt/params"),  # noqa: S102
+         namespace)
+    loaded = namespace["params"]
+    assert isinstance(loaded["conv1"]["kernel"], np.ndarray)
+    assert jax.tree.structure(loaded) == jax.tree.structure(params)
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(got, np.asarray(want))

@@ -7,15 +7,16 @@ run ends at a lowered rate instead of being cut off mid-plateau; evaluation on t
 (each epoch and at the end: the 10 views would add 6 minutes a run). Measured before choosing
 it, on the 2-core CPU machine with the real input pipeline and nothing else running: 41 images/s
 of training (the step alone: 69) and 103 images/s of evaluation, so an epoch takes 4.5 minutes
-and a run about 33, one ~35-minute slice of a session. The first recorded runs took 62 and 65
-minutes, sharing the two cores with the test suite (each run's time is in results.json). The
+and a run about 33, one ~35-minute slice of a session. Recorded (each run's time is in
+results.json): one_column, alone, 31 minutes; baseline, no_lrn and no_overlap 57-64 minutes,
+sharing the two cores with the test suite. The
 runs go seed by seed (every arm's seed 0 before any arm's seed 1) and are recorded as they
 finish, so the study spans as many sessions as it needs. The 224-pixel study
 (imagenette_ablations) is the full-size version, for GPUs.
 
 Run (resumable; finished runs are read from the committed records):
     nice -n 19 python experiments/run_study.py \
-        --study=configs/studies/imagenette128_ablations.py --dir=runs/studies/imagenette128 \
+        --study=configs/studies/imagenette128_ablations.py --dir=runs/studies/imagenette128_ablations \
         --record=docs/results/imagenette128_ablations \
         --config.data.path=../shared/data/imagenette2-224
 """
