@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
 
@@ -47,9 +48,20 @@ def tensorboard_tags(workdir):
     return {"scalars": scalars, "images": images}
 
 
+# An initialisation under which a tiny network's outputs follow its parameters and images (at
+# the paper's, a fresh and a trained tiny network evaluate alike).
+VISIBLE_INIT = ["--config.model.init_std=0.1", "--config.model.positive_bias=0.1"]
+
+
+def evaluation_values(lines, step):
+    """(crops, top1_error, loss) of each evaluation at `step` in metrics or eval results."""
+    return [(r["crops"], r["top1_error"], r["loss"]) for r in lines
+            if r.get("split") == "val" and r["step"] == step]
+
+
 def test_train_resume_and_evaluate(image_tree, tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
-    first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1))
+    first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1), *VISIBLE_INIT)
     assert first.returncode == 0, first.stderr[-3000:]
     # every long phase says what it does: preparing the tree, statistics, evaluating
     assert f"preparing the ImageFolder tree {image_tree} (44 train + 15 val image files, 5 " \
@@ -84,7 +96,7 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) \
         == [5]
 
-    second = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2))
+    second = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2), *VISIBLE_INIT)
     assert second.returncode == 0, second.stderr[-3000:]
     lines = records(workdir)
     starts = [r for r in lines if r.get("event") == "run_start"]
@@ -94,10 +106,23 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
 
     training_record = {p.name: p.read_bytes() for p in workdir.iterdir()
                        if p.name == "metrics.jsonl" or p.name.startswith("events.out")}
-    evaluation = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2), mode="eval")
+    evaluation = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2),
+                         *VISIBLE_INIT, mode="eval")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     final = records(workdir, "eval_results.jsonl")
     assert [(r["step"], r["crops"], r["count"]) for r in final] == [(10, 1, 15), (10, 10, 15)]
+    # the checkpoint's parameters, evaluated as the training evaluated them at its end
+    trained = evaluation_values(lines, 10)
+    assert len(trained) == 2 and trained != evaluation_values(lines, 5)
+    np.testing.assert_allclose(np.array(evaluation_values(final, 10)), np.array(trained),
+                               rtol=1e-5)
+    earlier = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=2), *VISIBLE_INIT,
+                      "--step=5", mode="eval")
+    assert earlier.returncode == 0, earlier.stderr[-3000:]
+    final = records(workdir, "eval_results.jsonl")
+    assert [(r["step"], r["crops"]) for r in final[2:]] == [(5, 1), (5, 10)]
+    np.testing.assert_allclose(np.array(evaluation_values(final, 5)),
+                               np.array(evaluation_values(lines, 5)), rtol=1e-5)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()  # the training's record as it was
             if p.name == "metrics.jsonl" or p.name.startswith("events.out")} == training_record
     check_readme_loading_recipe(workdir, image_tree, data_dir)
