@@ -114,8 +114,10 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     assert "train.num_steps: recorded 2, now 3" in other.stderr
 
 
-def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, start=1000.0):
-    """A workdir as a run leaves it: run_start, epoch training errors, evaluations."""
+def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, start=1000.0,
+              train_evaluation=None):
+    """A workdir as a run leaves it: run_start, epoch training errors, evaluations (and the
+    training images' evaluation after the run, when `train_evaluation` is given)."""
     workdir.mkdir(parents=True)
     lines = [{"event": "run_start", "start_step": 0, "time": start}]
     for epoch, error in enumerate(epochs_train_error, 1):
@@ -130,6 +132,10 @@ def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, star
                  "crops": 1, "top1_error": final_top1, "top5_error": 0.1}
         (workdir / "run_complete.json").write_text(json.dumps(
             {"step": final["step"], "eval": [final]}))
+    if train_evaluation is not None:
+        (workdir / "eval_results.jsonl").write_text(json.dumps(
+            {"step": 10 * len(epochs_train_error), "split": "train", "crops": 1,
+             "top1_error": train_evaluation, "top5_error": 0.1}) + "\n")
 
 
 def write_config(workdir: Path, study, arm: str, seed: int, directory: Path, **changes) -> None:
@@ -438,11 +444,12 @@ def test_the_gap_column_pairs_each_runs_own_errors(tmp_path):
     study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
     directory = tmp_path / "dir"
     finish_sweep(study, directory)
-    write_run(directory / "base" / "seed0", [], 0.30)          # no training error recorded
-    write_run(directory / "base" / "seed1", [0.6, 0.38], 0.40)  # gap 2 points
+    write_run(directory / "base" / "seed0", [], 0.30)  # its training images not evaluated
+    # logged last-epoch error 38%, the images evaluated after the run 36%: gap 4 points
+    write_run(directory / "base" / "seed1", [0.6, 0.38], 0.40, train_evaluation=0.36)
     table = study_report.markdown(study_report.collect(study, directory, []), "cmd")
     row = next(line for line in table.splitlines() if line.startswith("| `base`"))
-    assert "| 2.00 |" in row and "| 30.00 |" not in row
+    assert row.endswith("| 38.00 | 36.00 | 4.00 | - |") and "| 30.00 |" not in row
 
 
 def test_a_reports_command_does_not_depend_on_where_it_ran(monkeypatch):
