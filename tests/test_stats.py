@@ -32,12 +32,15 @@ def test_statistics_equal_a_direct_numpy_computation(source):
                                atol=1e-9)
 
 
-def test_statistics_of_a_bounded_sample_are_cached(source):
+def test_statistics_of_a_bounded_sample_are_cached(source, monkeypatch):
     first = stats.dataset_stats(source, 24, sample_size=10, progress=False)
     path = stats.stats_path(source, 24, 10)
     assert first.sample_size == 10 and path.exists()
-    again = stats.dataset_stats(source, 24, sample_size=10, progress=False)
+    with monkeypatch.context() as patched:  # the second call reads the cache, computes nothing
+        patched.setattr(stats, "compute_stats", lambda *args: pytest.fail("computed again"))
+        again = stats.dataset_stats(source, 24, sample_size=10, progress=False)
     np.testing.assert_array_equal(first.mean_image, again.mean_image)
+    np.testing.assert_array_equal(first.eigenvectors, again.eigenvectors)
     everything = stats.dataset_stats(source, 24, sample_size=0, progress=False)
     assert everything.sample_size == 43
     assert not np.allclose(everything.mean_image, first.mean_image)
