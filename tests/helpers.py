@@ -44,6 +44,14 @@ def make_image_tree(root: Path, train_per_class: int = 8, val_per_class: int = 3
     return root
 
 
+def file_versions(directory) -> dict[str, tuple[int, int]]:
+    """Every file under `directory` with its inode and modification time: equal before and after
+    something only if that something rewrote nothing there."""
+    directory = Path(directory)
+    return {str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def tiny_config(tree: Path, data_dir: Path):
     """configs/default.py with tiny widths and crops, training on `tree`."""
     from configs.default import get_config

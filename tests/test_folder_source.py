@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from helpers import CLASSES, make_image_tree
+from helpers import CLASSES, file_versions, make_image_tree
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.data import folder_builder, sources
@@ -37,8 +37,10 @@ def test_corrupt_image_is_skipped_and_counted(image_tree, tmp_path):
 def test_prepared_once_and_again_when_the_tree_changes(tmp_path):
     tree = make_image_tree(tmp_path / "tree", train_per_class=2, val_per_class=1)
     first = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    prepared_files = file_versions(first.prepared_dir)
     again = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
     assert again.prepared_dir == first.prepared_dir
+    assert file_versions(first.prepared_dir) == prepared_files  # read, not prepared again
     (tree / "train" / "ant" / "000.jpg").unlink()
     changed = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
     assert changed.prepared_dir != first.prepared_dir

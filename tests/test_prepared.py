@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE, file_versions
 from test_cli import REPO, tensorboard_tags
 
 from alexnet_jax.data import augmentation, catalog, device_augment, pipeline, preprocess
@@ -38,8 +38,10 @@ def test_squares_are_prepared_once_from_the_original_images(config, storage):
     assert source.prepared_size == TINY_RESIZE and source.prepared_storage == storage
     for split in ("train", "val"):
         assert source.num_examples(split) == original.num_examples(split)
+    prepared_files = file_versions(source.builder.data_dir)
     again = catalog.open_dataset(config)
-    assert again.builder.data_dir == source.builder.data_dir      # not prepared twice
+    assert again.builder.data_dir == source.builder.data_dir      # not prepared twice:
+    assert file_versions(source.builder.data_dir) == prepared_files  # nothing rewritten
     decoders = None if storage == "raw" else {"image": tfds.decode.SkipDecoding()}
     stored = source.builder.as_dataset("val", shuffle_files=False, decoders=decoders)
     originals = original.builder.as_dataset("val", shuffle_files=False,
