@@ -19,13 +19,25 @@ ALLOWED = {
 }
 
 
-def project_imports(path: Path) -> set[str]:
-    """The parts of alexnet_jax a module imports (anywhere in it, late imports included)."""
+def absolute_module(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from ... import` names, relative imports resolved against `package`."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def project_imports(path: Path, package: str | None = None) -> set[str]:
+    """The parts of alexnet_jax a module imports (anywhere in it, late imports and relative
+    imports included); `package` is the module's package (by default, from its path)."""
+    if package is None:
+        package = ".".join(("alexnet_jax",) + path.relative_to(PACKAGE).parent.parts)
     parts = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-            if node.module == "alexnet_jax":
+        if isinstance(node, ast.ImportFrom):
+            module = absolute_module(node, package)
+            names = [module]
+            if module == "alexnet_jax":
                 names = [f"alexnet_jax.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -35,6 +47,13 @@ def project_imports(path: Path) -> set[str]:
             if name.startswith("alexnet_jax."):
                 parts.add(name.split(".")[1])
     return parts
+
+
+def test_relative_imports_count_as_the_parts_they_reach(tmp_path):
+    module = tmp_path / "layers.py"
+    module.write_text("from ..training import steps\nfrom . import init\n"
+                      "from .. import data\nfrom ...elsewhere import x\n")
+    assert project_imports(module, "alexnet_jax.model") == {"training", "model", "data"}
 
 
 def part_of(path: Path) -> str:
