@@ -3,11 +3,14 @@
 
 The paper's figure comes from cuda-convnet's full recipe (configs/cifar10_11pct.py: about 520
 epochs, days on a CPU). Here both arms get one equal budget: 12 epochs with the learning rate
-divided by 10 after epochs 8 and 10, three seeds each. A run takes about 32 minutes on 2 cores
-(12 epochs of about 2.6 minutes), one ~35-minute slice of a session; the runs are recorded as
+divided by 10 after epochs 8 and 10, three seeds each. A run takes about 55 minutes on 2 cores:
+12 epochs of about 4.5 minutes (175-220 images/s) and the final evaluations, measured on the
+first recorded run (lrn seed 0: 60 minutes, its first 20 sharing the cores with the test suite;
+an estimate of 32 minutes made before from shorter runs did not hold). A run checkpoints at every
+epoch's end, so one cut off by a session's end loses at most an epoch; the runs are recorded as
 they finish (docs/results/cifar10_lrn/), so the study spans sessions.
 
-Run (about 3.2 hours on 2 cores in all; resumable, recorded runs are not run again):
+Run (about 5.5 hours on 2 cores in all; resumable, recorded runs are not run again):
     nice -n 19 python experiments/run_study.py --study=configs/studies/cifar10_lrn.py \
         --dir=runs/studies/cifar10_lrn --record=docs/results/cifar10_lrn \
         --config.data.path=../shared/data/cifar10
