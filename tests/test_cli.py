@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE
+from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE, VISIBLE_INIT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,11 +46,6 @@ def tensorboard_tags(workdir):
                 kind = value.metadata.plugin_data.plugin_name
                 (images if kind == "images" else scalars).add(value.tag)
     return {"scalars": scalars, "images": images}
-
-
-# An initialisation under which a tiny network's outputs follow its parameters and images (at
-# the paper's, a fresh and a trained tiny network evaluate alike).
-VISIBLE_INIT = ["--config.model.init_std=0.1", "--config.model.positive_bias=0.1"]
 
 
 def evaluation_values(lines, step):
@@ -125,11 +120,11 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
                                np.array(evaluation_values(lines, 5)), rtol=1e-5)
     assert {p.name: p.read_bytes() for p in workdir.iterdir()  # the training's record as it was
             if p.name == "metrics.jsonl" or p.name.startswith("events.out")} == training_record
-    check_readme_loading_recipe(workdir, image_tree, data_dir)
+    check_plain_orbax_loading(workdir, image_tree, data_dir)
 
 
-def check_readme_loading_recipe(workdir, tree, data_dir):
-    """The README's plain-Orbax recipe loads the parameters and runs the network on them."""
+def check_plain_orbax_loading(workdir, tree, data_dir):
+    """Plain Orbax calls load the parameters, and the network runs on them."""
     import numpy as np  # noqa: PLC0415
     import orbax.checkpoint as ocp  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415

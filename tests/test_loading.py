@@ -1,4 +1,4 @@
-"""Loading saved parameters back into a network, as README's recipe does (plain Orbax)."""
+"""Loading saved parameters back into a network, and README's plain-Orbax recipe."""
 
 from pathlib import Path
 

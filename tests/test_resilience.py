@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import VISIBLE_INIT
 from test_cli import REPO, records, tiny_overrides
 
 from alexnet_jax.training.checkpointing import load_params
@@ -118,12 +119,6 @@ def run_processes(workdir, tree, data_dir, *extra, count=2, devices=2):
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
-
-
-# An initialisation under which a tiny network's losses and updates follow its images: at the
-# paper's (std 0.01, biases 1) they move by less than a float32 step when the images change, so
-# a run fed the wrong images would still match.
-VISIBLE_INIT = ("--config.model.init_std=0.1", "--config.model.positive_bias=0.1")
 
 
 def assert_same_params(got, expected):

@@ -4,6 +4,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers import file_versions
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import read_divergence
@@ -36,19 +37,13 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     assert not np.allclose(other, first)
 
 
-def snapshot(directory):
-    """Every file under a directory with its size and modification time."""
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 def two_steps_into(config, workdir):
-    """Train two steps into `workdir`; the snapshot of what it then holds."""
+    """Train two steps into `workdir`; the versions of the files it then holds."""
     with config.unlocked():
         config.train.num_steps = 2
         config.train.final_eval_views = ()
     train.train_and_evaluate(config, workdir)
-    return snapshot(workdir)
+    return file_versions(workdir)
 
 
 def scripted_evaluation(errors):
@@ -201,7 +196,7 @@ def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, sec
         setattr(config[section], key, value)
     with pytest.raises(UserError, match=message):
         train.train_and_evaluate(config, workdir)
-    assert snapshot(workdir) == before
+    assert file_versions(workdir) == before
 
 
 def test_a_batch_larger_than_the_training_split_creates_no_workdir(config, tmp_path):
@@ -227,7 +222,7 @@ def test_checkpoint_of_another_model_is_refused_and_kept(config, tmp_path):
         config.train.num_steps = 4
     with pytest.raises(UserError, match="written by a different model"):
         train.train_and_evaluate(config, tmp_path)
-    assert snapshot(tmp_path) == before
+    assert file_versions(tmp_path) == before
 
 
 def test_a_workdir_that_is_a_file_is_refused(config, tmp_path):

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from alexnet_jax.studies import report
+
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
@@ -41,10 +43,10 @@ def _final_top1(run: dict) -> float | None:
 
 
 def _gap(run: dict) -> float | None:
-    # the fit to the training images evaluated like the validation ones, after the run: the
-    # error logged while training has dropout on, which would favour the paper's direction
-    top1, train = _final_top1(run), run.get("final_train_eval_error")
-    return None if top1 is None or train is None else top1 - 100 * train
+    # the report's gap, in points (against the training images evaluated after the run: the
+    # error logged while training has dropout on, which would favour the paper's direction)
+    gap = report.val_train_gap(run)
+    return None if gap is None else 100 * gap
 
 
 METRICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {

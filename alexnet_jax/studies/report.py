@@ -162,9 +162,10 @@ def _final(view: str, key: str):
     return lambda run: (run["final"].get(view) or {}).get(key)
 
 
-def _gap(run: dict[str, Any]) -> float | None:
-    # against the training images evaluated like the validation ones after the run: the error
-    # logged while training has dropout and augmentation on, and is no measure of the fit
+def val_train_gap(run: dict[str, Any]) -> float | None:
+    """Validation minus training top-1 error (fractions) of a run in results.json, the training
+    images evaluated like the validation ones after the run; None if either is missing."""
+    # the error logged while training has dropout and augmentation on: no measure of the fit
     top1, train = _final("val_1crop", "top1_error")(run), run.get("final_train_eval_error")
     return None if top1 is None or train is None else top1 - train
 
@@ -220,7 +221,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         runs = list(arm["runs"].values())
         finished = sum(run["complete"] for run in runs)
         epochs = sorted({f"{run['epochs']:g}" for run in runs if run["complete"]})
-        gap = _values(arm, _gap)  # per run: a run lacking one of the two has no gap
+        gap = _values(arm, val_train_gap)  # per run: a run lacking one of the two has no gap
         changes = [f"`{k}={v}`" for k, v in arm["overrides"].items()]
         if arm["choose"]:
             key = arm["choose"]["key"]
