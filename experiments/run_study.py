@@ -1,7 +1,8 @@
 """Run a study (arms x seeds of ordinary runs, one after another) and report it.
 
     python experiments/run_study.py --study=configs/studies/<name>.py --dir=RUNS \
-        [--record=docs/results/<name>] [--rounds=N] [--config.<key>=<value> ...] [--report]
+        [--record=docs/results/<name>] [--rounds=N] [--arms=A,B] [--config.<key>=<value> ...]
+        [--report]
 
 The --config.* overrides apply to every run of every arm. Running the command again resumes the
 unfinished run and skips finished ones. With --record=REC each finished run's small files
@@ -14,7 +15,8 @@ After every run, and alone with --report, it writes results.json, results.md and
 (alexnet_jax/studies/report.py) into REC from the records alone, or without --record into RUNS.
 --report --record=REC needs no RUNS (give it the study's --config.* arguments: the records are
 checked against them). --rounds=N runs only the first N seeds of each arm (several
-studies can then share a machine round by round: experiments/reproduce_studies.sh). The study
+studies can then share a machine round by round: experiments/reproduce_studies.sh), and
+--arms=A,B only those arms (the report still shows every recorded arm). The study
 file format is described in alexnet_jax/studies/study.py. Long studies: run under
 `nice -n 19`.
 """
@@ -63,6 +65,9 @@ def main(argv: list[str]) -> int:
                         "files and the report, meant to be committed (docs/results/<study>)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="run only the first N seeds of each arm (default: all)")
+    parser.add_argument("--arms", type=lambda text: [name for name in text.split(",") if name],
+                        default=None, help="run only these arms, comma-separated (and the "
+                        "sweep runs their values are chosen from; default: all)")
     parser.add_argument("--report", action="store_true",
                         help="only write the report of what has run so far")
     args, rest = parser.parse_known_args(argv)
@@ -81,7 +86,7 @@ def main(argv: list[str]) -> int:
             code = study_lib.run_study(
                 study, dirs, rest, study_report.final_train_error,
                 after_each_run=lambda: study_report.write_report(study, dirs, command, rest),
-                rounds=args.rounds)
+                rounds=args.rounds, arms=args.arms)
         study_report.write_report(study, dirs, command, rest)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -112,6 +112,8 @@ def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
                       record=record)
     assert other.returncode == 2 and not (directory / "base").exists()
     assert "train.num_steps: recorded 2, now 3" in other.stderr
+    typo = run_study(study_file, directory, *overrides, "--arms=bsae", record=record)
+    assert typo.returncode == 2 and "has no arm 'bsae'; its arms are base, no_lrn" in typo.stderr
 
 
 def write_run(workdir: Path, epochs_train_error, final_top1, complete=True, start=1000.0,
@@ -289,6 +291,19 @@ def test_every_arm_runs_its_first_seed_before_any_arm_its_second(tmp_path):
                      ("base", 1), ("chosen", 1), ("other", 1),
                      ("base", 2)]
     assert [(arm.name, seed) for arm, seed in study_lib.run_order(study, rounds=1)] == order[:7]
+
+
+def test_a_run_of_some_arms_runs_only_those_and_the_sweep_they_choose_from(tmp_path):
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    pairs = lambda **kwargs: [(arm.name, seed)  # noqa: E731
+                              for arm, seed in study_lib.run_order(study, **kwargs)]
+    assert pairs(rounds=3, arms=["base"]) == [("base", 0), ("base", 1), ("base", 2)]
+    assert pairs(arms=["other", "chosen"]) == [
+        ("lr0.1", 0), ("lr0.1", 1), ("lr0.2", 0), ("lr0.2", 1),
+        ("chosen", 0), ("other", 0), ("chosen", 1), ("other", 1)]
+    assert pairs(arms=["lr0.2"]) == [("lr0.2", 0), ("lr0.2", 1)]
+    with pytest.raises(UserError, match="no arm 'bsae'; its arms are lr0.1, lr0.2, base"):
+        study_lib.run_order(study, arms=["base", "bsae"])
 
 
 def finish_sweep(study, directory: Path) -> None:

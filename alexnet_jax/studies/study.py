@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import (
@@ -184,13 +184,23 @@ def is_finished(workdir: Path, arm: Arm) -> bool:
         arm.sweep and read_divergence(workdir) is not None)
 
 
-def run_order(study: Study, rounds: int | None = None) -> list[tuple[Arm, int]]:
+def run_order(study: Study, rounds: int | None = None,
+              arms: Sequence[str] | None = None) -> list[tuple[Arm, int]]:
     """(arm, seed) in the order they run: every run of the arms chosen among first (their
     results decide the others' values), then round by round, seed index by seed index; with
-    `rounds`, only the first `rounds` seeds of each arm."""
+    `rounds`, only the first `rounds` seeds of each arm; with `arms`, only those arms (and the
+    runs their values are chosen from). UserError for a name the study does not have."""
+    names = [arm.name for arm in study.arms]
+    unknown = [name for name in arms or () if name not in names]
+    if unknown:
+        raise UserError(f"study {study.name!r} has no arm {', '.join(map(repr, unknown))}; "
+                        f"its arms are {', '.join(names)}.")
+    wanted = [arm for arm in study.arms if arms is None or arm.name in arms]
     among = {name for arm in study.arms if arm.choose for name in arm.choose["among"]}
-    first = [(arm, seed) for arm in study.arms if arm.name in among for seed in arm.seeds]
-    rest = [arm for arm in study.arms if arm.name not in among]
+    needed = among if arms is None else {name for arm in wanted if arm.choose
+                                         for name in arm.choose["among"]} | (set(arms) & among)
+    first = [(arm, seed) for arm in study.arms if arm.name in needed for seed in arm.seeds]
+    rest = [arm for arm in wanted if arm.name not in among]
     most = max((len(arm.seeds) for arm in rest), default=0)
     rounds = most if rounds is None else min(rounds, most)
     return first + [(arm, arm.seeds[index]) for index in range(rounds) for arm in rest
@@ -307,18 +317,18 @@ class _ForwardSignals:
 def run_study(study: Study, directory: Path | StudyDirs, extra_args: list[str],
               final_train_error: Callable[[Path], float | None],
               after_each_run: Callable[[], None] = lambda: None,
-              rounds: int | None = None) -> int:
-    """Run every unfinished run in `run_order` (the first `rounds` seeds of each arm, when
-    given); returns 0 when all are complete, else the failing run's exit code (or 1 after an
-    interruption). Finished runs are checked to have been made with the config the study runs
-    now, and copied to the record directory."""
+              rounds: int | None = None, arms: Sequence[str] | None = None) -> int:
+    """Run every unfinished run in `run_order` (the first `rounds` seeds of each arm, and only
+    `arms`, when given); returns 0 when all are complete, else the failing run's exit code (or
+    1 after an interruption). Finished runs are checked to have been made with the config the
+    study runs now, and copied to the record directory."""
+    plan = run_order(study, rounds, arms)  # a UserError for an unknown arm before any file
     dirs = as_dirs(directory)
     runs = dirs.workdir("-", 0).parents[1].absolute()  # UserError without a run directory
     dirs = StudyDirs(runs, Path(dirs.record).absolute() if dirs.record else None)
     (runs / "logs").mkdir(parents=True, exist_ok=True)
     record = {"study": dataclasses.asdict(study), "extra_args": extra_args}
     (runs / "study.json").write_text(json.dumps(record, indent=1, default=str))
-    plan = run_order(study, rounds)
     with _ForwardSignals() as signals:
         for number, (arm, seed) in enumerate(plan, 1):
             label = f"[{number}/{len(plan)}] {arm.name} seed {seed}"
