@@ -167,6 +167,10 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     with pytest.raises(UserError, match="needs the finished runs of 'relu_lr0.1'"):
         study_lib.arm_overrides(study, study.arm("relu"), directory,
                                 study_report.final_train_error)
+    study_report.write_report(study, directory, "the command", [])  # the sweep not yet run
+    table = (directory / "results.md").read_text()  # ...so no value is named as its choice
+    assert "`optimizer.learning_rate` not chosen yet |" in table and "=None" not in table
+    assert "Chosen: `relu`: `optimizer.learning_rate` not chosen yet" in table
     for seed in (0, 1):
         write_run(directory / "relu_lr0.1" / f"seed{seed}", [0.6, 0.5], 0.5)
         write_run(directory / "relu_lr0.2" / f"seed{seed}", [0.6, 0.4], 0.5)

@@ -117,7 +117,7 @@ def collect(study: Study, directory: Path | StudyDirs,
                                     "the record")
         arms[arm.name] = {
             "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
-            "sweep": arm.sweep, "choose": arm.choose,
+            "sweep": arm.sweep, "choose": arm.choose, "chosen": chosen if arm.choose else None,
             "runs": {str(seed): _result(dirs, arm, seed, study.target_train_error)
                      for seed in arm.seeds}}
     _check_same_data(arms)
@@ -181,6 +181,15 @@ METRICS = {  # column -> (heading, getter)
 }
 
 
+def _choice(arm: dict[str, Any]) -> str:
+    """The value an arm takes from its sweep, as the report says it; while the sweep is
+    unfinished, that it has none yet (not the base config's value, which no run will use)."""
+    key = arm["choose"]["key"]
+    if arm.get("chosen") is False:
+        return f"`{key}` not chosen yet"
+    return f"`{key}={arm['resolved_overrides'].get(key)}`"
+
+
 def _mean_spread(values: list[float], scale: float = 100.0) -> str:
     if not values:
         return "-"
@@ -224,8 +233,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         gap = _values(arm, val_train_gap)  # per run: a run lacking one of the two has no gap
         changes = [f"`{k}={v}`" for k, v in arm["overrides"].items()]
         if arm["choose"]:
-            key = arm["choose"]["key"]
-            changes.append(f"`{key}={arm['resolved_overrides'].get(key)}` (chosen by the sweep)")
+            changes.append(_choice(arm) + ("" if arm.get("chosen") is False
+                                           else " (chosen by the sweep)"))
         changes = ", ".join(changes) or "(baseline)"
         started = [run for run in runs if not run["complete"] and run["steps"] > 0]
         row = [f"`{name}`", changes, f"{finished}/{len(runs)}" + (
@@ -267,9 +276,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
                 _mean_spread(_values(arm, METRICS['train'][1])) if runs else "", *diverged]))
             lines.append(f"| `{name}` | {changes} | {epochs} | {train or '-'} | "
                          f"{_mean_spread(_values(arm, METRICS['top1'][1]))} |")
-        chosen = [f"`{name}`: `{arm['choose']['key']}="
-                  f"{arm['resolved_overrides'].get(arm['choose']['key'])}`"
-                  for name, arm in arms.items() if arm["choose"]]
+        chosen = [f"`{name}`: " + _choice(arm) for name, arm in arms.items() if arm["choose"]]
         lines += ["", "Chosen: " + ("; ".join(chosen) or "-")]
     return "\n".join(lines) + "\n"
 
