@@ -4,8 +4,9 @@
 # are comparisons as early as possible. Every finished run is recorded in RECORDS/<study>/
 # (default docs/results: commit it) and never runs again; run the script again after an
 # interruption, in this or a later session, and it continues where the records stop.
-# About 23 hours on 2 CPU cores in all (imagenette128 10, cifar10_lrn 5.5, cifar10_figure1 4,
-# cifar10_large_batch 3); nice keeps the machine usable meanwhile.
+# About 26 hours on 2 CPU cores in all (imagenette128 10, cifar10_lrn 5.5, cifar10_figure1 7:
+# its sweep 1.1, ReLU 0.5 a seed, tanh about 1.3; cifar10_large_batch 3); nice keeps the machine
+# usable meanwhile.
 #   experiments/reproduce_studies.sh [DATA_ROOT]      (default ../shared/data)
 # Environment: RECORDS (default docs/results), RUNS (default runs/studies), PYTHON.
 set -euo pipefail
