@@ -1,7 +1,9 @@
 """Studies: the runner (ordinary runs, resumed, skipped when finished) and the report."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -539,6 +541,29 @@ def test_a_recorded_run_gets_its_training_images_evaluated_while_its_checkpoint_
             study_lib.run_study(study, study_lib.StudyDirs(directory, record), [],
                                 study_report.final_train_error)
     assert not [c for c in launched if "--mode=eval" in c and "base/seed0" in " ".join(c)]
+
+
+def test_a_stop_signal_while_a_finished_run_is_evaluated_stops_the_study(tmp_path, capsys):
+    """The signal reaches the evaluation of a finished run's training images: the study must
+    stop there, not start the next run (whose process would never see the signal)."""
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory, record = tmp_path / "dir", tmp_path / "rec"
+    record_runs(study, directory, record, {("base", 0): 0.3})
+    launched = []
+
+    def launch(command, **kwargs):
+        launched.append(command)
+        if "--mode=eval" in command:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a session's end sends it
+            return mock.Mock(wait=mock.Mock(return_value=1), poll=mock.Mock(return_value=1))
+        raise RuntimeError("launched a training")
+
+    with mock.patch.object(study_lib.subprocess, "Popen", side_effect=launch):
+        code = study_lib.run_study(study, study_lib.StudyDirs(directory, record), [],
+                                   study_report.final_train_error)
+    assert code == 1 and len(launched) == 1 and "--mode=eval" in launched[0]
+    assert "base seed 0: stopped by SIGTERM" in capsys.readouterr().out
+    assert (record / "base" / "seed0" / "run_complete.json").exists()  # still its record
 
 
 def test_a_record_names_data_beside_the_checkout_by_its_relative_path(tmp_path):

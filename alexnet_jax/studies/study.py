@@ -334,6 +334,11 @@ def run_study(study: Study, directory: Path | StudyDirs, extra_args: list[str],
             label = f"[{number}/{len(plan)}] {arm.name} seed {seed}"
             if _already_finished(study, arm, seed, dirs, extra_args, final_train_error, label,
                                  signals):
+                if signals.received:  # during its training images' evaluation: stop here,
+                    # not in the next run (which would start after the signal had passed)
+                    print(f"{label}: stopped by {signals.received}; run the same command "
+                          "again to go on.", flush=True)
+                    return 1
                 continue
             code = _train_one(study, arm, seed, dirs, extra_args, final_train_error, label,
                               signals, after_each_run)
