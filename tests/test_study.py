@@ -179,6 +179,9 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
         write_run(directory / "relu" / f"seed{seed}", [0.5, 0.3, 0.2], 0.30 + 0.02 * seed)
         write_run(directory / "tanh" / f"seed{seed}", [0.7, 0.5, 0.4, 0.3, 0.24, 0.2][:6 - 2 * seed],
                   0.40)
+    for arm in ("relu_lr0.1", "relu_lr0.2", "relu", "tanh"):
+        for seed in (0, 1):
+            write_config(directory / arm / f"seed{seed}", study, arm, seed, directory)
     overrides = study_lib.arm_overrides(study, study.arm("relu"), directory,
                                         study_report.final_train_error)
     assert overrides["optimizer.learning_rate"] == 0.2
@@ -461,6 +464,39 @@ def test_a_report_refuses_records_of_another_protocol_or_other_data(tmp_path):
         study_report.write_report(study, dirs, "cmd", [])
 
 
+def test_a_report_checks_the_protocol_of_workdirs_and_of_arms_not_chosen_yet(tmp_path):
+    """Without records the report reads workdirs: a run made under another protocol is
+    refused there too. An arm whose sweep is unfinished is still checked on every key but the
+    one its sweep will choose, and the claims table leaves it out."""
+    from alexnet_jax.studies import claims  # noqa: PLC0415
+
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory = tmp_path / "dir"
+    finish_sweep(study, directory)
+    for arm in ("base", "chosen"):
+        write_run(directory / arm / "seed0", [0.6, 0.4], 0.3)
+        write_config(directory / arm / "seed0", study, arm, 0, directory)
+    assert study_report.collect(study, directory, [])["arms"]["chosen"]["chosen"] is True
+    write_config(directory / "base" / "seed0", study, "base", 0, directory,
+                 **{"optimizer.momentum": 0.5})
+    with pytest.raises(UserError, match=r"the run .*base/seed0 was made with a different "
+                       r"config .*optimizer.momentum: recorded 0.5, now 0.9"):
+        study_report.collect(study, directory, [])
+    write_config(directory / "base" / "seed0", study, "base", 0, directory)
+    shutil.rmtree(directory / "lr0.1" / "seed1")  # the sweep unfinished: no choice
+    results = study_report.collect(study, directory, [])
+    assert results["arms"]["chosen"]["chosen"] is False
+    assert results["arms"]["chosen"]["runs"]["0"]["complete"]
+    assert claims.values(results, "chosen", "top1") == []
+    assert claims.values(results, "base", "top1") == [pytest.approx(30.0)]
+    config = json.loads((directory / "chosen" / "seed0" / "config.json").read_text())
+    config["optimizer"]["momentum"] = 0.5
+    (directory / "chosen" / "seed0" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"chosen/seed0 .*: optimizer.momentum: recorded 0.5, "
+                       r"now 0.9\. "):   # the rate, still to be chosen, is not compared
+        study_report.collect(study, directory, [])
+
+
 def test_the_gap_column_pairs_each_runs_own_errors(tmp_path):
     study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
     directory = tmp_path / "dir"
@@ -468,6 +504,8 @@ def test_the_gap_column_pairs_each_runs_own_errors(tmp_path):
     write_run(directory / "base" / "seed0", [], 0.30)  # its training images not evaluated
     # logged last-epoch error 38%, the images evaluated after the run 36%: gap 4 points
     write_run(directory / "base" / "seed1", [0.6, 0.38], 0.40, train_evaluation=0.36)
+    for seed in (0, 1):
+        write_config(directory / "base" / f"seed{seed}", study, "base", seed, directory)
     table = study_report.markdown(study_report.collect(study, directory, []), "cmd")
     row = next(line for line in table.splitlines() if line.startswith("| `base`"))
     assert row.endswith("| 38.00 | 36.00 | 4.00 | - |") and "| 30.00 |" not in row

@@ -79,14 +79,21 @@ CLAIMS = (
 
 
 def values(results: dict, arm: str, metric: str) -> list[float]:
-    """The metric of each finished run of `arm` (a study's results.json)."""
+    """The metric of each finished run of `arm` (a study's results.json); none while the
+    arm's value is still to be chosen by its sweep (its runs' protocol is not yet known)."""
     getter = METRICS[metric][1]
     found = []
+    if not _chosen(results, arm):
+        return found
     for run in results["arms"].get(arm, {}).get("runs", {}).values():
         value = getter(run) if run.get("complete") else None
         if value is not None:
             found.append(float(value))
     return found
+
+
+def _chosen(results: dict, arm: str) -> bool:
+    return results["arms"].get(arm, {}).get("chosen") is not False
 
 
 def verdict(arm: list[float], baseline: list[float]) -> str:
@@ -140,8 +147,10 @@ def table(results_root: Path) -> str:
         results = json.loads(path.read_text()) if path.exists() else {"arms": {}}
         base = values(results, claim.baseline, claim.metric)
         arm = values(results, claim.arm, claim.metric)
+        cells = [f"`{name}`: {spread(found)}" + (
+            "" if _chosen(results, name) else " (its sweep is unfinished)")
+            for name, found in ((claim.baseline, base), (claim.arm, arm))]
         lines.append(
             f"| {claim.text} | {claim.paper} | {claim.protocol} | {METRICS[claim.metric][0]} | "
-            f"`{claim.baseline}`: {spread(base)} | `{claim.arm}`: {spread(arm)} | "
-            f"{verdict(arm, base)} |")
+            f"{cells[0]} | {cells[1]} | {verdict(arm, base)} |")
     return "\n".join(lines) + "\n"

@@ -125,15 +125,17 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(recorded: dict[str, Any], expected: dict[str, Any],
-                       defaults: dict[str, Any]) -> list[str]:
+                       defaults: dict[str, Any], ignore: frozenset[str] = frozenset()
+                       ) -> list[str]:
     """The protocol keys on which a recorded config.json and the config a study would run now
     differ, one "key: recorded X, now Y" each. A key the record lacks was added to the project
     after it was made; new keys keep the old behaviour at their default, so the record agrees
-    when the study runs the default (`defaults`: the base config file's values)."""
+    when the study runs the default (`defaults`: the base config file's values). Keys in
+    `ignore` are not compared either (a value a sweep has not chosen yet)."""
     recorded, expected, defaults = flatten(recorded), flatten(expected), flatten(defaults)
     differences = []
     for key in sorted(set(recorded) | set(expected)):
-        if key in NOT_PROTOCOL_KEYS:
+        if key in NOT_PROTOCOL_KEYS or key in ignore:
             continue
         if key not in recorded:
             if expected[key] != defaults.get(key, expected[key]):
@@ -146,15 +148,17 @@ def config_differences(recorded: dict[str, Any], expected: dict[str, Any],
     return differences
 
 
-def check_same_protocol(workdir: Path, config_args: list[str], what: str) -> None:
+def check_same_protocol(workdir: Path, config_args: list[str], what: str,
+                        ignore: frozenset[str] = frozenset()) -> None:
     """Refuse (UserError) a finished run or record whose config.json differs from the config
-    the study would run now, naming each differing key and the ways forward."""
+    the study would run now (but for the keys in `ignore`), naming each differing key and the
+    ways forward."""
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         raise UserError(f"{what} {workdir} has no {CONFIG_FILE}, so its protocol cannot be "
                         "checked; remove that directory to run it again.")
     differences = config_differences(json.loads(path.read_text()), resolved_config(config_args),
-                                     resolved_config(config_args[:1]))
+                                     resolved_config(config_args[:1]), ignore)
     if differences:
         raise UserError(
             f"{what} {workdir} was made with a different config than this study runs now: "

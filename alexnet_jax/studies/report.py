@@ -16,6 +16,7 @@ import numpy as np
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import (
+    CONFIG_FILE,
     read_completion,
     read_divergence,
     read_records,
@@ -23,7 +24,14 @@ from alexnet_jax.common.run_files import (
     surviving_records,
 )
 from alexnet_jax.studies.records import check_same_protocol
-from alexnet_jax.studies.study import Study, StudyDirs, arm_overrides, as_dirs, config_args
+from alexnet_jax.studies.study import (
+    Study,
+    StudyDirs,
+    arm_overrides,
+    as_dirs,
+    config_args,
+    is_finished,
+)
 
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
 # what a run's first record says of its data: every run of a study must agree on them (data.path
@@ -101,20 +109,23 @@ def collect(study: Study, directory: Path | StudyDirs,
     """results.json's content: per arm its overrides and per seed its run's result (read from
     its record when it has one, else from its workdir). A record made under another protocol
     than the study's with `extra_args` (the `--config.*` arguments) is refused, as when the
-    study runs, and so are runs that disagree on what their data was."""
+    study runs, and so is a run in a workdir, finished or not; so are runs that disagree on
+    what their data was. An arm whose value a sweep has not chosen yet is checked on every
+    other key, and marked `"chosen": false` (the claims table leaves it out)."""
     dirs = as_dirs(directory)
     arms = {}
     for arm in study.arms:
         try:
-            overrides = arm_overrides(study, arm, dirs, final_train_error)
-            chosen = True
-        except Exception:  # noqa: BLE001 - a choice not yet possible: report what is known
+            overrides, chosen = arm_overrides(study, arm, dirs, final_train_error), True
+        except UserError:  # a choice not yet possible (its sweep unfinished): what is known
             overrides, chosen = {**study.overrides, **arm.overrides}, False
+        unchosen = frozenset() if chosen or not arm.choose else frozenset({arm.choose["key"]})
         for seed in arm.seeds:
-            recorded = dirs.recorded(arm, seed)
-            if recorded is not None and chosen:
-                check_same_protocol(recorded, config_args(study, seed, overrides, extra_args),
-                                    "the record")
+            where = dirs.result(arm, seed)
+            if (where / CONFIG_FILE).exists() or is_finished(where, arm):
+                check_same_protocol(where, config_args(study, seed, overrides, extra_args),
+                                    "the record" if dirs.recorded(arm, seed) else "the run",
+                                    unchosen)
         arms[arm.name] = {
             "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
             "sweep": arm.sweep, "choose": arm.choose, "chosen": chosen if arm.choose else None,
