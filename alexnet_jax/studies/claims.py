@@ -53,10 +53,14 @@ METRICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
     "top1": ("val top-1 error %", _final_top1),
     "gap": ("val - train top-1 error, points (train: its centre crops evaluated after the run)",
             _gap),
-    # a run that never reached the target counts with its epochs: a lower bound
-    "epochs_to_target": ("epochs to 25% training error",
-                         lambda run: run.get("epochs_to_target") or run.get("epochs")),
+    # a run that never reached the target counts with its epochs: a lower bound, said in
+    # the table (the report's convention too)
+    "epochs_to_target": ("epochs to 25% training error", report.epochs_to_target),
 }
+# the smallest step a metric can take: epochs to the target are whole epochs, so two seeds that
+# agree exactly still carry a rounding spread (variance resolution^2 / 12, a uniform rounding
+# error's); without it, two arms of identical seeds would give a test of bound 0
+RESOLUTION = {"epochs_to_target": 1.0}
 
 IMAGENETTE128 = "Imagenette, 128 px, 7 epochs"
 CLAIMS = (
@@ -96,13 +100,24 @@ def _chosen(results: dict, arm: str) -> bool:
     return results["arms"].get(arm, {}).get("chosen") is not False
 
 
-def verdict(arm: list[float], baseline: list[float]) -> str:
-    """Whether the arm's values are larger than the baseline's beyond the seed spread."""
+def never_reached(results: dict, arm: str) -> list[float]:
+    """The epochs of the finished runs of `arm` that never reached the study's target."""
+    return [run["epochs"] for run in results["arms"].get(arm, {}).get("runs", {}).values()
+            if report.never_reached(run)] if _chosen(results, arm) else []
+
+
+def verdict(arm: list[float], baseline: list[float], resolution: float = 0.0) -> str:
+    """Whether the arm's values are larger than the baseline's beyond the seed spread (each
+    arm's variance at least that of rounding to `resolution`)."""
     if len(arm) < 2 or len(baseline) < 2:
         return f"no verdict yet ({len(arm)} and {len(baseline)} seeds; 2 each needed)"
     difference = float(np.mean(arm) - np.mean(baseline))
-    a, b = np.var(arm, ddof=1) / len(arm), np.var(baseline, ddof=1) / len(baseline)
+    floor = resolution ** 2 / 12
+    a = max(float(np.var(arm, ddof=1)), floor) / len(arm)
+    b = max(float(np.var(baseline, ddof=1)), floor) / len(baseline)
     error = math.sqrt(a + b)
+    if error == 0:
+        return f"cannot be tested ({difference:+.2f}; no spread in either arm)"
     degrees = ((a + b) ** 2 / (a ** 2 / (len(arm) - 1) + b ** 2 / (len(baseline) - 1))
                if error > 0 else math.inf)
     bound = t_quantile_975(degrees) * error
@@ -147,10 +162,20 @@ def table(results_root: Path) -> str:
         results = json.loads(path.read_text()) if path.exists() else {"arms": {}}
         base = values(results, claim.baseline, claim.metric)
         arm = values(results, claim.arm, claim.metric)
-        cells = [f"`{name}`: {spread(found)}" + (
-            "" if _chosen(results, name) else " (its sweep is unfinished)")
-            for name, found in ((claim.baseline, base), (claim.arm, arm))]
+        cells = [f"`{name}`: {spread(found)}" + _notes(results, name)
+                 for name, found in ((claim.baseline, base), (claim.arm, arm))]
         lines.append(
             f"| {claim.text} | {claim.paper} | {claim.protocol} | {METRICS[claim.metric][0]} | "
-            f"{cells[0]} | {cells[1]} | {verdict(arm, base)} |")
+            f"{cells[0]} | {cells[1]} | "
+            f"{verdict(arm, base, RESOLUTION.get(claim.metric, 0.0))} |")
     return "\n".join(lines) + "\n"
+
+
+def _notes(results: dict, arm: str) -> str:
+    if not _chosen(results, arm):
+        return " (its sweep is unfinished)"
+    bounds = never_reached(results, arm)
+    if not bounds:
+        return ""
+    return (f"; {len(bounds)} never reached it, counted as "
+            + ", ".join(f"{epochs:g}" for epochs in bounds) + " (a lower bound)")

@@ -169,6 +169,21 @@ def _values(arm: dict[str, Any], getter) -> list[float]:
     return values
 
 
+def epochs_to_target(run: dict[str, Any]) -> float | None:
+    """The epochs a run of a study with a training-error target took to reach it; for a run
+    that ended without reaching it, the epochs it trained (a lower bound, marked by
+    `never_reached`: counting it keeps the slowest seeds in the mean, where leaving it out
+    would make its arm look faster). None without a target."""
+    if "epochs_to_target" not in run:
+        return None
+    return run["epochs"] if run["epochs_to_target"] is None else run["epochs_to_target"]
+
+
+def never_reached(run: dict[str, Any]) -> bool:
+    """A finished run that ended without reaching its study's training-error target."""
+    return bool(run["complete"]) and "epochs_to_target" in run and run["epochs_to_target"] is None
+
+
 def _final(view: str, key: str):
     return lambda run: (run["final"].get(view) or {}).get(key)
 
@@ -233,7 +248,8 @@ def markdown(results: dict[str, Any], command: str) -> str:
         heading += [f"epochs to {100 * target:g}% training error", "ratio to baseline"]
     heading.append("paper Δ top-1 / top-5")
     lines += ["| " + " | ".join(heading) + " |", "|" + "---|" * len(heading)]
-    base_epochs = _values(base, lambda run: run.get("epochs_to_target"))
+    base_epochs = _values(base, epochs_to_target)
+    base_censored = any(never_reached(run) for run in base["runs"].values())
     for name, arm in arms.items():
         if arm["sweep"]:
             continue
@@ -259,13 +275,18 @@ def markdown(results: dict[str, Any], command: str) -> str:
             _mean_spread(gap)]
         if target:
             reached = _values(arm, lambda run: run.get("epochs_to_target"))
-            missing = [run for run in runs if run["complete"] and run.get("epochs_to_target") is None]
+            missing = [run for run in runs if never_reached(run)]
             text = "/".join(f"{v:g}" for v in reached) + ("" if not missing else
                                                            " (not reached: " + ", ".join(
                                                                f">{run['epochs']:g}" for run in missing) + ")")
             row.append(text or "-")
-            ratio = (np.mean(reached) / np.mean(base_epochs)) if reached and base_epochs else None
-            row.append(f"{ratio:.2f}" if ratio is not None else "-")
+            counted = _values(arm, epochs_to_target)  # a run not reaching it: its epochs
+            if not counted or not base_epochs:
+                row.append("-")
+            elif base_censored:  # neither a value nor a bound
+                row.append("- (baseline runs did not all reach it)")
+            else:
+                row.append(("≥" if missing else "") + f"{np.mean(counted) / np.mean(base_epochs):.2f}")
         paper = arm.get("paper") or {}
         figures = " / ".join(f"{paper[k]:+g}" for k in ("top1", "top5") if k in paper)
         note = f"({paper['note']})" if paper.get("note") else ""
@@ -322,17 +343,22 @@ def plot(results: dict[str, Any], path: Path) -> None:
     curves.legend(fontsize=8)
     names = list(arms)
     # a training-error target: the epochs each arm needed (Figure 1's claim); else final error
-    getter = (lambda run: run.get("epochs_to_target")) if target else METRICS["top1"][1]
+    getter = epochs_to_target if target else METRICS["top1"][1]
     scale = 1.0 if target else 100.0
     means = [np.mean(_values(arms[n], getter)) if _values(arms[n], getter) else np.nan
              for n in names]
     bars.bar(range(len(names)), [scale * m for m in means], color=[
         colours[i % len(colours)] for i in range(len(names))], alpha=0.6)
     for i, name in enumerate(names):
-        values = _values(arms[name], getter)
-        bars.plot([i] * len(values), [scale * v for v in values], "ko", ms=4)
+        runs = [run for run in arms[name]["runs"].values() if run["complete"]]
+        for bound in (False, True):  # a run that never reached the target: its epochs, ▲
+            values = [getter(run) for run in runs if never_reached(run) == bound]
+            values = [v for v in values if v is not None]
+            bars.plot([i] * len(values), [scale * v for v in values], "k^" if bound else "ko",
+                      ms=4, mfc="none" if bound else "k")
     bars.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    bars.set_ylabel(f"epochs to {100 * target:g}% training error, seeds as dots" if target
+    bars.set_ylabel(f"epochs to {100 * target:g}% training error, seeds as dots (▲: not "
+                    "reached, its epochs)" if target
                     else "final validation top-1 error (%), seeds as dots")
     finite = [m for m in means if not math.isnan(m)]
     if finite and not target:
