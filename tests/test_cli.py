@@ -23,7 +23,7 @@ def run_cli(workdir, *overrides, config="configs/default.py", devices=8, mode="t
 
 
 def tiny_overrides(tree, data_dir, epochs=1):
-    return [f"--config.data.name=folder", f"--config.data.path={tree}",
+    return ["--config.data.name=folder", f"--config.data.path={tree}",
             f"--config.data.data_dir={data_dir}", f"--config.data.crop_size={TINY_CROP}",
             f"--config.data.resize_size={TINY_RESIZE}", "--config.data.prepared=none",
             f"--config.model.conv_widths={TINY_CONV}", f"--config.model.fc_widths={TINY_FC}",

@@ -320,6 +320,8 @@ def test_a_run_of_some_arms_runs_only_those_and_the_sweep_they_choose_from(tmp_p
     assert pairs(arms=["lr0.2"]) == [("lr0.2", 0), ("lr0.2", 1)]
     with pytest.raises(UserError, match="no arm 'bsae'; its arms are lr0.1, lr0.2, base"):
         study_lib.run_order(study, arms=["base", "bsae"])
+    with pytest.raises(UserError, match="no arm named to run"):  # --arms=, or --arms=
+        study_lib.run_order(study, arms=[])
 
 
 def finish_sweep(study, directory: Path) -> None:
@@ -616,6 +618,43 @@ def test_a_stop_signal_while_a_finished_run_is_evaluated_stops_the_study(tmp_pat
     assert code == 1 and len(launched) == 1 and "--mode=eval" in launched[0]
     assert "base seed 0: stopped by SIGTERM" in capsys.readouterr().out
     assert (record / "base" / "seed0" / "run_complete.json").exists()  # still its record
+
+
+def test_a_record_replaced_by_a_process_that_dies_midway_is_put_back(tmp_path):
+    """Replacing a record moves the old one aside first: a death before the new one is in
+    place must not lose it (the study would train the run again)."""
+    study = study_lib.load_study(write_study(tmp_path / "order.py", SEEDS_STUDY))
+    directory, record = tmp_path / "dir", tmp_path / "rec"
+    record_runs(study, directory, record, {("base", 0): 0.3})
+    dirs = study_lib.StudyDirs(None, record)
+    base = study.arm("base")
+    assert dirs.recorded(base, 0) == record / "base" / "seed0"
+    real_rename, renames = Path.rename, []
+
+    def first_real(self, target):  # the old record moved aside, then the process dies
+        renames.append(target)
+        if len(renames) == 1:
+            return real_rename(self, target)
+        raise OSError("killed")
+
+    with mock.patch.object(Path, "rename", first_real):
+        with pytest.raises(OSError, match="killed"):
+            study_records.save_record(directory / "base" / "seed0", record / "base" / "seed0")
+    assert not (record / "base" / "seed0").exists()  # mid-replacement
+    assert dirs.recorded(base, 0) == record / "base" / "seed0"  # put back
+    assert not (record / "base" / "seed0.replaced").exists()
+    study_records.save_record(directory / "base" / "seed0", record / "base" / "seed0")
+    assert sorted(p.name for p in (record / "base").iterdir()) == ["seed0"]
+
+
+def test_a_training_images_evaluation_of_an_earlier_checkpoint_is_not_the_runs_fit(tmp_path):
+    workdir = tmp_path / "run"
+    write_run(workdir, [0.6, 0.4], 0.3, train_evaluation=0.25)  # at the final step, 20
+    assert study_report.run_result(workdir)["final_train_eval_error"] == 0.25
+    lines = (workdir / "eval_results.jsonl").read_text().splitlines()
+    earlier = {**json.loads(lines[0]), "step": 10, "top1_error": 0.5}
+    (workdir / "eval_results.jsonl").write_text(json.dumps(earlier) + "\n")
+    assert study_report.run_result(workdir)["final_train_eval_error"] is None
 
 
 def test_a_record_names_data_beside_the_checkout_by_its_relative_path(tmp_path):

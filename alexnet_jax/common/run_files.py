@@ -4,6 +4,7 @@ so reports and study runners can read workdirs cheaply)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,17 @@ def read_divergence(workdir: Path) -> dict[str, Any] | None:
 
 def read_train_evaluation(workdir: Path) -> dict[str, Any] | None:
     """The last evaluation of the training images (`--mode=eval --split=train`: centre crops,
-    no augmentation or dropout) in a workdir's eval_results.jsonl, if one was made."""
+    no augmentation or dropout) in a workdir's eval_results.jsonl, if one was made; of a
+    finished run, only one of its final step (an evaluation of an earlier checkpoint is not
+    the fit the run ended with)."""
     path = Path(workdir) / EVAL_RESULTS_FILE
     if not path.exists():
         return None
     found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     found = [r for r in found if r.get("split") == "train" and r.get("crops") == 1]
+    completion = read_completion(workdir)
+    if completion is not None:
+        found = [r for r in found if r.get("step") == completion["step"]]
     return found[-1] if found else None
 
 
@@ -63,3 +69,12 @@ def read_completion(workdir: Path) -> dict[str, Any] | None:
     """The outcome of a finished run (its last step and final evaluation), if it finished."""
     path = Path(workdir) / COMPLETION_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: beside it, then renamed into place, so a reader (or a
+    run killed mid-write) never leaves it cut short."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)

@@ -49,8 +49,11 @@ def record_dir(record_root: Path, arm: str, seed: int) -> Path:
 
 def save_record(workdir: Path, destination: Path) -> None:
     """Copy a finished run's small files to `destination`, all or nothing: they are written
-    beside it and renamed into place, so an interrupted copy is never taken for a record."""
+    beside it and renamed into place, so an interrupted copy is never taken for a record; a
+    record being replaced is moved aside first, and put back by `recover_record` should the
+    process die before the new one is in place."""
     destination = Path(destination)
+    recover_record(destination)
     partial = destination.with_name(destination.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -61,9 +64,27 @@ def save_record(workdir: Path, destination: Path) -> None:
                 _data_path_from_repository(partial / name)
             _sync(partial / name)
     _sync(partial)
-    shutil.rmtree(destination, ignore_errors=True)
+    replaced = _replaced(destination)
+    if destination.exists():
+        destination.rename(replaced)
     partial.rename(destination)
-    _sync(destination.parent)  # the rename itself survives a power loss too
+    _sync(destination.parent)  # the renames themselves survive a power loss too
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def recover_record(destination: Path) -> None:
+    """Put back a record that `save_record` moved aside to replace it, if it died before the
+    new one was in place (else drop the aside copy)."""
+    destination, replaced = Path(destination), _replaced(destination)
+    if replaced.exists():
+        if destination.exists():
+            shutil.rmtree(replaced)
+        else:
+            replaced.rename(destination)
+
+
+def _replaced(destination: Path) -> Path:
+    return destination.with_name(destination.name + ".replaced")
 
 
 def _data_path_from_repository(config_file: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from alexnet_jax.common.run_files import (
     read_records,
     read_train_evaluation,
     surviving_records,
+    write_atomically,
 )
 from alexnet_jax.studies.records import check_same_protocol
 from alexnet_jax.studies.study import (
@@ -382,14 +382,8 @@ def write_report(study: Study, directory: Path | StudyDirs, command: str,
     results = collect(study, dirs, extra_args)
     directory = dirs.report
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / RESULTS_JSON, json.dumps(results, indent=1))
-    _write_atomically(directory / RESULTS_MD, markdown(results, command))
+    write_atomically(directory / RESULTS_JSON, json.dumps(results, indent=1))
+    write_atomically(directory / RESULTS_MD, markdown(results, command))
     plot(results, directory / RESULTS_PNG)
     return results
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (claims_table.py, a commit) never finds the file cut short."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -158,6 +158,7 @@ class StudyDirs:
         if self.record is None:
             return None
         path = study_records.record_dir(self.record, arm.name, seed)
+        study_records.recover_record(path)
         return path if is_finished(path, arm) else None
 
     def result(self, arm: Arm, seed: int) -> Path:
@@ -192,6 +193,8 @@ def run_order(study: Study, rounds: int | None = None,
     runs their values are chosen from). UserError for a name the study does not have."""
     names = [arm.name for arm in study.arms]
     unknown = [name for name in arms or () if name not in names]
+    if arms is not None and not arms:
+        raise UserError(f"no arm named to run; study {study.name!r} has {', '.join(names)}.")
     if unknown:
         raise UserError(f"study {study.name!r} has no arm {', '.join(map(repr, unknown))}; "
                         f"its arms are {', '.join(names)}.")

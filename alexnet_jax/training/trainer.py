@@ -10,7 +10,7 @@ from typing import Any
 from absl import logging
 
 from alexnet_jax.common.progress import progress_bar
-from alexnet_jax.common.run_files import COMPLETION_FILE, read_completion
+from alexnet_jax.common.run_files import COMPLETION_FILE, read_completion, write_atomically
 from alexnet_jax.data import feeding
 from alexnet_jax.training.epoch_end import EpochEnd
 from alexnet_jax.training.evaluation import Evaluations
@@ -99,5 +99,5 @@ class Trainer:
                    "stopped_by_schedule": run.schedule.state.finished,
                    "train_error_target_reached": run.progress.get("target_reached")}
         if run.is_chief:
-            (run.workdir / COMPLETION_FILE).write_text(json.dumps(outcome, indent=1))
+            write_atomically(run.workdir / COMPLETION_FILE, json.dumps(outcome, indent=1))
         return outcome
