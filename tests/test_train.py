@@ -368,6 +368,11 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     [changed] = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
     assert changed["changes"] == ["optimizer.learning_rate: 0.01 -> 0.001",
                                   "optimizer.momentum: 0.9 -> 0.5"]
+    [course] = [r for r in records if r.get("event") == "config_changed_on_resume"]
+    assert {**course, "time": 0} == {"step": 5, "event": "config_changed_on_resume", "time": 0,
+                                     "changes": {
+        "optimizer.learning_rate": [0.01, 0.001], "optimizer.momentum": [0.9, 0.5],
+        "train.num_epochs": [1, 2]}}
     from alexnet_jax.model import build  # noqa: PLC0415
     from alexnet_jax.training import checkpointing  # noqa: PLC0415
     from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
@@ -380,6 +385,47 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     assert float(state.hyperparams["momentum"]) == pytest.approx(0.5)
     assert progress["schedule"]["learning_rate"] == pytest.approx(0.001)
     assert progress["optimizer"]["momentum"] == 0.5
+
+
+def test_a_resume_that_would_change_the_experiment_is_refused_and_writes_nothing(
+        config, tmp_path):
+    """Another batch size would misplace the epochs (step 5 of batch 8 read as batch 16's);
+    another seed or augmentation would leave a config.json describing neither half."""
+    with config.unlocked():
+        config.train.num_steps = 3                 # mid-epoch (5 steps an epoch at batch 8)
+        config.train.final_eval_views = ()
+    train.train_and_evaluate(config, tmp_path)
+    before = file_versions(tmp_path)
+    with config.unlocked():
+        config.train.num_steps = 10
+        config.train.batch_size, config.train.eval_batch_size = 16, 16
+        config.seed = 7
+        config.data.random_flip = False
+        config.train.log_every_steps = 1           # cadence: may change
+    with pytest.raises(UserError, match=(
+            r"cannot change within a run: data.random_flip: was True, now False; seed: was 0, "
+            r"now 7; train.batch_size: was 8, now 16\. Resume it with the values in "
+            r".*config.json, or train the new config in a new --workdir")):
+        train.train_and_evaluate(config, tmp_path)
+    assert file_versions(tmp_path) == before
+
+
+def test_an_extended_run_is_not_complete_until_it_finishes_again(config, tmp_path):
+    from alexnet_jax.common.run_files import read_completion  # noqa: PLC0415
+
+    with config.unlocked():
+        config.train.num_epochs = 1
+        config.train.final_eval_views = ()
+    train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path)["step"] == 5
+    with config.unlocked():
+        config.train.num_epochs = 2
+    with mock.patch.object(train.Trainer, "train", side_effect=RuntimeError("killed")):
+        with pytest.raises(RuntimeError, match="killed"):
+            train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path) is None      # a study must not take it for finished
+    train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path)["step"] == 10
 
 
 def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):

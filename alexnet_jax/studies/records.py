@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.nested import flatten
 from alexnet_jax.common.run_files import (
     COMPLETION_FILE,
     CONFIG_FILE,
@@ -132,17 +133,6 @@ def resolved_config(config_args: list[str]) -> dict[str, Any]:
 
 def _in_repo(path: str) -> str:
     return str(path if Path(path).is_absolute() else REPO / path)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def config_differences(recorded: dict[str, Any], expected: dict[str, Any],

@@ -19,13 +19,13 @@ from jax.sharding import Mesh
 
 from alexnet_jax.common import disk, sharding
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import EVAL_RESULTS_FILE
+from alexnet_jax.common.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, write_atomically
 from alexnet_jax.data import catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
 from alexnet_jax.model import build
 from alexnet_jax.model.sharded_network import count_params
 from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
-                                  optim, optimizer_resume, workdir_lock)
+                                  optim, optimizer_resume, resume_check, workdir_lock)
 from alexnet_jax.training.metrics_writer import MetricsWriter
 from alexnet_jax.training.schedule import Schedule
 from alexnet_jax.training.state import build_train_state
@@ -52,6 +52,8 @@ class Run:
     progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
     lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
     resumed_with_changes: list[str] = dataclasses.field(default_factory=list)  # optimizer.*
+    # other config keys changed on resume ({key: [was, now]}; resume_check)
+    config_changes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def step(self) -> int:
@@ -114,6 +116,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                         "without --mode=eval).")
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
+    config_changes = {} if for_evaluation else changes_on_resume(config, workdir)
     source, prep = open_data(config, for_evaluation)
     graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
@@ -144,7 +147,18 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress, lock, changes)
+               checkpointer, writer, count_params(params), progress, lock, changes,
+               config_changes if restored is not None else {})
+
+
+def changes_on_resume(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, list]:
+    """The config changes to record when training resumes in `workdir` (none for a new run);
+    a UserError for a change no run can make midway (resume_check)."""
+    previous = workdir / CONFIG_FILE
+    if not has_checkpoints(workdir) or not previous.exists():
+        return {}
+    return resume_check.resume_changes(json.loads(previous.read_text()),
+                                       json.loads(config.to_json_best_effort()), str(previous))
 
 
 def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
@@ -204,7 +218,7 @@ def lock_workdir(workdir: Path) -> WorkdirLock | None:
 def write_run_facts(run: Run) -> None:
     """config.json and the first metrics.jsonl line of this run."""
     if run.is_chief:
-        (run.workdir / "config.json").write_text(run.config.to_json_best_effort(indent=2))
+        write_atomically(run.workdir / CONFIG_FILE, run.config.to_json_best_effort(indent=2))
     run.writer.write_record({
         "event": "run_start", "num_params": run.num_params, "num_devices": jax.device_count(),
         "mesh": sharding.describe(run.mesh), "process_count": jax.process_count(),

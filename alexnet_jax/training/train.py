@@ -10,6 +10,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from alexnet_jax.common.run_files import COMPLETION_FILE
 from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: F401 - --mode=eval
 from alexnet_jax.training.preemption import StopRequest
 from alexnet_jax.training.run import setup_run, write_run_facts
@@ -32,7 +33,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 return complete
             if run.lock:
                 run.lock.record_holder()
+            if run.is_chief:  # an extended run is not complete until it finishes again
+                (run.workdir / COMPLETION_FILE).unlink(missing_ok=True)
             write_run_facts(run)
+            if run.config_changes:
+                logging.info("resumed with config changes: %s", run.config_changes)
+                run.writer.write_record({"step": run.step, "event": "config_changed_on_resume",
+                                         "changes": run.config_changes})
             if run.resumed_with_changes:
                 run.writer.write_record({"step": run.step, "event": "optimizer_changed_on_resume",
                                          "changes": run.resumed_with_changes,
