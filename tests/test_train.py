@@ -348,6 +348,29 @@ def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, t
     assert kept_steps(tmp_path / "stopped") == kept_steps(tmp_path / "whole")
 
 
+def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config, tmp_path):
+    """The resumed epoch end writes its step's checkpoint again; were the old one deleted
+    first, a kill before the new one is on disk would leave no checkpoint at that step (with
+    keep_checkpoints=1, none at all: the run would start over)."""
+    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+
+    with config.unlocked():
+        config.train.num_epochs = 2               # 5 steps per epoch
+        config.train.final_eval_views = ()
+        config.train.keep_checkpoints = 1
+    with signal_before_step(4):                   # stopped at epoch 1's last step: owed work
+        train.train_and_evaluate(config, tmp_path)
+    assert kept_steps(tmp_path) == [5]
+    with mock.patch.object(checkpointing.ocp.CheckpointManager, "save",
+                           side_effect=RuntimeError("killed while saving")):
+        with pytest.raises(RuntimeError, match="killed while saving"):
+            train.train_and_evaluate(config, tmp_path)
+    train.train_and_evaluate(config, tmp_path)    # resumes at step 5, not from scratch
+    starts = [r["start_step"] for r in read_records(tmp_path) if r.get("event") == "run_start"]
+    assert starts == [0, 5, 5] and kept_steps(tmp_path) == [10]
+    assert not (tmp_path / checkpointing.REPLACING_DIR).exists()
+
+
 def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp_path):
     from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
 

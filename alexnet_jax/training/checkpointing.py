@@ -31,6 +31,9 @@ from alexnet_jax.common.disk import directory_bytes, format_bytes, free_bytes
 from alexnet_jax.common.errors import UserError
 
 UNREADABLE_DIR = "checkpoints_unreadable"
+# a checkpoint being written again at its step (an epoch's end work done after a resume) waits
+# here until its replacement is on disk; a run killed in between finds it and puts it back
+REPLACING_DIR = "checkpoint_being_replaced"
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
@@ -38,11 +41,20 @@ class Checkpointer:
     """Saves when asked; keeps the last `keep` checkpoints and the one with the lowest
     validation top-1 error (among checkpoints saved with `top1_error`; ties: the later)."""
 
-    def __init__(self, directory: Path, keep: int, asynchronous: bool = True):
+    def __init__(self, directory: Path, keep: int, asynchronous: bool = True,
+                 owner: bool = False):
+        """`owner`: the training run holding the workdir's lock, which alone may put back a
+        checkpoint its killed predecessor was replacing (a reader, such as `--mode=eval` beside
+        a training run, must not move what that run is writing)."""
         self.directory = Path(directory).absolute()
         self._keep = keep
         self._asynchronous = asynchronous
         self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)
+        self._aside = self.directory.parent / REPLACING_DIR
+        self._replacing: int | None = None  # the step set aside, until its replacement is
+        self._replaced_saved = False          # saved (started) and then waited for
+        if owner:
+            _recover_replaced(self.directory, self._aside)
         self._manager = open_manager(self.directory, self._keep, self._asynchronous)
         self._last_saved = self._manager.latest_step()
         self._failed = False
@@ -59,12 +71,18 @@ class Checkpointer:
 
         `top1_error` (validation) makes the checkpoint a candidate for "best". `replace`: a
         checkpoint already at `step` (same parameters, older progress record: an epoch's end
-        work done after a resume) is deleted first, then written again."""
+        work done after a resume) is moved aside, written again, and deleted once the new one
+        is on disk (a run killed in between gets the old one back)."""
         if step == self._last_saved and not replace:
             return False
         if replace and step in self.all_steps():
             self.wait()
-            self._manager.delete(step)
+            if jax.process_index() == 0:
+                self._aside.mkdir(parents=True, exist_ok=True)
+                (self.directory / str(step)).rename(self._aside / str(step))
+            _all_processes_here("checkpoint_set_aside")
+            self.reopen()  # the manager forgets the step it no longer has
+            self._replacing = step
         if self._last_saved is None:
             warn_if_short_of_space(self.directory, self.bytes_needed)
         metrics = None if top1_error is None else {"top1_error": float(top1_error)}
@@ -73,6 +91,7 @@ class Checkpointer:
             progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True))
         if saved:
             self._last_saved = step
+            self._replaced_saved = self._replaced_saved or self._replacing == step
         return saved
 
     def restore_progress(self, step: int) -> dict[str, Any]:
@@ -112,6 +131,15 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until asynchronous saves are on disk."""
         self._guard(self._manager.wait_until_finished)
+        self._drop_replaced()
+
+    def _drop_replaced(self) -> None:
+        """Delete the checkpoint set aside for a replacement that is now on disk (called after
+        waiting for every save started)."""
+        if self._replacing is not None and self._replaced_saved:
+            if jax.process_index() == 0:
+                shutil.rmtree(self._aside, ignore_errors=True)
+            self._replacing, self._replaced_saved = None, False
 
     def close(self) -> None:
         if self._failed:  # after a failed save, only release what is held
@@ -121,7 +149,30 @@ class Checkpointer:
                 pass
             return
         self._guard(self._manager.wait_until_finished)
+        self._drop_replaced()
         self._manager.close()
+
+
+def _recover_replaced(directory: Path, aside: Path) -> None:
+    """At a run's start: a checkpoint set aside for a replacement that never reached the disk
+    goes back to its place (one whose replacement is there is deleted)."""
+    if jax.process_index() == 0 and aside.is_dir():
+        for old in aside.iterdir():
+            if (directory / old.name).exists():
+                shutil.rmtree(old)
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
+                logging.warning("checkpoint %s was being replaced when its run stopped; it is "
+                                "put back", old.name)
+                old.rename(directory / old.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    _all_processes_here("checkpoint_recovered")
+
+
+def _all_processes_here(name: str) -> None:
+    """A barrier across processes (process 0 moved files the others' managers will read)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def open_manager(directory: Path, keep: int, asynchronous: bool) -> ocp.CheckpointManager:

@@ -122,7 +122,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     create_workdir(workdir)
     lock = None if for_evaluation else lock_workdir(workdir)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints",
-                                              config.train.keep_checkpoints)
+                                              config.train.keep_checkpoints,
+                                              owner=not for_evaluation)
     checkpointer.bytes_needed = checkpointing.tree_bytes(params, opt_state)
     o = config.optimizer
     schedule = Schedule(config.schedule, optim.initial_learning_rate(
