@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -201,3 +202,28 @@ def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(image
     run_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
     assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == \
         [0, stopped_at[0]]
+
+
+def test_a_stop_during_an_epochs_last_step_on_one_process_defers_the_epoch_end_on_all(
+        image_tree, tmp_path):
+    """A SIGTERM reaching process 1 while the epoch's last step computes (that step's stop vote
+    already cast without it): the processes must agree on it before the epoch's evaluation,
+    which could outlast a preemption's grace period, and save the epoch with its end pending,
+    as one process does; the resumed run then does the owed work first."""
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    extra = ("--config.train.num_epochs=2", "--config.train.num_steps=-1",
+             "--config.train.checkpoint_every_steps=1000")
+    hook = dict(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "hooks"),
+                                            os.environ.get("PYTHONPATH", "")]),
+                ALEXNET_TEST_SIGTERM_BEFORE_STEP="4", ALEXNET_TEST_SIGTERM_PROCESS="1")
+    with mock.patch.dict(os.environ, hook):
+        processes = start_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
+        errors = [process.communicate(timeout=600)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors[1][-3000:]
+    assert "SIGTERM received: saved a checkpoint at step 5;" in errors[1]
+    assert "another process of this run: saved a checkpoint at step 5;" in errors[0]
+    assert not [r for r in records(workdir) if r.get("split") == "val"]  # the end is owed
+    run_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
+    assert [(r["step"], r["split"]) for r in records(workdir)
+            if r.get("split") in ("val", "train_epoch")] == [
+        (5, "train_epoch"), (5, "val"), (10, "train_epoch"), (10, "val")]

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax.data import catalog, device_augment, feeding
-from alexnet_jax.training import steps
+from alexnet_jax.training import checkpointing, steps
 from alexnet_jax.training.epoch_metrics import EpochMeans
 from alexnet_jax.training.preemption import StopRequest
 from alexnet_jax.training.profiling import StepProfiler
@@ -50,6 +50,15 @@ class StepRunner:
         if jax.process_count() == 1:
             return bool(self.stop)
         return self.stop_agreed
+
+    def agree_now(self) -> bool:
+        """`stopping()`, with a stop that reached any process during the steps whose votes
+        are already cast agreed now, by a collective of every process's flag: called by all
+        processes at the same step before work that could outlast a preemption's grace
+        period (an epoch's end, the final evaluation). One process: its own signal."""
+        if jax.process_count() > 1 and not self.stop_agreed:
+            self.stop_agreed = not checkpointing.all_processes_ok(not self.stop)
+        return self.stopping()
 
     def run_epoch(self, epoch: int, start_batch: int, step: int, last_step: int,
                   save: Callable[[int], None]) -> int:

@@ -59,7 +59,7 @@ class Trainer:
                                             self.saver.save)
                 self.steps.flush(self.total_steps)
                 if step % self.steps_per_epoch == 0:
-                    if self.steps.stopping():
+                    if self.steps.agree_now():
                         # the evaluation may outlast a preemption's grace period: it is saved
                         # as pending and done first when the run resumes
                         self.saver.save(step, epoch_end_pending=True)
@@ -68,7 +68,7 @@ class Trainer:
         finally:
             self.steps.profiler.stop()  # a run that ends inside the profiled steps
             self.log.bar.close()
-        if self.steps.stopping():
+        if self.steps.agree_now():  # not into the final evaluation with a stop pending
             return self._stopped(step)
         return self._finish(step)
 
