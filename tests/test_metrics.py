@@ -41,3 +41,40 @@ def test_run_summary_lists_each_surviving_evaluation_and_the_schedule(tmp_path):
     assert table[3] == "| | 2 | schedule_reduced: now 0.001 | | | |"
     assert table[4] == "| 2 | 4 | 0.001 | 0.4000 | 0.1000 | 1 |"
     assert table[-1].startswith("best centre-crop top-1 error 0.4000")
+
+
+def test_an_evaluation_redone_at_the_resumed_step_is_kept_once():
+    """Killed during the final 10-view evaluation, after the centre crop's was logged: the
+    resumed run (from the final step's checkpoint) logs the centre crop again."""
+    run = [{"event": "run_start", "start_step": 0},
+           {"step": 5, "split": "train_epoch", "top1_error": 0.6},
+           {"step": 5, "split": "val", "crops": 1, "top1_error": 0.5},
+           {"step": 5, "event": "schedule_reduced", "learning_rate": 0.001}]
+    again = [{"event": "run_start", "start_step": 5},
+             {"step": 5, "event": "config_changed_on_resume", "changes": {}},
+             {"step": 5, "split": "val", "crops": 1, "top1_error": 0.5},
+             {"step": 5, "split": "val", "crops": 10, "top1_error": 0.4},
+             {"step": 5, "event": "config_changed_on_resume", "changes": {"x": [1, 2]}}]
+    kept = surviving_records(run + again)
+    assert [(r["split"], r["crops"]) for r in kept if r.get("split") == "val"] == [
+        ("val", 1), ("val", 10)]
+    assert [r["split"] for r in kept if r.get("split") == "train_epoch"] == ["train_epoch"]
+    assert len([r for r in kept if r.get("event") == "schedule_reduced"]) == 1
+    assert len([r for r in kept if r.get("event") == "config_changed_on_resume"]) == 2
+
+
+def test_a_cut_off_last_line_is_not_read_and_the_writer_drops_it(tmp_path):
+    import json
+
+    import pytest
+
+    from alexnet_jax.training.metrics_writer import MetricsWriter, read_records
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 1, "split": "train"}) + "\n" + '{"step": 2, "spl')
+    assert read_records(tmp_path) == [{"step": 1, "split": "train"}]
+    MetricsWriter(tmp_path).write_record({"event": "run_start", "start_step": 1})
+    assert [r.get("event") for r in read_records(tmp_path)] == [None, "run_start"]
+    path.write_text('{"step": 2, "spl\n' + json.dumps({"step": 3}) + "\n")  # not at the end
+    with pytest.raises(json.JSONDecodeError):
+        read_records(tmp_path)

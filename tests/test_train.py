@@ -371,6 +371,30 @@ def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config,
     assert not (tmp_path / checkpointing.REPLACING_DIR).exists()
 
 
+def test_a_run_killed_in_its_final_evaluation_does_only_what_is_left(config, tmp_path):
+    """Killed during the final multi-view evaluation (out of memory, say): the same command
+    evaluates only the views not yet logged, each logged once."""
+    with config.unlocked():
+        config.train.num_epochs = 1               # 5 steps
+        config.train.final_eval_views = (1, 10)
+    real, views = evaluation.evaluate, []
+
+    def dies_at_ten_views(*args):
+        views.append(args[-1])
+        if args[-1] == 10 and len(views) < 3:
+            raise MemoryError("killed")
+        return real(*args)
+
+    with mock.patch.object(evaluation, "evaluate", dies_at_ten_views):
+        with pytest.raises(MemoryError):
+            train.train_and_evaluate(config, tmp_path)
+        outcome = train.train_and_evaluate(config, tmp_path)
+    assert views == [1, 10, 10]  # the epoch's centre crop (also the final one), then 10 twice
+    assert [e["crops"] for e in outcome["eval"]] == [1, 10]
+    logged = [(r["step"], r["crops"]) for r in read_records(tmp_path) if r.get("split") == "val"]
+    assert logged == [(5, 1), (5, 10)]
+
+
 def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp_path):
     from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
 

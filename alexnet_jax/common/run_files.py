@@ -17,24 +17,54 @@ EVAL_RESULTS_FILE = "eval_results.jsonl"
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:
-    """Every record of a workdir's metrics.jsonl (for tests, plots and reports)."""
+    """Every record of a workdir's metrics.jsonl (for tests, plots and reports). A last line
+    that does not parse and has no newline is a record still being written, or cut off by a
+    kill or a full disk: it is not read (the run's writer drops it when it next writes)."""
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines(keepends=True)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith("\n"):
+                break
+            raise
+    return records
 
 
 def surviving_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of the run's one history: a run that was killed after its last checkpoint
     logged steps that the resumed run (its `run_start` names the step it resumed from) then
-    trained again; those superseded records are dropped."""
+    trained again; those superseded records are dropped. So is an evaluation, epoch line or
+    epoch-end event at the resumed step that the resumed run made again (its predecessor was
+    killed after logging it, before its checkpoint recorded it): the later one is kept."""
     kept: list[dict[str, Any]] = []
     for record in records:
         if record.get("event") == "run_start":
             resumed_from = record.get("start_step", 0)
             kept = [r for r in kept if "step" not in r or r["step"] <= resumed_from]
+        elif (identity := _redone_identity(record)) is not None:
+            kept = [r for r in kept if _redone_identity(r) != identity]
         kept.append(record)
     return kept
+
+
+def _redone_identity(record: dict[str, Any]) -> tuple | None:
+    """What makes a record the same work done again at its step (None: a record that may
+    repeat, such as a config change at each of two resumes)."""
+    if "step" not in record:
+        return None
+    if "split" in record:
+        return record["step"], record["split"], record.get("crops")
+    event = str(record.get("event", ""))
+    if event.startswith("schedule_") or event == "train_error_target_reached":
+        return record["step"], event
+    return None
 
 
 def read_divergence(workdir: Path) -> dict[str, Any] | None:

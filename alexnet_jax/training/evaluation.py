@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
+from alexnet_jax.common.run_files import read_records, surviving_records
 from alexnet_jax.common.sharding import DATA_AXIS
 from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
@@ -68,10 +69,18 @@ def images_per_step(global_batch: int, views: int, data_axis: int) -> int:
 class Evaluations:
     """A run's evaluations, each made once: (step, views) -> its logged record."""
 
-    def __init__(self, run, steps_per_epoch: int):
+    def __init__(self, run, steps_per_epoch: int, reuse_logged: bool = False):
+        """`reuse_logged`: evaluations of the resumed step already in metrics.jsonl (made by a
+        run killed before it could checkpoint them, e.g. during the final 10-view evaluation)
+        count as made: the same parameters, not evaluated and logged twice."""
         self.run, self.steps_per_epoch = run, steps_per_epoch
         self.eval_step = steps.make_eval_step(run.graphdef)
-        self._done: dict[tuple[int, int], dict[str, Any]] = {}
+        self._done: dict[tuple[int, int, str], dict[str, Any]] = {}
+        if reuse_logged:
+            for record in surviving_records(read_records(run.workdir)):
+                if record.get("step") == run.step and record.get("split") in ("val", "train") \
+                        and "crops" in record:
+                    self._done[run.step, record["crops"], record["split"]] = record
 
     def get(self, step: int, views: int, split: str = "val") -> dict[str, Any]:
         run = self.run

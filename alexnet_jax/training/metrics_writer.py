@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from alexnet_jax.common.run_files import METRICS_FILE, read_records, surviving_records  # noqa: F401
 
@@ -36,6 +38,28 @@ def _png(image_HxWx3: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _drop_cut_off_line(path: Path) -> None:
+    """A last line without its newline (a kill or a full disk cut it off) would have the
+    next record glued to it, and the file would no longer parse: it is cut away."""
+    if not path.exists():
+        return
+    with path.open("rb+") as f:
+        size = f.seek(0, io.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        logging.warning("%s ended in a cut-off record (%d bytes); it is dropped", path,
+                        size - keep)
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class MetricsWriter:
     """Appends JSONL records and TensorBoard scalars/images under the workdir."""
 
@@ -46,6 +70,8 @@ class MetricsWriter:
         self._jsonl_path = self._workdir / jsonl_name
         self._tensorboard = tensorboard
         self._events = None  # the TensorBoard file is created by the first scalar or image
+        if enabled:
+            _drop_cut_off_line(self._jsonl_path)
 
     def _write_values(self, step: int, values: list) -> None:
         if not self._tensorboard:

@@ -33,7 +33,7 @@ class Trainer:
         self.saver = Saver(run, self.log, self.steps_per_epoch)
         self.steps = StepRunner(run, stop, self.log, self.steps_per_epoch, self.saver.diverged)
         self.saver.epoch_means = self.steps.epoch_means
-        self.evaluations = Evaluations(run, self.steps_per_epoch)
+        self.evaluations = Evaluations(run, self.steps_per_epoch, reuse_logged=True)
         self.end_of_epoch = EpochEnd(run, self.log, self.evaluations, self.saver,
                                      self.steps.epoch_means, self.steps_per_epoch)
 
