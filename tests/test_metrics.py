@@ -78,3 +78,24 @@ def test_a_cut_off_last_line_is_not_read_and_the_writer_drops_it(tmp_path):
     path.write_text('{"step": 2, "spl\n' + json.dumps({"step": 3}) + "\n")  # not at the end
     with pytest.raises(json.JSONDecodeError):
         read_records(tmp_path)
+
+
+def test_a_full_disk_while_logging_is_a_message_not_a_traceback(tmp_path):
+    import errno
+    from pathlib import Path
+    from unittest import mock
+
+    import pytest
+
+    from alexnet_jax.common.errors import UserError
+    from alexnet_jax.training.metrics_writer import MetricsWriter
+
+    writer = MetricsWriter(tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with mock.patch.object(Path, "open", side_effect=full):
+        with pytest.raises(UserError, match="no space left on the device holding .*metrics"
+                           r".jsonl.*run the same command again to resume"):
+            writer.write_record({"step": 1})
+    with mock.patch.object(Path, "open", side_effect=OSError(errno.EACCES, "denied")):
+        with pytest.raises(PermissionError):
+            writer.write_record({"step": 1})

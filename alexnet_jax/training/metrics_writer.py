@@ -7,6 +7,7 @@ writer that drops everything.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import METRICS_FILE, read_records, surviving_records  # noqa: F401
 
 
@@ -90,8 +92,16 @@ class MetricsWriter:
             return
         record = {**record, "time": record.get("time", time.time())}  # wall clock, for reports
         line = json.dumps({key: _plain(value) for key, value in record.items()})
-        with self._jsonl_path.open("a") as f:
-            f.write(line + "\n")
+        try:
+            with self._jsonl_path.open("a") as f:
+                f.write(line + "\n")
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise UserError(
+                f"no space left on the device holding {self._jsonl_path}: a metrics record "
+                "could not be written. Free space on that device, then run the same command "
+                "again to resume from the last checkpoint (a cut-off record is dropped).") from None
 
     def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         """TensorBoard scalars at `step`, named prefix + key (the scalars plugin's format)."""
