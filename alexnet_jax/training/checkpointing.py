@@ -16,6 +16,7 @@ message (UserError) naming the space needed and the newest complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
 from pathlib import Path
@@ -29,11 +30,9 @@ from jax.experimental import multihost_utils
 
 from alexnet_jax.common.disk import directory_bytes, format_bytes, free_bytes
 from alexnet_jax.common.errors import UserError
+from alexnet_jax.training.checkpoint_aside import REPLACING_DIR, SetAside  # noqa: F401
 
 UNREADABLE_DIR = "checkpoints_unreadable"
-# a checkpoint being written again at its step (an epoch's end work done after a resume) waits
-# here until its replacement is on disk; a run killed in between finds it and puts it back
-REPLACING_DIR = "checkpoint_being_replaced"
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
@@ -43,18 +42,11 @@ class Checkpointer:
 
     def __init__(self, directory: Path, keep: int, asynchronous: bool = True,
                  owner: bool = False):
-        """`owner`: the training run holding the workdir's lock, which alone may put back a
-        checkpoint its killed predecessor was replacing (a reader, such as `--mode=eval` beside
-        a training run, must not move what that run is writing)."""
+        """`owner`: the training run that holds the workdir (checkpoint_aside.SetAside)."""
         self.directory = Path(directory).absolute()
-        self._keep = keep
-        self._asynchronous = asynchronous
+        self._keep, self._asynchronous = keep, asynchronous
         self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)
-        self._aside = self.directory.parent / REPLACING_DIR
-        self._replacing: int | None = None  # the step set aside, until its replacement is
-        self._replaced_saved = False          # saved (started) and then waited for
-        if owner:
-            _recover_replaced(self.directory, self._aside)
+        self._aside = SetAside(self.directory, owner)
         self._manager = open_manager(self.directory, self._keep, self._asynchronous)
         self._last_saved = self._manager.latest_step()
         self._failed = False
@@ -77,21 +69,17 @@ class Checkpointer:
             return False
         if replace and step in self.all_steps():
             self.wait()
-            if jax.process_index() == 0:
-                self._aside.mkdir(parents=True, exist_ok=True)
-                (self.directory / str(step)).rename(self._aside / str(step))
-            _all_processes_here("checkpoint_set_aside")
+            self._aside.move(step)
             self.reopen()  # the manager forgets the step it no longer has
-            self._replacing = step
         if self._last_saved is None:
             warn_if_short_of_space(self.directory, self.bytes_needed)
         metrics = None if top1_error is None else {"top1_error": float(top1_error)}
-        saved = self._guard(lambda: self._manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-            progress=ocp.args.JsonSave(progress)), metrics=metrics, force=True))
+        saved = self._guard(lambda: self._manager.save(
+            step, args=_state_args(ocp.args.StandardSave, params, opt_state, progress),
+            metrics=metrics, force=True))
         if saved:
             self._last_saved = step
-            self._replaced_saved = self._replaced_saved or self._replacing == step
+            self._aside.note_saved(step)
         return saved
 
     def restore_progress(self, step: int) -> dict[str, Any]:
@@ -103,10 +91,8 @@ class Checkpointer:
                 ) -> tuple[Any, Any, dict[str, Any]]:
         """(params, opt_state, progress) of checkpoint `step`, laid out like the abstract
         targets (jax.ShapeDtypeStruct leaves carrying shardings)."""
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params),
-            opt_state=ocp.args.StandardRestore(abstract_opt_state),
-            progress=ocp.args.JsonRestore()))
+        restored = self._manager.restore(step, args=_state_args(
+            ocp.args.StandardRestore, abstract_params, abstract_opt_state))
         return restored["params"], restored["opt_state"], restored["progress"]
 
     def reopen(self) -> None:
@@ -131,48 +117,23 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until asynchronous saves are on disk."""
         self._guard(self._manager.wait_until_finished)
-        self._drop_replaced()
-
-    def _drop_replaced(self) -> None:
-        """Delete the checkpoint set aside for a replacement that is now on disk (called after
-        waiting for every save started)."""
-        if self._replacing is not None and self._replaced_saved:
-            if jax.process_index() == 0:
-                shutil.rmtree(self._aside, ignore_errors=True)
-            self._replacing, self._replaced_saved = None, False
+        self._aside.drop_if_replaced()
 
     def close(self) -> None:
         if self._failed:  # after a failed save, only release what is held
-            try:
+            with contextlib.suppress(Exception):  # the failure is already reported
                 self._manager.close()
-            except Exception:  # noqa: BLE001 - the failure is already reported
-                pass
             return
-        self._guard(self._manager.wait_until_finished)
-        self._drop_replaced()
+        self.wait()
         self._manager.close()
 
 
-def _recover_replaced(directory: Path, aside: Path) -> None:
-    """At a run's start: a checkpoint set aside for a replacement that never reached the disk
-    goes back to its place (one whose replacement is there is deleted)."""
-    if jax.process_index() == 0 and aside.is_dir():
-        for old in aside.iterdir():
-            if (directory / old.name).exists():
-                shutil.rmtree(old)
-            else:
-                directory.mkdir(parents=True, exist_ok=True)
-                logging.warning("checkpoint %s was being replaced when its run stopped; it is "
-                                "put back", old.name)
-                old.rename(directory / old.name)
-        shutil.rmtree(aside, ignore_errors=True)
-    _all_processes_here("checkpoint_recovered")
-
-
-def _all_processes_here(name: str) -> None:
-    """A barrier across processes (process 0 moved files the others' managers will read)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+def _state_args(kind, params, opt_state, progress=None) -> ocp.args.Composite:
+    """A checkpoint's three items for Orbax: `kind` (StandardSave or StandardRestore) of the
+    arrays, and the progress record (to save, or None to restore)."""
+    return ocp.args.Composite(
+        params=kind(params), opt_state=kind(opt_state),
+        progress=ocp.args.JsonRestore() if progress is None else ocp.args.JsonSave(progress))
 
 
 def open_manager(directory: Path, keep: int, asynchronous: bool) -> ocp.CheckpointManager:

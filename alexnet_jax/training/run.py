@@ -116,7 +116,6 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                         "without --mode=eval).")
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
-    config_changes = {} if for_evaluation else changes_on_resume(config, workdir)
     source, prep = open_data(config, for_evaluation)
     graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
@@ -131,6 +130,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     fingerprint = model_fingerprint(config, source.num_classes)
     try:
         restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation)
+        # after the more specific refusals (another model, data too small for a batch)
+        config_changes = ({} if for_evaluation or restored is None
+                          else changes_on_resume(config, workdir))
     except UserError:
         checkpointer.close()
         if lock:
@@ -149,7 +151,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
                checkpointer, writer, count_params(params), progress, lock, changes,
-               config_changes if restored is not None else {})
+               config_changes)
 
 
 def changes_on_resume(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, list]:
