@@ -211,7 +211,7 @@ def test_a_stop_during_an_epochs_last_step_on_one_process_defers_the_epoch_end_o
     which could outlast a preemption's grace period, and save the epoch with its end pending,
     as one process does; the resumed run then does the owed work first."""
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
-    extra = ("--config.train.num_epochs=2", "--config.train.num_steps=-1",
+    extra = ("--config.train.num_epochs=1", "--config.train.num_steps=-1",
              "--config.train.checkpoint_every_steps=1000")
     hook = dict(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "hooks"),
                                             os.environ.get("PYTHONPATH", "")]),
@@ -225,5 +225,4 @@ def test_a_stop_during_an_epochs_last_step_on_one_process_defers_the_epoch_end_o
     assert not [r for r in records(workdir) if r.get("split") == "val"]  # the end is owed
     run_processes(workdir, image_tree, data_dir, *extra, count=2, devices=1)
     assert [(r["step"], r["split"]) for r in records(workdir)
-            if r.get("split") in ("val", "train_epoch")] == [
-        (5, "train_epoch"), (5, "val"), (10, "train_epoch"), (10, "val")]
+            if r.get("split") in ("val", "train_epoch")] == [(5, "train_epoch"), (5, "val")]

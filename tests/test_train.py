@@ -7,7 +7,7 @@ import pytest
 from helpers import file_versions
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import read_divergence
+from alexnet_jax.common.run_files import read_completion, read_divergence, surviving_records
 from alexnet_jax.training import evaluation, steps, train
 from alexnet_jax.training.metrics_writer import read_records
 
@@ -403,19 +403,26 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
         config.train.final_eval_views = ()
         config.schedule.name = "constant"
     train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path)["step"] == 5
     with config.unlocked():
         config.train.num_epochs = 2
         config.optimizer.learning_rate = 0.001
         config.optimizer.momentum = 0.5
-    train.train_and_evaluate(config, tmp_path)
-    records = read_records(tmp_path)
+    with mock.patch.object(train.Trainer, "train", side_effect=RuntimeError("killed")):
+        with pytest.raises(RuntimeError, match="killed"):  # the extension killed at once
+            train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path) is None  # extended: not complete (a study must not
+    train.train_and_evaluate(config, tmp_path)  # take it for finished) until it is again
+    assert read_completion(tmp_path)["step"] == 10
+    records = surviving_records(read_records(tmp_path))
     rates = [(r["step"], r["learning_rate"]) for r in records if r.get("split") == "train"]
     assert {rate for step, rate in rates if step <= 5} == {0.01}
     assert [rate for step, rate in rates if step > 5] == pytest.approx([0.001] * 5)
-    [changed] = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
+    # said by each of the two resumes (the killed one and the one that finished)
+    *_, changed = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
     assert changed["changes"] == ["optimizer.learning_rate: 0.01 -> 0.001",
                                   "optimizer.momentum: 0.9 -> 0.5"]
-    [course] = [r for r in records if r.get("event") == "config_changed_on_resume"]
+    *_, course = [r for r in records if r.get("event") == "config_changed_on_resume"]
     assert {**course, "time": 0} == {"step": 5, "event": "config_changed_on_resume", "time": 0,
                                      "changes": {
         "optimizer.learning_rate": [0.01, 0.001], "optimizer.momentum": [0.9, 0.5],
@@ -455,24 +462,6 @@ def test_a_resume_that_would_change_the_experiment_is_refused_and_writes_nothing
             r".*config.json, or train the new config in a new --workdir")):
         train.train_and_evaluate(config, tmp_path)
     assert file_versions(tmp_path) == before
-
-
-def test_an_extended_run_is_not_complete_until_it_finishes_again(config, tmp_path):
-    from alexnet_jax.common.run_files import read_completion  # noqa: PLC0415
-
-    with config.unlocked():
-        config.train.num_epochs = 1
-        config.train.final_eval_views = ()
-    train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 5
-    with config.unlocked():
-        config.train.num_epochs = 2
-    with mock.patch.object(train.Trainer, "train", side_effect=RuntimeError("killed")):
-        with pytest.raises(RuntimeError, match="killed"):
-            train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path) is None      # a study must not take it for finished
-    train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 10
 
 
 def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):
