@@ -352,7 +352,7 @@ def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config,
     """The resumed epoch end writes its step's checkpoint again; were the old one deleted
     first, a kill before the new one is on disk would leave no checkpoint at that step (with
     keep_checkpoints=1, none at all: the run would start over)."""
-    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+    from alexnet_jax.training import checkpoint_aside, checkpointing  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_epochs = 2               # 5 steps per epoch
@@ -368,7 +368,7 @@ def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config,
     train.train_and_evaluate(config, tmp_path)    # resumes at step 5, not from scratch
     starts = [r["start_step"] for r in read_records(tmp_path) if r.get("event") == "run_start"]
     assert starts == [0, 5, 5] and kept_steps(tmp_path) == [10]
-    assert not (tmp_path / checkpointing.REPLACING_DIR).exists()
+    assert not (tmp_path / checkpoint_aside.REPLACING_DIR).exists()
 
 
 def test_a_run_killed_in_its_final_evaluation_does_only_what_is_left(config, tmp_path):

@@ -118,8 +118,7 @@ def verdict(arm: list[float], baseline: list[float], resolution: float = 0.0) ->
     error = math.sqrt(a + b)
     if error == 0:
         return f"cannot be tested ({difference:+.2f}; no spread in either arm)"
-    degrees = ((a + b) ** 2 / (a ** 2 / (len(arm) - 1) + b ** 2 / (len(baseline) - 1))
-               if error > 0 else math.inf)
+    degrees = (a + b) ** 2 / (a ** 2 / (len(arm) - 1) + b ** 2 / (len(baseline) - 1))
     bound = t_quantile_975(degrees) * error
     said = f"{difference:+.2f}, 95% bound {bound:.2f}"
     if abs(difference) <= bound:

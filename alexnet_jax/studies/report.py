@@ -121,11 +121,11 @@ def collect(study: Study, directory: Path | StudyDirs,
             overrides, chosen = {**study.overrides, **arm.overrides}, False
         unchosen = frozenset() if chosen or not arm.choose else frozenset({arm.choose["key"]})
         for seed in arm.seeds:
-            where = dirs.result(arm, seed)
+            recorded = dirs.recorded(arm, seed)
+            where = recorded or dirs.result(arm, seed)
             if (where / CONFIG_FILE).exists() or is_finished(where, arm):
                 check_same_protocol(where, config_args(study, seed, overrides, extra_args),
-                                    "the record" if dirs.recorded(arm, seed) else "the run",
-                                    unchosen)
+                                    "the record" if recorded else "the run", unchosen)
         arms[arm.name] = {
             "overrides": arm.overrides, "resolved_overrides": overrides, "paper": arm.paper,
             "sweep": arm.sweep, "choose": arm.choose, "chosen": chosen if arm.choose else None,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jax
 from absl import logging
-from jax.experimental import multihost_utils
+
+from alexnet_jax.training import multihost
 
 REPLACING_DIR = "checkpoint_being_replaced"
 
@@ -31,10 +32,11 @@ class SetAside:
 
     def move(self, step: int) -> None:
         """Move checkpoint `step` aside (process 0; every process waits for it)."""
-        if jax.process_index() == 0:
+        def move_it():
             self.aside.mkdir(parents=True, exist_ok=True)
             (self.directory / str(step)).rename(self.aside / str(step))
-        all_processes_here("checkpoint_set_aside")
+
+        multihost.chief_only(move_it, "checkpoint_set_aside")
         self.step, self.saved = step, False
 
     def note_saved(self, step: int) -> None:
@@ -50,8 +52,11 @@ class SetAside:
 
 def recover(directory: Path, aside: Path) -> None:
     """At a run's start: a checkpoint set aside for a replacement that never reached the disk
-    goes back to its place (one whose replacement is there is deleted)."""
-    if jax.process_index() == 0 and aside.is_dir():
+    goes back to its place (one whose replacement is there is deleted); process 0, every
+    process waiting for it."""
+    def put_back():
+        if not aside.is_dir():
+            return
         for old in aside.iterdir():
             if (directory / old.name).exists():
                 shutil.rmtree(old)
@@ -61,10 +66,5 @@ def recover(directory: Path, aside: Path) -> None:
                                 "put back", old.name)
                 old.rename(directory / old.name)
         shutil.rmtree(aside, ignore_errors=True)
-    all_processes_here("checkpoint_recovered")
 
-
-def all_processes_here(name: str) -> None:
-    """A barrier across processes (process 0 moved files the others' managers will read)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+    multihost.chief_only(put_back, "checkpoint_recovered")

@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 
 from alexnet_jax.common.disk import directory_bytes, format_bytes, free_bytes
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.training.checkpoint_aside import REPLACING_DIR, SetAside  # noqa: F401
+from alexnet_jax.training.checkpoint_aside import SetAside
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 TMP_MARKER = ".orbax-checkpoint-tmp"

@@ -29,6 +29,19 @@ LOST_PEER_PATTERNS = ("heartbeat", "Connection closed by peer", "Connection rese
                       "Gloo", "Barrier failed", "unhealthy", "CoordinationService", "UNAVAILABLE")
 
 
+def chief_only(work: Callable[[], None], name: str) -> None:
+    """Run `work` on process 0 alone (e.g. moving files every process's checkpoint manager
+    reads); the others wait for it, and are released even if it fails."""
+    if jax.process_count() == 1:
+        work()
+        return
+    try:
+        if jax.process_index() == 0:
+            work()
+    finally:
+        multihost_utils.sync_global_devices(name)
+
+
 def chief_first(work: Callable[[], T], name: str) -> T:
     """Run `work` on process 0 first (e.g. preparing a dataset or caching statistics), then on
     the others, which then find its results on disk instead of racing to write them."""
