@@ -539,7 +539,7 @@ def test_verdicts_are_welchs_test_at_the_5_percent_level():
     from alexnet_jax.studies import claims  # noqa: PLC0415
 
     assert claims.verdict([1.0], [2.0, 3.0]) == (
-        "no verdict yet (2 baseline seeds, 1 ablated; 2 each needed)")
+        "no verdict yet (seeds: baseline 2, ablated 1; 2 each needed)")
     # 2 seeds a side of variance 0.5: SE = sqrt(0.25 + 0.25), 2 degrees of freedom, bound
     # 4.303 * 0.707 = 3.04 (where 2 SE would say 1.41)
     assert claims.verdict([4.0, 5.0], [2.0, 3.0]) == (

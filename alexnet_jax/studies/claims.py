@@ -110,7 +110,7 @@ def verdict(arm: list[float], baseline: list[float], resolution: float = 0.0) ->
     """Whether the arm's values are larger than the baseline's beyond the seed spread (each
     arm's variance at least that of rounding to `resolution`)."""
     if len(arm) < 2 or len(baseline) < 2:
-        return (f"no verdict yet ({len(baseline)} baseline seeds, {len(arm)} ablated; "
+        return (f"no verdict yet (seeds: baseline {len(baseline)}, ablated {len(arm)}; "
                 "2 each needed)")
     difference = float(np.mean(arm) - np.mean(baseline))
     floor = resolution ** 2 / 12
