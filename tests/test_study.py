@@ -556,6 +556,18 @@ def test_verdicts_are_welchs_test_at_the_5_percent_level():
     assert claims.verdict([8.0, 8.0], [7.0, 7.0]).startswith("cannot be tested")
 
 
+def test_the_readme_claims_table_is_the_one_the_committed_records_give(tmp_path):
+    """The README's table is written by a command run by hand: a record landed without it
+    would leave the README saying less (or other) than the records do."""
+    command = [sys.executable, "experiments/claims_table.py", "--check"]
+    assert subprocess.run([*command, "README.md"], cwd=REPO, capture_output=True,
+                          text=True).returncode == 0
+    stale = tmp_path / "README.md"
+    stale.write_text((REPO / "README.md").read_text().replace("| ReLU trains faster", "| ReLU trains slower"))
+    result = subprocess.run([*command, str(stale)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "claims_table.py --write" in result.stderr
+
+
 def test_a_recorded_run_gets_its_training_images_evaluated_while_its_checkpoint_is_here(
         tmp_path, capsys):
     """Records made before the evaluation of the training images existed get it from their
