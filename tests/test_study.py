@@ -563,7 +563,8 @@ def test_the_readme_claims_table_is_the_one_the_committed_records_give(tmp_path)
     assert subprocess.run([*command, "README.md"], cwd=REPO, capture_output=True,
                           text=True).returncode == 0
     stale = tmp_path / "README.md"
-    stale.write_text((REPO / "README.md").read_text().replace("| ReLU trains faster", "| ReLU trains slower"))
+    stale.write_text((REPO / "README.md").read_text().replace("| ReLU trains faster",
+                                                              "| ReLU trains slower"))
     result = subprocess.run([*command, str(stale)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "claims_table.py --write" in result.stderr
 
