@@ -8,8 +8,8 @@ divided by 10 after epochs 8 and 10, three seeds each. A run takes about 55 minu
 first recorded run (lrn seed 0: 60 minutes, its first 20 sharing the cores with the test suite;
 an estimate of 32 minutes made before from shorter runs did not hold); on a later session's
 faster machine of the same kind, 25 minutes alone (lrn seed 1's record: 1,489 s). A run
-checkpoints at every epoch's end, so one cut off by a session's end loses at most an epoch; the runs are recorded as
-they finish (docs/results/cifar10_lrn/), so the study spans sessions.
+checkpoints at every epoch's end, so one cut off by a session's end loses at most an epoch; the
+runs are recorded as they finish (docs/results/cifar10_lrn/), so the study spans sessions.
 
 Run (about 5.5 hours on 2 cores in all; resumable, recorded runs are not run again):
     nice -n 19 python experiments/run_study.py --study=configs/studies/cifar10_lrn.py \
