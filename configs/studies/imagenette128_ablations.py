@@ -12,9 +12,9 @@ results.json): one_column, alone, 31 minutes; baseline, no_lrn and no_overlap 57
 sharing the two cores with the test suite; on a later session's machine of the same kind (2
 cores, about 100 images/s of training), seed 1 of no_lrn, no_overlap and no_dropout alone in
 13, 17 and 18 minutes; seed 2 of the five ablated arms alone in 14-25 minutes (846-1,468 s)
-on a third session's machine. The runs go seed by seed (every arm's seed 0 before any arm's seed 1)
-and are recorded as they finish, so the study spans as many sessions as it needs. The 224-pixel
-study (imagenette_ablations) is the full-size version, for GPUs.
+on a third session's machine. The runs go seed by seed (every arm's seed 0 before any arm's
+seed 1) and are recorded as they finish, so the study spans as many sessions as it needs. The
+224-pixel study (imagenette_ablations) is the full-size version, for GPUs.
 
 Run (resumable; finished runs are read from the committed records):
     nice -n 19 python experiments/run_study.py \
