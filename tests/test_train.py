@@ -1,7 +1,11 @@
 """The training loop in process: reproducibility, full augmentation, resumption."""
 
+import subprocess
+from pathlib import Path
 from unittest import mock
 
+import flax
+import jax
 import numpy as np
 import pytest
 from helpers import file_versions
@@ -31,6 +35,17 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     assert len(first) == 4 and first == second  # bit-identical
     [start] = [r for r in read_records(tmp_path / "a") if r.get("event") == "run_start"]
     assert start["formulations"] == {"lrn_impl": "matmul", "conv1_impl": "direct"}  # CPU: auto
+    # what made the run: this checkout's commit, the installed versions, devices and processes
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent, check=True).stdout.strip()
+    assert start["code"]["commit"] == head and isinstance(start["code"]["dirty"], bool)
+    assert start["versions"]["jax"] == jax.__version__
+    assert start["versions"]["flax"] == flax.__version__
+    assert start["versions"]["numpy"] == np.__version__
+    assert set(start["versions"]) >= {"optax", "orbax-checkpoint", "tensorflow-datasets"}
+    assert start["num_devices"] == jax.device_count() and start["process_count"] == 1
+    assert start["device_kind"] == jax.devices()[0].device_kind
+    assert start["platform"]["machine"] and start["platform"]["python"]
     with config.unlocked():
         config.seed = 1
     other = train_losses(config, tmp_path / "c")

@@ -17,7 +17,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from alexnet_jax.common import disk, sharding
+from alexnet_jax.common import disk, provenance, sharding
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, write_atomically
 from alexnet_jax.data import catalog, feeding
@@ -219,7 +219,8 @@ def lock_workdir(workdir: Path) -> WorkdirLock | None:
 
 
 def write_run_facts(run: Run) -> None:
-    """config.json and the first metrics.jsonl line of this run."""
+    """config.json and the first metrics.jsonl line of this run: what it is, what it trains on
+    and what made it (commit, package versions, platform, devices, processes)."""
     if run.is_chief:
         write_atomically(run.workdir / CONFIG_FILE, run.config.to_json_best_effort(indent=2))
     run.writer.write_record({
@@ -231,4 +232,5 @@ def write_run_facts(run: Run) -> None:
         "train_examples": run.source.num_examples(run.source.train_split),
         "eval_examples": run.source.num_examples(run.source.eval_split),
         "skipped_images": {k: len(v) for k, v in run.source.skipped_images.items()},
-        "stats_sample_size": run.prep.stats_sample_size, "time": time.time()})
+        "stats_sample_size": run.prep.stats_sample_size,
+        **provenance.provenance(), "time": time.time()})

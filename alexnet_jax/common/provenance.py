@@ -1,0 +1,72 @@
+"""What made a result: the code's commit, the package versions, the platform.
+
+Every run's first `metrics.jsonl` record carries `provenance()` (training/run.py), so a record
+committed to docs/results names the code that produced it, and a study report can say when its
+runs span commits that changed what is measured (`changed_paths`). No JAX import here: the
+versions are read from the installed distributions' metadata, and the report reads records
+without loading any framework.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+# the distributions whose versions a result depends on (the design card's packages)
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
+            "numpy")
+# the parts of the package whose changes can move a measured number
+MEASURED_CODE = ("alexnet_jax/model", "alexnet_jax/data", "alexnet_jax/training")
+
+
+def _git(*arguments: str, repo: Path = REPO) -> str | None:
+    """A git command's output in `repo`, or None when git or the repository is not there (an
+    installed copy of the package, a machine without git)."""
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *arguments], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version(repo: Path = REPO) -> dict[str, Any]:
+    """{"commit": the checkout's HEAD (None outside a git checkout), "dirty": whether tracked
+    or new unignored files differ from it (None when unknown)}."""
+    commit = _git("rev-parse", "HEAD", repo=repo)
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = _git("status", "--porcelain", repo=repo)
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of PACKAGES (None: not installed)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(repo: Path = REPO) -> dict[str, Any]:
+    """The code version, package versions and platform of this process, for a run's first
+    record (the devices and processes are recorded beside it by the run)."""
+    return {"code": code_version(repo), "versions": package_versions(),
+            "platform": {"system": platform.platform(), "machine": platform.machine(),
+                         "python": sys.version.split()[0]}}
+
+
+def changed_paths(first: str, second: str, paths=MEASURED_CODE,
+                  repo: Path = REPO) -> list[str] | None:
+    """The files under `paths` that differ between two commits; None when either commit is not
+    in the repository (then nobody can tell)."""
+    output = _git("diff", "--name-only", first, second, "--", *paths, repo=repo)
+    return None if output is None else [line for line in output.splitlines() if line]
