@@ -70,3 +70,62 @@ def changed_paths(first: str, second: str, paths=MEASURED_CODE,
     in the repository (then nobody can tell)."""
     output = _git("diff", "--name-only", first, second, "--", *paths, repo=repo)
     return None if output is None else [line for line in output.splitlines() if line]
+
+
+def commits_summary(codes_by_run: dict[str, list[dict[str, Any]] | None],
+                    repo: Path = REPO) -> dict[str, Any]:
+    """Which commits a set of runs came from ({run label: the `code` of each of its starts,
+    None for a record made before runs named their code}): {"commits": {commit: [runs]},
+    "dirty": [runs started with uncommitted changes], "unrecorded": [runs], "changed":
+    {commit: [measured files that differ from the first commit]} or None when a commit is not
+    in this repository}."""
+    commits: dict[str, list[str]] = {}
+    dirty, unrecorded = [], []
+    for label, codes in codes_by_run.items():
+        if not codes or any(code is None or code.get("commit") is None for code in codes):
+            unrecorded.append(label)
+        for code in codes or ():
+            if code and code.get("commit"):
+                commits.setdefault(code["commit"], [])
+                if label not in commits[code["commit"]]:
+                    commits[code["commit"]].append(label)
+                if code.get("dirty") and label not in dirty:
+                    dirty.append(label)
+    changed: dict[str, list[str]] | None = {}
+    first = next(iter(commits), None)
+    for commit in list(commits)[1:]:
+        files = changed_paths(first, commit, repo=repo)
+        if files is None:
+            changed = None
+            break
+        if files:
+            changed[commit] = files
+    return {"commits": commits, "dirty": dirty, "unrecorded": unrecorded, "changed": changed}
+
+
+def commits_text(summary: dict[str, Any]) -> str:
+    """A report's paragraph on the code its runs came from (commits_summary's result)."""
+    commits, said = summary["commits"], []
+    if commits:
+        said.append("Code: " + "; ".join(f"`{commit[:10]}` ({len(runs)} run"
+                                         f"{'s' if len(runs) > 1 else ''})"
+                                         for commit, runs in commits.items()) + ".")
+    if summary["unrecorded"]:
+        said.append(f"{len(summary['unrecorded'])} run(s) made before records named their code "
+                    f"({', '.join(summary['unrecorded'])}): their commit is unknown.")
+    if summary["dirty"]:
+        said.append("Started with uncommitted changes: " + ", ".join(summary["dirty"]) + ".")
+    if len(commits) > 1:
+        first = next(iter(commits))[:10]
+        if summary["changed"] is None:
+            said.append("Some of these commits are not in this repository, so whether they "
+                        "changed the measured code cannot be told here.")
+        elif summary["changed"]:
+            said.append(f"**The runs span commits that changed the measured code** "
+                        f"({', '.join(MEASURED_CODE)}), against `{first}`: " + "; ".join(
+                            f"`{commit[:10]}`: {', '.join(files)}"
+                            for commit, files in summary["changed"].items()) + ".")
+        else:
+            said.append(f"None of these commits changed {', '.join(MEASURED_CODE)} against "
+                        f"`{first}`.")
+    return " ".join(said)

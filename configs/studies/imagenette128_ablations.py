@@ -1,5 +1,5 @@
-"""The paper's ablations on Imagenette at 128 pixels (configs/imagenette128.py, the protocol of
-Mishkin et al. 2017): LRN (section 3.3), overlapping pooling (3.4), dropout (4.2), two columns
+"""The paper's ablations on Imagenette at 128 pixels (configs/imagenette128.py; the resolution
+after Mishkin et al. 2017's finding that 128-pixel inputs preserve architecture rankings): LRN (section 3.3), overlapping pooling (3.4), dropout (4.2), two columns
 (3.2) and PCA lighting (4.1), each switched off alone, three seeds an arm.
 
 Budget: 7 epochs (511 steps of 128) at learning rate 0.01, divided by 10 after epoch 6, so every
@@ -41,7 +41,7 @@ def get_study():
     return {
         "name": "imagenette128_ablations",
         "description": "The paper's ablations on Imagenette at 128 pixels (146 squares, 128 "
-                       "crops; Mishkin et al. 2017's protocol), 7 epochs (step schedule: lr "
+                       "crops), 7 epochs (step schedule: lr "
                        "0.01, /10 after epoch 6). Validation = Imagenette's val split, centre "
                        "crop.",
         "base_config": "configs/imagenette128.py",

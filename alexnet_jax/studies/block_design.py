@@ -1,0 +1,132 @@
+"""A randomized block design's contrasts: arms measured on the same seeds, the seeds as blocks.
+
+Data order and augmentation are functions of (seed, epoch), the same in every arm of a study for
+a given seed, so the arms of one seed move together. The additive model
+
+    metric[arm, seed] = mu + arm effect + seed effect + residual
+
+is fitted to every arm that has each seed the two compared arms share. The contrast of an arm
+with its baseline is the difference of their means over those seeds; its standard error is
+sqrt(2 s^2 / seeds), s^2 the pooled residual variance on (arms - 1)(seeds - 1) degrees of
+freedom, and its interval uses Student's t there. With two arms this is exactly the paired
+t-test on the per-seed differences (tests/test_study.py checks both against scipy and
+hand-worked cases). The pooled variance assumes the arms spread alike: `arm_spread` gives each
+arm's share of it, and `spread_warning` names an arm that spreads several times more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+# an arm whose residual spread is this many times the other arms' is named: the pooled variance,
+# and so the interval, then describe the arms poorly
+SPREAD_WARNING = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """The arm minus the baseline (or, for a ratio, the arm over the baseline) in a block fit."""
+
+    estimate: float
+    low: float
+    high: float
+    p: float                    # two-sided, for "no difference"
+    seeds: tuple[str, ...]      # the blocks fitted
+    arms: tuple[str, ...]       # the arms fitted
+    degrees: int                # residual degrees of freedom
+    arm_spread: dict[str, float]  # each arm's residual standard deviation (its share of s^2)
+    ratio: bool = False
+    residual_sd: float = 0.0    # s, the pooled residual standard deviation (after the floor)
+
+
+def block_contrast(by_arm: dict[str, dict[str, float]], baseline: str, arm: str,
+                   resolution: float = 0.0, ratio: bool = False) -> Contrast | None:
+    """`arm` against `baseline` in the additive model metric = arm + seed, fitted to every arm
+    of `by_arm` ({arm: {seed: value}}) that has each seed the two share; None when fewer than
+    two seeds are shared. `resolution`: the metric's smallest step (the residual variance is
+    at least its rounding variance, resolution^2 / 12). `ratio`: fit the logarithms and give
+    the ratio arm / baseline."""
+    seeds = tuple(sorted(set(by_arm.get(baseline, {})) & set(by_arm.get(arm, {})), key=int))
+    if len(seeds) < 2:
+        return None
+    arms = tuple(name for name, found in by_arm.items()
+                 if name in (baseline, arm) or set(seeds) <= set(found))
+    table = np.array([[by_arm[name][seed] for seed in seeds] for name in arms], dtype=float)
+    means = table.mean(axis=1)
+    if ratio:
+        table = np.log(table)
+    residuals = (table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True)
+                 + table.mean())
+    degrees = (len(arms) - 1) * (len(seeds) - 1)
+    variance = float((residuals ** 2).sum()) / degrees
+    floor = resolution ** 2 / 12
+    if ratio and floor:  # on the log scale, by the delta method at the two arms' means
+        floor *= (1 / means[arms.index(arm)] ** 2 + 1 / means[arms.index(baseline)] ** 2) / 2
+    variance = max(variance, floor)
+    # each arm's share: the mean of the squared shares is the pooled variance
+    shares = (residuals ** 2).sum(axis=1) * len(arms) / ((len(arms) - 1) * (len(seeds) - 1))
+    arm_spread = {name: float(math.sqrt(share)) for name, share in zip(arms, shares)}
+    row = {name: table[index].mean() for index, name in enumerate(arms)}
+    difference = float(row[arm] - row[baseline])
+    error = math.sqrt(2 * variance / len(seeds))
+    if error == 0:
+        p = 1.0 if difference == 0 else 0.0
+        low = high = difference
+    else:
+        p = float(2 * stats.t.sf(abs(difference) / error, degrees))
+        half = float(stats.t.ppf(0.5 + LEVEL / 2, degrees)) * error
+        low, high = difference - half, difference + half
+    if ratio:
+        difference, low, high = math.exp(difference), math.exp(low), math.exp(high)
+    return Contrast(difference, low, high, p, seeds, arms, degrees, arm_spread, ratio,
+                    math.sqrt(variance))
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of the p-values that are not None (a family of tests)."""
+    indexed = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(indexed):
+        running = max(running, min(1.0, (len(indexed) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def spread_warning(contrast: Contrast) -> str:
+    """Names an arm whose residual spread is SPREAD_WARNING times the other arms' or more."""
+    notes = []
+    for name, spread_of in contrast.arm_spread.items():
+        others = [s for other, s in contrast.arm_spread.items() if other != name]
+        typical = math.sqrt(float(np.mean(np.square(others)))) if others else 0.0
+        if len(contrast.arms) > 2 and spread_of >= SPREAD_WARNING * max(typical, 1e-12):
+            notes.append(f"`{name}` spreads {spread_of / max(typical, 1e-12):.1f}x the "
+                         "other arms")
+    return "; ".join(notes)
+
+
+def power(residual_sd: float, effect: float, seeds: int, arms: int) -> float:
+    """The probability that a block design of `arms` arms x `seeds` seeds, whose residuals have
+    standard deviation `residual_sd`, finds a true contrast `effect` at the 5% level (two-sided;
+    the noncentral t of the contrast's statistic)."""
+    degrees = (arms - 1) * (seeds - 1)
+    if degrees < 1:
+        return 0.0
+    shift = effect / (residual_sd * math.sqrt(2 / seeds))
+    critical = float(stats.t.ppf(0.5 + LEVEL / 2, degrees))
+    return float(stats.nct.sf(critical, degrees, shift) + stats.nct.cdf(-critical, degrees, shift))
+
+
+def seeds_for_power(residual_sd: float, effect: float, arms: int, target: float = 0.8,
+                    most: int = 100) -> int | None:
+    """The fewest seeds an arm with which a design of `arms` arms reaches `target` power for a
+    contrast of size `effect`; None if `most` seeds would not."""
+    for seeds in range(2, most + 1):
+        if power(residual_sd, effect, seeds, arms) >= target:
+            return seeds
+    return None

@@ -1,0 +1,83 @@
+"""What a study report reads off its runs' results (results.json's entries): the final errors,
+the val - train gap, the epochs to a training-error target, the protocol they trained under.
+Pure functions of the JSON: no JAX or TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def epochs_text(epochs: float) -> str:
+    """Epochs as a report prints them: whole ones as integers, a part of one to 2 decimals."""
+    return f"{epochs:g}" if float(epochs).is_integer() else f"{epochs:.2f}"
+
+
+def protocol_text(results: dict[str, Any]) -> str:
+    """What the study's compared (non-sweep) runs trained on and for how long, from their
+    records: "imagenette, 128 px, 30 epochs"; "" before any run has a record."""
+    runs = [run for arm in results.get("arms", {}).values() if not arm.get("sweep")
+            for run in arm["runs"].values() if run.get("protocol") or run.get("data")]
+    if not runs:
+        return ""
+    join = lambda found: "/".join(sorted(map(str, found)))  # noqa: E731
+    datasets = {run["data"]["dataset"] for run in runs if run.get("data")}
+    protocols = [run["protocol"] for run in runs if run.get("protocol")]
+    crops = {p["crop_size"] for p in protocols if p.get("crop_size")}
+    lengths = set()
+    for p in protocols:
+        length = (f"{p['num_steps']} steps" if (p.get("num_steps") or -1) > 0
+                  else f"{p.get('num_epochs')} epochs")
+        if p.get("stop_at_train_error"):
+            length = (f"to {100 * p['stop_at_train_error']:g}% training error "
+                      f"(at most {length})")
+        lengths.add(length)
+    parts = [join(datasets), f"{join(crops)} px" if crops else "", join(lengths)]
+    return ", ".join(part for part in parts if part)
+
+
+def _values(arm: dict[str, Any], getter) -> list[float]:
+    values = []
+    for run in arm["runs"].values():
+        if run["complete"]:
+            value = getter(run)
+            if value is not None:
+                values.append(float(value))
+    return values
+
+
+def epochs_to_target(run: dict[str, Any]) -> float | None:
+    """The epochs a run of a study with a training-error target took to reach it; for a run
+    that ended without reaching it, the epochs it trained (a lower bound, marked by
+    `never_reached`: counting it keeps the slowest seeds in the mean, where leaving it out
+    would make its arm look faster). None without a target."""
+    if "epochs_to_target" not in run:
+        return None
+    return run["epochs"] if run["epochs_to_target"] is None else run["epochs_to_target"]
+
+
+def never_reached(run: dict[str, Any]) -> bool:
+    """A finished run that ended without reaching its study's training-error target."""
+    return bool(run["complete"]) and "epochs_to_target" in run and run["epochs_to_target"] is None
+
+
+def _final(view: str, key: str):
+    return lambda run: (run["final"].get(view) or {}).get(key)
+
+
+def val_train_gap(run: dict[str, Any]) -> float | None:
+    """Validation minus training top-1 error (fractions) of a run in results.json, the training
+    images evaluated like the validation ones after the run; None if either is missing."""
+    # the error logged while training has dropout and augmentation on: no measure of the fit
+    top1, train = _final("val_1crop", "top1_error")(run), run.get("final_train_eval_error")
+    return None if top1 is None or train is None else top1 - train
+
+
+METRICS = {  # column -> (heading, getter)
+    "top1": ("val top-1 error (centre)", _final("val_1crop", "top1_error")),
+    "top5": ("val top-5 error (centre)", _final("val_1crop", "top5_error")),
+    "top1_10": ("val top-1 error (10 views)", _final("val_10crop", "top1_error")),
+    "top5_10": ("val top-5 error (10 views)", _final("val_10crop", "top5_error")),
+    "train": ("train error (last epoch)", lambda run: run["final_train_error"]),
+    "train_eval": ("train top-1 error (centre, after the run)",
+                   lambda run: run.get("final_train_eval_error")),
+}

@@ -1,0 +1,273 @@
+"""The claims' statistics (a randomized block design, Holm's correction, the four verdicts), the
+provenance a report gives, and the claims table's command line. No JAX: fast."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+from test_cli import REPO
+
+from alexnet_jax.common import provenance
+from alexnet_jax.studies import block_design, claims, measures
+from alexnet_jax.studies.block_design import block_contrast
+
+
+def by_arm(**arms):
+    return {name: {str(seed): value for seed, value in enumerate(values)}
+            for name, values in arms.items()}
+
+
+def test_two_arms_are_the_paired_t_test_scipy_computes():
+    base, arm = [36.9, 36.4, 37.2, 35.0], [34.1, 35.3, 33.3, 34.8]
+    contrast = block_contrast(by_arm(base=base, arm=arm), "base", "arm")
+    paired = stats.ttest_rel(arm, base)
+    interval = paired.confidence_interval(0.95)
+    assert contrast.estimate == pytest.approx(np.mean(arm) - np.mean(base))
+    assert contrast.p == pytest.approx(paired.pvalue)
+    assert (contrast.low, contrast.high) == (pytest.approx(interval.low),
+                                             pytest.approx(interval.high))
+    assert contrast.degrees == 3 and contrast.seeds == ("0", "1", "2", "3")
+
+
+def test_a_hand_worked_paired_case():
+    # differences 1 and 2: mean 1.5, sd 0.7071, SE 0.5 on 1 degree of freedom; t 12.706
+    contrast = block_contrast(by_arm(base=[1.0, 3.0], arm=[2.0, 5.0]), "base", "arm")
+    assert contrast.estimate == pytest.approx(1.5)
+    assert (contrast.low, contrast.high) == (pytest.approx(1.5 - 12.7062 * 0.5, abs=1e-3),
+                                             pytest.approx(1.5 + 12.7062 * 0.5, abs=1e-3))
+    assert contrast.p == pytest.approx(2 * stats.t.sf(3.0, 1))
+
+
+def test_several_arms_pool_the_residuals_of_the_additive_model_as_least_squares_does():
+    rng = np.random.default_rng(0)
+    values = {name: list(10 + shift + np.array([0.0, 3.0, -2.0, 1.0]) + rng.normal(0, 1, 4))
+              for name, shift in (("base", 0.0), ("a", 1.0), ("b", -0.5), ("c", 2.0))}
+    contrast = block_contrast(by_arm(**values), "base", "c")
+    # the same model by least squares: an intercept, three arm and three seed indicators
+    names, seeds = list(values), range(4)
+    design, target = [], []
+    for i, name in enumerate(names):
+        for j in seeds:
+            design.append([1.0] + [float(i == k) for k in (1, 2, 3)]
+                          + [float(j == k) for k in (1, 2, 3)])
+            target.append(values[name][j])
+    design, target = np.array(design), np.array(target)
+    fitted, residual_ss, *_ = np.linalg.lstsq(design, target, rcond=None)
+    degrees = len(target) - design.shape[1]
+    assert contrast.degrees == degrees == 9        # (arms - 1)(seeds - 1)
+    variance = residual_ss[0] / degrees
+    error = math.sqrt(variance * np.linalg.inv(design.T @ design)[3, 3])
+    assert contrast.estimate == pytest.approx(fitted[3])          # c's effect over base
+    half = stats.t.ppf(0.975, degrees) * error
+    assert (contrast.low, contrast.high) == (pytest.approx(fitted[3] - half),
+                                             pytest.approx(fitted[3] + half))
+    assert contrast.p == pytest.approx(2 * stats.t.sf(abs(fitted[3]) / error, degrees))
+    # each arm's share of the pooled variance: their mean square is the pooled variance
+    shares = np.array(list(contrast.arm_spread.values()))
+    assert np.mean(shares ** 2) == pytest.approx(variance)
+
+
+def test_seeds_as_blocks_decide_where_unpaired_seeds_cannot():
+    """The seeds move every arm together (the same data order): the blocked interval excludes 0
+    where Welch's test of the same numbers sees only the seeds' spread."""
+    base, arm = [30.0, 34.0, 38.0], [31.0, 35.2, 38.9]
+    contrast = block_contrast(by_arm(base=base, arm=arm), "base", "arm")
+    assert claims.verdict(contrast, 1.4) == "reproduced"
+    welch = stats.ttest_ind(arm, base, equal_var=False)
+    assert welch.pvalue > 0.5 and contrast.p < 0.01
+
+
+def test_the_four_verdicts_read_the_interval():
+    contrast = lambda estimate, low, high: block_design.Contrast(  # noqa: E731
+        estimate, low, high, 0.01, ("0", "1"), ("a", "b"), 1, {})
+    assert claims.verdict(contrast(2.0, 0.5, 3.5), 1.4) == "reproduced"
+    assert claims.verdict(contrast(-2.0, -3.5, -0.5), 1.4) == "contrary"
+    assert claims.verdict(contrast(0.1, -0.5, 0.9), 1.4) == "paper's effect excluded"
+    assert claims.verdict(contrast(0.1, -0.5, 2.0), 1.4) == "inconclusive"
+    assert claims.verdict(contrast(0.1, -0.5, 0.9), None).startswith("inconclusive (the paper")
+    # a reproduced claim says where the paper's size lies
+    assert claims.size_note(contrast(4.5, 2.1, 6.9), 1.7) == (
+        "; the paper's +1.7 lies below the interval")
+    assert claims.size_note(contrast(2.0, 0.5, 3.5), 1.4) == ""
+
+
+def test_holm_steps_down_over_the_tests_that_have_a_p_value():
+    adjusted = block_design.holm([0.01, 0.04, 0.03, None])
+    assert adjusted == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06), None]
+    assert block_design.holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_a_ratio_of_whole_epochs_keeps_the_rounding_spread():
+    contrast = block_contrast(by_arm(relu=[7.0, 7.0, 7.0], tanh=[18.0, 18.0, 18.0]), "relu",
+                              "tanh", resolution=1.0, ratio=True)
+    assert contrast.estimate == pytest.approx(18 / 7)
+    assert 2.0 < contrast.low < 18 / 7 < contrast.high < 3.2  # a width from rounding alone
+    assert claims.verdict(contrast, 6.0) == "reproduced"
+    assert "the paper's 6x lies above" in claims.size_note(contrast, 6.0)
+    same = block_contrast(by_arm(a=[7.0, 7.0], b=[7.0, 7.0]), "a", "b", resolution=1.0)
+    assert same.low < 0 < same.high                           # not "untestable"
+
+
+def test_a_seed_missing_in_a_compared_arm_is_left_out_and_other_arms_need_the_shared_seeds():
+    values = by_arm(base=[30.0, 31.0, 29.0], arm=[32.0, 33.5, 31.0], short=[28.0, 29.0])
+    values["arm"].pop("2")
+    contrast = block_contrast(values, "base", "arm")
+    assert contrast.seeds == ("0", "1") and contrast.arms == ("base", "arm", "short")
+    values["short"].pop("1")
+    assert block_contrast(values, "base", "arm").arms == ("base", "arm")
+    assert block_contrast(by_arm(base=[1.0], arm=[2.0]), "base", "arm") is None
+
+
+def test_an_arm_spreading_several_times_more_is_named():
+    values = by_arm(base=[30.0, 31.0, 29.0, 30.5, 30.2], a=[31.0, 32.1, 30.0, 31.4, 31.2],
+                    b=[29.0, 30.1, 27.9, 29.6, 29.2], c=[30.5, 31.4, 29.6, 31.0, 30.6],
+                    wild=[35.0, 26.0, 37.0, 27.0, 31.0])
+    warning = block_design.spread_warning(block_contrast(values, "base", "a"))
+    assert warning.startswith("`wild` spreads") and "x the other arms" in warning
+    calm = by_arm(base=[30.0, 31.0, 29.0], a=[31.0, 32.1, 30.0], b=[29.0, 30.1, 27.9])
+    assert block_design.spread_warning(block_contrast(calm, "base", "a")) == ""
+
+
+def results_with(runs_by_arm, protocol=None, data=None):
+    """A results.json with top-1 errors (fractions) per arm and seed."""
+    protocol = protocol or {"crop_size": 128, "num_epochs": 30, "num_steps": -1,
+                            "stop_at_train_error": 0.0}
+    data = data or {"dataset": "imagenette"}
+    return {"arms": {name: {"sweep": False, "runs": {
+        str(seed): {"complete": True, "final": {"val_1crop": {"top1_error": error}},
+                    "protocol": protocol, "data": data, "epochs": 30.0}
+        for seed, error in enumerate(errors)}} for name, errors in runs_by_arm.items()}}
+
+
+def test_the_table_shows_n_the_interval_holm_p_and_the_verdict(tmp_path):
+    results = results_with({"baseline": [0.30, 0.34, 0.38], "no_lrn": [0.32, 0.355, 0.395],
+                            "one_column": [0.31, 0.35, 0.385], "no_dropout": [0.3, 0.34, 0.38]})
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
+    table = claims.table(tmp_path, "claims")
+    row = next(line for line in table.splitlines() if line.startswith("| LRN lowers ImageNet"))
+    contrast = block_contrast(by_arm(baseline=[30.0, 34.0, 38.0], no_lrn=[32.0, 35.5, 39.5],
+                                     one_column=[31.0, 35.0, 38.5],
+                                     no_dropout=[30.0, 34.0, 38.0]), "baseline", "no_lrn")
+    assert "| imagenette, 128 px, 30 epochs; to convergence |" in row
+    assert (f"| 3 | {contrast.estimate:+.2f} [{contrast.low:+.2f}, {contrast.high:+.2f}] "
+            "(4 arms x 3 seeds, df 6) |") in row
+    two = [c.p for c in (contrast, block_contrast(
+        by_arm(baseline=[30.0, 34.0, 38.0], no_lrn=[32.0, 35.5, 39.5],
+               one_column=[31.0, 35.0, 38.5], no_dropout=[30.0, 34.0, 38.0]),
+        "baseline", "one_column"))]
+    assert f"| {claims._p_text(block_design.holm(two)[0])} | reproduced |" in row
+    # the claims whose studies have no records yet: no verdict, said
+    assert "no verdict yet (finished seeds: relu 0, tanh 0" in table
+
+
+def test_the_protocol_comes_from_the_records():
+    results = results_with({"base": [0.3]}, protocol={"crop_size": 67, "num_epochs": 1,
+                                                      "num_steps": 20,
+                                                      "stop_at_train_error": 0.0},
+                           data={"dataset": "folder"})
+    assert measures.protocol_text(results) == "folder, 67 px, 20 steps"
+    results = results_with({"base": [0.3]}, protocol={"crop_size": 24, "num_epochs": 30,
+                                                      "num_steps": -1,
+                                                      "stop_at_train_error": 0.25},
+                           data={"dataset": "cifar10"})
+    assert measures.protocol_text(results) == (
+        "cifar10, 24 px, to 25% training error (at most 30 epochs)")
+    assert measures.epochs_text(20 / 28) == "0.71" and measures.epochs_text(7.0) == "7"
+
+
+def test_claims_table_refuses_a_folder_without_any_studys_results(tmp_path):
+    record = tmp_path / "imagenette128_converged"   # what run_study --record writes
+    (record / "baseline" / "seed0").mkdir(parents=True)
+    (record / "results.json").write_text(json.dumps({"arms": {}}))
+    command = [sys.executable, "experiments/claims_table.py", f"--results={record}"]
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"{record} holds no study's results" in refused.stderr
+    assert "docs/results" in refused.stderr
+    helped = subprocess.run([*command, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert "each study's record folder" in helped.stdout
+    works = subprocess.run([*command[:2], f"--results={tmp_path}"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert works.returncode == 0 and "| LRN lowers ImageNet error" in works.stdout
+
+
+def git(repo, *arguments):
+    """Run git in `repo`; the HEAD commit after it (None before the first commit)."""
+    subprocess.run(["git", "-C", str(repo), *arguments], check=True, capture_output=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    return head.stdout.strip() if head.returncode == 0 else None
+
+
+def test_a_report_says_when_its_runs_span_commits_that_changed_the_measured_code(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "alexnet_jax" / "model").mkdir(parents=True)
+    (repo / "README.md").write_text("a\n")
+    (repo / "alexnet_jax" / "model" / "alexnet.py").write_text("x = 1\n")
+    git(repo, "init", "-q")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    first = git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    (repo / "README.md").write_text("b\n")
+    git(repo, "add", ".")
+    prose = git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")
+    code = lambda commit, dirty=False: [{"commit": commit, "dirty": dirty}]  # noqa: E731
+    summary = provenance.commits_summary({"a/seed0": code(first), "a/seed1": code(prose),
+                                          "b/seed0": None}, repo=repo)
+    assert summary["commits"] == {first: ["a/seed0"], prose: ["a/seed1"]}
+    assert summary["unrecorded"] == ["b/seed0"] and summary["changed"] == {}
+    text = provenance.commits_text(summary)
+    assert f"`{first[:10]}` (1 run)" in text and "None of these commits changed" in text
+    assert "b/seed0" in text
+    (repo / "alexnet_jax" / "model" / "alexnet.py").write_text("x = 2\n")
+    git(repo, "add", ".")
+    changed = git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "three")
+    summary = provenance.commits_summary({"a/seed0": code(first),
+                                          "a/seed1": code(changed, dirty=True)}, repo=repo)
+    assert summary["changed"] == {changed: ["alexnet_jax/model/alexnet.py"]}
+    assert summary["dirty"] == ["a/seed1"]
+    text = provenance.commits_text(summary)
+    assert "**The runs span commits that changed the measured code**" in text
+    assert "alexnet_jax/model/alexnet.py" in text and "uncommitted changes: a/seed1" in text
+    unknown = provenance.commits_summary({"a/seed0": code(first), "a/seed1": code("f" * 40)},
+                                         repo=repo)
+    assert unknown["changed"] is None
+
+
+def test_power_is_what_simulated_block_designs_find():
+    rng = np.random.default_rng(1)
+    arms, seeds, sd, effect = 4, 3, 1.2, 1.7
+    found = 0
+    trials = 2000
+    for _ in range(trials):
+        seed_effects = rng.normal(0, 5, seeds)   # blocks: removed by the design
+        values = {name: list(30 + shift + seed_effects + rng.normal(0, sd, seeds))
+                  for name, shift in (("base", 0.0), ("arm", effect), ("x", 0.5), ("y", -1.0))}
+        contrast = block_contrast(by_arm(**values), "base", "arm")
+        found += contrast.p < 0.05
+    expected = block_design.power(sd, effect, seeds, arms)
+    assert found / trials == pytest.approx(expected, abs=3 * math.sqrt(0.25 / trials))
+    needed = block_design.seeds_for_power(sd, effect, arms)
+    assert block_design.power(sd, effect, needed, arms) >= 0.8
+    assert block_design.power(sd, effect, needed - 1, arms) < 0.8
+
+
+def test_a_study_page_shows_the_block_fit_each_arms_spread_and_the_seeds_for_power():
+    from alexnet_jax.studies import results_page  # noqa: PLC0415
+
+    results = results_with({"baseline": [0.30, 0.34, 0.38], "no_lrn": [0.32, 0.355, 0.395],
+                            "one_column": [0.31, 0.35, 0.385]})
+    results.update(baseline="baseline", target_train_error=None)
+    results["arms"]["no_lrn"]["paper"] = {"top1": 1.4}
+    lines = "\n".join(results_page._block_fit(results))
+    contrast = block_contrast(by_arm(baseline=[30.0, 34.0, 38.0], no_lrn=[32.0, 35.5, 39.5],
+                                     one_column=[31.0, 35.0, 38.5]), "baseline", "no_lrn")
+    assert (f"| `no_lrn` | 0, 1, 2 | 3 | 4 | {contrast.estimate:+.2f} [{contrast.low:+.2f}, "
+            f"{contrast.high:+.2f}] | {contrast.p:.3f} |") in lines
+    assert "Each arm's residual spread in the fit of 3 arms x 3 seeds" in lines
+    needed = block_design.seeds_for_power(contrast.residual_sd, 1.4, 3)
+    assert f"| `no_lrn` | +1.4 | " in lines and f"| {needed} |" in lines
