@@ -131,3 +131,29 @@ def test_lars_moves_each_kernel_by_a_fixed_fraction_of_its_norm_and_biases_plain
                                    -direction / np.linalg.norm(direction), atol=1e-5)
         np.testing.assert_allclose(np.asarray(updates[layer]["bias"]),
                                    -2.0 * grads[layer]["bias"], rtol=1e-5)
+
+
+def test_lars_honours_per_layer_decay_and_decayed_biases():
+    """With a zero gradient the update is the decay alone: a layer exempted by
+    layer_weight_decay does not move, another layer's value is used, and decay_biases decays
+    the biases (without the trust ratio, which LARS gives kernels only)."""
+    params = {"conv1": {"kernel": np.full((3, 3), 2.0, np.float32),
+                        "bias": np.full(3, 1.0, np.float32)},
+              "fc8": {"kernel": np.full((3, 3), 2.0, np.float32),
+                      "bias": np.full(3, 1.0, np.float32)},
+              "fc7": {"kernel": np.full((3, 3), 2.0, np.float32),
+                      "bias": np.full(3, 1.0, np.float32)}}
+    zero = jax.tree.map(np.zeros_like, params)
+    tx = optim.create_lars(0.1, momentum=0.0, weight_decay=0.01, trust_coefficient=1.0,
+                           decay_biases=True, layer_weight_decay={"fc8": 0.0, "fc7": 0.05})
+    updates, _ = tx.update(zero, tx.init(params), params)
+    np.testing.assert_array_equal(np.asarray(updates["fc8"]["kernel"]), 0.0)
+    # kernels: decay 0.01 x 2 scaled by the trust ratio |w| / |decay| to a step of |w| x rate
+    np.testing.assert_allclose(np.asarray(updates["conv1"]["kernel"]), -0.1 * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(updates["fc7"]["kernel"]), -0.1 * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(updates["conv1"]["bias"]), -0.1 * 0.01, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(updates["fc7"]["bias"]), -0.1 * 0.05, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(updates["fc8"]["bias"]), 0.0)
+    plain = optim.create_lars(0.1, momentum=0.0, weight_decay=0.01, trust_coefficient=1.0)
+    updates, _ = plain.update(zero, plain.init(params), params)
+    np.testing.assert_array_equal(np.asarray(updates["conv1"]["bias"]), 0.0)  # default: exempt

@@ -138,7 +138,8 @@ def test_an_unreadable_newest_checkpoint_falls_back_and_another_model_is_refused
     result = run_cli(source, *overrides, "--config.model.lrn=False", f"--images={image}",
                      mode="predict")
     assert result.returncode == 2
-    assert "was written by another model or dataset than this config describes" in result.stderr
+    assert ("was written by a different model or dataset: model.lrn: checkpoint True, this "
+            "config False.") in result.stderr
 
 
 def test_features_go_to_a_npy_file():

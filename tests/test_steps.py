@@ -94,6 +94,22 @@ def test_ties_and_underflow_count_against_the_label():
     np.testing.assert_array_equal(steps.topk_correct(scores, jnp.asarray([4]), 5), [0.0])
 
 
+def test_a_non_finite_score_is_never_correct():
+    """No comparison with NaN is true, so a NaN row once ranked its label first (top-1
+    "correct"); an infinite score in the row is no prediction either, and so is a 10-view
+    average holding a NaN view."""
+    labels = jnp.asarray([3, 3, 3])
+    scores = jnp.zeros((3, 10)).at[:, 3].set(5.0)           # each row: the label is first
+    scores = scores.at[0].set(jnp.nan).at[1, 7].set(jnp.inf).at[2, 0].set(-jnp.inf)
+    for k in (1, 5):
+        np.testing.assert_array_equal(steps.topk_correct(scores, labels, k), [0.0, 0.0, 0.0])
+    views = jnp.zeros((1, 10, 10)).at[0, :, 3].set(5.0).at[0, 4].set(jnp.nan)
+    averaged = steps.mean_softmax_log(views)
+    np.testing.assert_array_equal(steps.topk_correct(averaged, labels[:1], 5), [0.0])
+    np.testing.assert_array_equal(
+        steps.topk_correct(jnp.zeros((1, 10)).at[0, 3].set(5.0), labels[:1], 1), [1.0])
+
+
 def test_eval_step_masks_padding_and_averages_views():
     mesh = jax.make_mesh((2, 1), ("data", "model"), devices=jax.devices()[:2])
     graphdef, params, _, _ = setup(mesh, columns=2, init_std=0.1, positive_bias=0.1)

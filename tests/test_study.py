@@ -671,3 +671,18 @@ def test_a_record_names_data_beside_the_checkout_by_its_relative_path(tmp_path):
         study_records.save_record(workdir, tmp_path / "record")
         assert json.loads((tmp_path / "record" / "config.json").read_text()) == {
             "data": {"path": recorded}, "seed": 3}
+
+
+def test_an_evaluation_of_diverged_parameters_is_never_a_runs_best(tmp_path):
+    """A line logged before the run stopped as diverged (written by older code: NaN outputs
+    ranked every label first, 0% error, loss NaN) is no result."""
+    workdir = tmp_path / "run"
+    write_run(workdir, [0.6, 0.4], 0.3, complete=False)
+    with (workdir / "metrics.jsonl").open("a") as out:
+        out.write(json.dumps({"step": 30, "epoch": 3, "split": "val", "crops": 1,
+                              "top1_error": 0.0, "top5_error": 0.0, "loss": float("nan")})
+                  + "\n")
+        out.write(json.dumps({"step": 30, "event": "diverged", "loss": "nan"}) + "\n")
+    result = study_report.run_result(workdir)
+    assert result["best_val_1crop"]["top1_error"] == pytest.approx(0.3)
+    assert result["diverged_at_step"] == 30

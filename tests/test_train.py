@@ -193,6 +193,21 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
                                          "loss": mock.ANY, "time": mock.ANY}
 
 
+def test_parameters_that_overflow_at_an_epochs_last_step_are_never_evaluated(config,
+                                                                            tmp_path):
+    """One step an epoch at a rate that overflows the parameters: the epoch's end must not
+    record an evaluation of them (NaN outputs once ranked every label first: 0% error)."""
+    with config.unlocked():
+        config.train.batch_size, config.train.eval_batch_size = 40, 40   # the 40 images
+        config.train.num_epochs = 2
+        config.optimizer.learning_rate = 1e39
+    with pytest.raises(UserError, match="the parameters became non-finite at step 1"):
+        train.train_and_evaluate(config, tmp_path)
+    records = read_records(tmp_path)
+    assert not [r for r in records if r.get("split") == "val"]
+    assert read_divergence(tmp_path)["step"] == 1
+
+
 @pytest.mark.parametrize("section,key,value,message", [
     ("model", "columns", 3, "model.columns=3 is not valid"),
     ("data", "crop_size", 300, "larger than the resized image"),
@@ -201,7 +216,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
     ("data", "name", "mnist", "data.name='mnist' is not valid"),
     ("model", "dropout_rate", 1.0, "dropout_rate"),
     ("data", "path", "/no/such/tree", "ImageFolder tree"),
-    ("train", "batch_size", 4096, "fewer images .* than one batch"),
+    ("train", "batch_size", 4096, r"train.batch_size: was 8, now 4096 \(refused"),
 ])
 def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, section, key,
                                                             value, message):
@@ -363,6 +378,24 @@ def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, t
     assert kept_steps(tmp_path / "stopped") == kept_steps(tmp_path / "whole")
 
 
+def test_the_epoch_end_done_after_a_resume_rewrites_its_checkpoint_as_the_best(config,
+                                                                              tmp_path):
+    """Stopped at epoch 1's last step, the checkpoint there has no evaluation yet; the resumed
+    epoch end must write it again with its evaluation, or the best epoch (the first) is not a
+    candidate for "best" and, keeping one checkpoint, is lost."""
+    with config.unlocked():
+        config.train.num_epochs = 3               # 5 steps per epoch
+        config.train.final_eval_views = ()
+        config.train.keep_checkpoints = 1
+        config.schedule.name = "constant"
+    with mock.patch.object(evaluation, "evaluate", scripted_evaluation([0.2, 0.5, 0.6])):
+        with signal_before_step(4):               # the last step of epoch 1
+            train.train_and_evaluate(config, tmp_path)
+        assert kept_steps(tmp_path) == [5]
+        train.train_and_evaluate(config, tmp_path)
+    assert kept_steps(tmp_path) == [5, 15]        # the best (epoch 1) and the last
+
+
 def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config, tmp_path):
     """The resumed epoch end writes its step's checkpoint again; were the old one deleted
     first, a kill before the new one is on disk would leave no checkpoint at that step (with
@@ -433,15 +466,13 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     rates = [(r["step"], r["learning_rate"]) for r in records if r.get("split") == "train"]
     assert {rate for step, rate in rates if step <= 5} == {0.01}
     assert [rate for step, rate in rates if step > 5] == pytest.approx([0.001] * 5)
-    # said by each of the two resumes (the killed one and the one that finished)
-    *_, changed = [r for r in records if r.get("event") == "optimizer_changed_on_resume"]
-    assert changed["changes"] == ["optimizer.learning_rate: 0.01 -> 0.001",
-                                  "optimizer.momentum: 0.9 -> 0.5"]
+    # said by the resume that trained (the killed one wrote no checkpoint: the next resume
+    # applies the same changes to the same checkpoint, and says so again)
     *_, course = [r for r in records if r.get("event") == "config_changed_on_resume"]
-    assert {**course, "time": 0} == {"step": 5, "event": "config_changed_on_resume", "time": 0,
-                                     "changes": {
-        "optimizer.learning_rate": [0.01, 0.001], "optimizer.momentum": [0.9, 0.5],
-        "train.num_epochs": [1, 2]}}
+    assert {key: (value["was"], value["now"]) for key, value in course["applied"].items()} == {
+        "optimizer.learning_rate": (0.01, 0.001), "optimizer.momentum": (0.9, 0.5),
+        "train.num_epochs": (1, 2)}
+    assert course["step"] == 5 and course["learning_rate"] == pytest.approx(0.001)
     from alexnet_jax.model import build  # noqa: PLC0415
     from alexnet_jax.training import checkpointing  # noqa: PLC0415
     from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
@@ -453,7 +484,7 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
     saved.close()
     assert float(state.hyperparams["momentum"]) == pytest.approx(0.5)
     assert progress["schedule"]["learning_rate"] == pytest.approx(0.001)
-    assert progress["optimizer"]["momentum"] == 0.5
+    assert progress["config"]["optimizer"]["momentum"] == 0.5
 
 
 def test_a_resume_that_would_change_the_experiment_is_refused_and_writes_nothing(
@@ -472,9 +503,11 @@ def test_a_resume_that_would_change_the_experiment_is_refused_and_writes_nothing
         config.data.random_flip = False
         config.train.log_every_steps = 1           # cadence: may change
     with pytest.raises(UserError, match=(
-            r"cannot change within a run: data.random_flip: was True, now False; seed: was 0, "
-            r"now 7; train.batch_size: was 8, now 16\. Resume it with the values in "
-            r".*config.json, or train the new config in a new --workdir")):
+            r"cannot go on with this config: data.random_flip: was True, now False \(refused: "
+            r".*\); seed: was 0, now 7 \(refused: .*\); train.batch_size: was 8, now 16 "
+            r"\(refused: a step counts batches of this size.*\)\. Resume it with the values "
+            r"it was trained with \(the checkpoint's record of its config\), or train the new "
+            r"config in a new --workdir")):
         train.train_and_evaluate(config, tmp_path)
     assert file_versions(tmp_path) == before
 
@@ -505,7 +538,18 @@ def test_accumulated_steps_with_scaled_and_warmed_up_rate_train_and_log_each_ste
     train.train_and_evaluate(config, tmp_path)
     rates = [r["learning_rate"] for r in read_records(tmp_path) if r.get("split") == "train"]
     ramp = [0.01 + (0.000625 - 0.01) * step / 5 for step in range(5)]
+    # the rates the steps' updates used (read from the optimizer state the step returns)
     assert rates == pytest.approx(ramp + [0.000625] * 5)
+    # the micro-batches really are separate passes: micro-batch i draws its own dropout masks,
+    # so the accumulated run's losses are not the unaccumulated run's (a step that ignored
+    # the accumulation would give exactly those), though close to them
+    with config.unlocked():
+        config.train.accumulate_steps = 1
+    train.train_and_evaluate(config, tmp_path / "whole")
+    losses = {name: [r["loss"] for r in read_records(path) if r.get("split") == "train"]
+              for name, path in (("micro", tmp_path), ("whole", tmp_path / "whole"))}
+    assert losses["micro"] != losses["whole"]
+    np.testing.assert_allclose(losses["micro"], losses["whole"], rtol=0.05)
     with config.unlocked():
         config.train.accumulate_steps = 3
     with pytest.raises(UserError, match="train.accumulate_steps=3 must be >= 1 and divide"):

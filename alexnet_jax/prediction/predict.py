@@ -24,7 +24,7 @@ from alexnet_jax.data import catalog, class_names
 from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
 from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure
 from alexnet_jax.model import build
-from alexnet_jax.training import checkpointing
+from alexnet_jax.training import checkpointing, resume_policy
 from alexnet_jax.training import run as training_run
 
 
@@ -55,8 +55,8 @@ def load_trained(config, workdir: str | Path, step: int | None = None) -> Traine
         if step is not None and step not in steps:
             raise UserError(f"no checkpoint at step {step} in {checkpointer.directory}; "
                             f"available: {sorted(steps)}")
-        source = catalog.open_dataset(config)
-        fingerprint = training_run.model_fingerprint(config, source.num_classes)
+        # the model is checked before the dataset is opened (which may prepare it)
+        fingerprint = training_run.model_fingerprint(config, None)
         failures = []
         for candidate in [step] if step is not None else steps:
             path = checkpointer.directory / str(candidate)
@@ -67,16 +67,16 @@ def load_trained(config, workdir: str | Path, step: int | None = None) -> Traine
                 failures.append(f"{path} ({checkpointing.error_line(error)})")
                 logging.warning("checkpoint %s cannot be restored; trying an older one", path)
                 continue
-            if saved != fingerprint:
-                raise UserError(f"the checkpoint {path} was written by another model or dataset "
-                                f"than this config describes (its: {saved}; this config's: "
-                                f"{fingerprint}); use the config the run was trained with (its "
-                                "config.json, with the same --config overrides).")
+            resume_policy.check_same_model(saved, fingerprint, str(path),
+                                           compare_classes=False)
             break
         else:
             raise UserError("no checkpoint can be restored: " + "; ".join(failures))
     finally:
         checkpointer.close()
+    source = catalog.open_dataset(config)
+    resume_policy.check_same_model(
+        saved, training_run.model_fingerprint(config, source.num_classes), str(path))
     prep = preprocessing_from_config(config, source, progress=False)
     model = build.model_with_params(config, source.num_classes, params)
     return TrainedRun(model, dataclasses.replace(prep, prepared_storage=None),

@@ -63,7 +63,9 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
     completion = read_completion(workdir)
     train_lines = [r for r in records if r.get("split") == "train"]
     epoch_lines = [r for r in records if r.get("split") == "train_epoch"]
-    centre = [r for r in records if r.get("split") == "val" and r.get("crops") == 1]
+    # an evaluation of diverged parameters (a non-finite loss) is no result of the run
+    centre = [r for r in records if r.get("split") == "val" and r.get("crops") == 1
+              and math.isfinite(float(r.get("loss", 0.0)))]
     pick = lambda r: None if r is None else {  # noqa: E731
         "top1_error": r["top1_error"], "top5_error": r["top5_error"], "epoch": r["epoch"],
         "step": r["step"]}

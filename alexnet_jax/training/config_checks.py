@@ -7,6 +7,7 @@ import ml_collections
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.data.catalog import SOURCE_NAMES
 from alexnet_jax.model import layers
+from alexnet_jax.training import optim
 from alexnet_jax.training.schedule import SCHEDULES
 
 ARCHS = {"alexnet": (5, 2), "cifar_conv_local": (4, 0)}  # arch -> (conv widths, fc widths)
@@ -146,6 +147,22 @@ def _validate_large_batch(config: ml_collections.ConfigDict) -> None:
     if o.trust_coefficient <= 0 or s.warmup_epochs < 0:
         raise UserError(f"optimizer.trust_coefficient ({o.trust_coefficient}) must be > 0 and "
                         f"schedule.warmup_epochs ({s.warmup_epochs}) >= 0.")
+    if o.name == "lars" and o.decay_mode != "paper":
+        raise UserError(
+            f"optimizer.decay_mode={o.decay_mode} is momentum SGD's: LARS adds the weight decay "
+            "to the gradient before its trust ratio and momentum (You et al. 2017), the "
+            "paper's placement. Use optimizer.decay_mode=paper with optimizer.name=lars "
+            "(optimizer.decay_biases and optimizer.layer_weight_decay apply to LARS too).")
+    scaled = optim.initial_learning_rate(o.learning_rate, config.train.batch_size, o.lr_scaling)
+    if s.warmup_epochs > 0 and scaled == o.learning_rate:
+        raise UserError(
+            f"schedule.warmup_epochs={s.warmup_epochs:g} ramps the rate from "
+            f"optimizer.learning_rate ({o.learning_rate:g}) up to the linearly scaled rate "
+            "(Goyal et al. 2017), but here the two are equal "
+            + ("(optimizer.lr_scaling=none)" if o.lr_scaling != "linear" else
+               f"(train.batch_size={config.train.batch_size}, the paper's 128)")
+            + ": there is nothing to ramp. Set optimizer.lr_scaling=linear with a batch larger "
+            "than 128, or schedule.warmup_epochs=0.")
 
 
 def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int) -> None:

@@ -27,6 +27,9 @@ class EpochEnd:
             means.start(step // self.steps_per_epoch - 1, run.progress["epoch_train"])
         self.log.epoch_training_error(step, means.means())
         self._check_training_error_target(step, means.means()["top1_error"])
+        # parameters that overflowed in the epoch's last update are no result to evaluate: the
+        # run stops as diverged (raises) before an evaluation line could be written
+        self.saver.check_finite(step)
         result = self.evaluations.get(step, run.config.train.epoch_eval_views)
         event = run.schedule.record_evaluation(result["top1_error"])
         if event:

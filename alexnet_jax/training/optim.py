@@ -58,15 +58,11 @@ def momentum_sgd(learning_rate: float, momentum: float = 0.9, weight_decay: floa
     return optax.GradientTransformation(init, update)
 
 
-def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
-                     decay_biases: bool, initial_learning_rate: float,
-                     layer_weight_decay: dict[str, float] | None = None
-                     ) -> optax.GradientTransformation:
-    """The optimizer with its learning rate held in its state (settable every step).
-
-    cuda-convnet decayed weights only (biases had no weight cost); `decay_biases` adds them.
-    `layer_weight_decay` overrides the decay of named layers (cuda-convnet's per-layer `wc`).
-    """
+def decay_scales(weight_decay: float, decay_biases: bool,
+                 layer_weight_decay: dict[str, float] | None = None) -> Callable[[Any], Any]:
+    """params -> a pytree of the factors multiplying `weight_decay` per parameter: 0 for biases
+    (cuda-convnet decayed weights only) unless `decay_biases`, layer / weight_decay for the
+    layers `layer_weight_decay` names (cuda-convnet's per-layer `wc`), else 1."""
     overrides = tuple(sorted((layer_weight_decay or {}).items()))
 
     def scale(params):
@@ -80,9 +76,19 @@ def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
             return 1.0
         return jax.tree_util.tree_map_with_path(of, params)
 
+    return scale
+
+
+def create_optimizer(momentum: float, weight_decay: float, decay_mode: str,
+                     decay_biases: bool, initial_learning_rate: float,
+                     layer_weight_decay: dict[str, float] | None = None
+                     ) -> optax.GradientTransformation:
+    """The optimizer with its learning rate held in its state (settable every step); which
+    parameters decay, and how much: `decay_scales`."""
     return optax.inject_hyperparams(momentum_sgd, static_args=("decay_mode", "decay_scale"))(
         learning_rate=initial_learning_rate, momentum=momentum, weight_decay=weight_decay,
-        decay_mode=decay_mode, decay_scale=scale)
+        decay_mode=decay_mode,
+        decay_scale=decay_scales(weight_decay, decay_biases, layer_weight_decay))
 
 
 PAPER_BATCH = 128  # the paper's batch: optimizer.lr_scaling=linear scales by batch / 128
@@ -94,17 +100,36 @@ def initial_learning_rate(learning_rate: float, batch_size: int, lr_scaling: str
     return learning_rate * (batch_size / PAPER_BATCH if lr_scaling == "linear" else 1.0)
 
 
-def create_lars(learning_rate: float, momentum: float, weight_decay: float,
-                trust_coefficient: float) -> optax.GradientTransformation:
-    """optax's LARS (You et al. 2017: each layer's step scaled by |w| / |g|), with the rate in
-    its state like create_optimizer's; biases get neither weight decay nor the trust ratio."""
+def lars(learning_rate: float, weight_decay: float, momentum: float, trust_coefficient: float,
+         decay_scale: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """optax.lars's chain (You et al. 2017) with per-parameter weight decay: the decay
+    (`weight_decay` x `decay_scale(params)` x w) added to the gradient, each kernel's update
+    scaled by the trust ratio |w| / |update| (biases: not), then the rate and the momentum."""
+
+    def add_decay(updates, state, params):
+        return jax.tree.map(lambda g, w, c: g + (c * weight_decay) * w if c else g,
+                            updates, params, decay_scale(params)), state
+
     not_bias = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
         lambda path, _: not _is_bias(path), params)
-    return optax.inject_hyperparams(
-        optax.lars, static_args=("weight_decay_mask", "trust_ratio_mask"))(
+    return optax.chain(
+        optax.GradientTransformation(lambda params: optax.EmptyState(), add_decay),
+        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient),
+                     not_bias),
+        optax.scale_by_learning_rate(learning_rate),
+        optax.trace(decay=momentum))
+
+
+def create_lars(learning_rate: float, momentum: float, weight_decay: float,
+                trust_coefficient: float, decay_biases: bool = False,
+                layer_weight_decay: dict[str, float] | None = None
+                ) -> optax.GradientTransformation:
+    """LARS with its hyperparameters (the rate, momentum, decay and trust coefficient) in its
+    state like create_optimizer's; decay as `decay_scales` says (biases exempt by default)."""
+    return optax.inject_hyperparams(lars, static_args=("decay_scale",))(
         learning_rate=learning_rate, weight_decay=weight_decay, momentum=momentum,
-        trust_coefficient=trust_coefficient, weight_decay_mask=not_bias,
-        trust_ratio_mask=not_bias)
+        trust_coefficient=trust_coefficient,
+        decay_scale=decay_scales(weight_decay, decay_biases, layer_weight_decay))
 
 
 def set_learning_rate(opt_state, learning_rate: jax.Array):

@@ -25,7 +25,7 @@ from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_conf
 from alexnet_jax.model import build
 from alexnet_jax.model.sharded_network import count_params
 from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
-                                  optim, optimizer_resume, resume_check, workdir_lock)
+                                  optim, resume_policy, workdir_lock)
 from alexnet_jax.training.metrics_writer import MetricsWriter
 from alexnet_jax.training.schedule import Schedule
 from alexnet_jax.training.state import build_train_state
@@ -51,9 +51,8 @@ class Run:
     num_params: int
     progress: dict[str, Any]  # step, epoch, best, schedule; saved in every checkpoint
     lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
-    resumed_with_changes: list[str] = dataclasses.field(default_factory=list)  # optimizer.*
-    # other config keys changed on resume ({key: [was, now]}; resume_check)
-    config_changes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    # what the resume did with the config's changes (resume_policy); None for a new run
+    resume: resume_policy.Decision | None = None
 
     @property
     def step(self) -> int:
@@ -64,8 +63,10 @@ class Run:
         return jax.process_index() == 0
 
 
-def model_fingerprint(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
-    """What a checkpoint's arrays depend on: restoring into a different model is refused."""
+def model_fingerprint(config: ml_collections.ConfigDict,
+                      num_classes: int | None) -> dict[str, Any]:
+    """What a checkpoint's arrays depend on: restoring into a different model is refused
+    (resume_policy.check_same_model; `num_classes` None before the dataset is open)."""
     model = json.loads(config.model.to_json())
     for key in ("column_impl", "lrn_impl", "conv1_impl", "dtype",
                 "dropout_rate"):  # how it computes, not what it stores
@@ -105,8 +106,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
               for_evaluation: bool = False) -> Run:
     """Mesh, data, model and optimizer state, restored from the latest checkpoint if any.
 
-    Every check that can refuse the run (config, workdir, data, checkpoints) comes before the
-    workdir is created or written, so a refused command leaves no trace."""
+    Every check that can refuse the command (config, workdir, lock, the checkpoint's model and
+    the resume policy) comes before any data is prepared and before the workdir is created or
+    written, so a refused command leaves no trace."""
     config_checks.validate(config)
     mesh = build.build_mesh(config)
     config_checks.validate_for_mesh(config, mesh.shape[sharding.DATA_AXIS])
@@ -116,6 +118,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                         "without --mode=eval).")
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
+    check_before_data(config, workdir, resuming=not for_evaluation)
     source, prep = open_data(config, for_evaluation)
     graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
@@ -128,11 +131,11 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     schedule = Schedule(config.schedule, optim.initial_learning_rate(
         o.learning_rate, config.train.batch_size, o.lr_scaling), warmup_start=o.learning_rate)
     fingerprint = model_fingerprint(config, source.num_classes)
+    decisions = []
     try:
-        restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation)
-        # after the more specific refusals (another model, data too small for a batch)
-        config_changes = ({} if for_evaluation or restored is None
-                          else changes_on_resume(config, workdir))
+        restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation,
+                           None if for_evaluation else lambda progress: decisions.append(
+                               resume_policy.check_resume(config, progress, workdir)))
     except UserError:
         checkpointer.close()
         if lock:
@@ -140,28 +143,50 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
         raise
     params, opt_state, progress = restored or (params, opt_state, {
         "step": 0, "epoch": 0, "fingerprint": fingerprint, "best": None})
-    changes = []
+    decision = None
     if restored is not None:
         schedule.load_dict(progress["schedule"])
-        if not for_evaluation:
-            opt_state, changes = optimizer_resume.apply_new_settings(config, progress, workdir,
-                                                                     opt_state, schedule)
+        if decisions:  # the restored checkpoint's (the last checked)
+            decision = decisions[-1]
+            previous, _ = resume_policy.previous_config(progress, workdir)
+            opt_state = resume_policy.apply(decision, config, previous, opt_state, schedule)
     writer = (MetricsWriter(workdir, enabled=jax.process_index() == 0) if not for_evaluation
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress, lock, changes,
-               config_changes)
+               checkpointer, writer, count_params(params), progress, lock, decision)
 
 
-def changes_on_resume(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, list]:
-    """The config changes to record when training resumes in `workdir` (none for a new run);
-    a UserError for a change no run can make midway (resume_check)."""
-    previous = workdir / CONFIG_FILE
-    if not has_checkpoints(workdir) or not previous.exists():
-        return {}
-    return resume_check.resume_changes(json.loads(previous.read_text()),
-                                       json.loads(config.to_json_best_effort()), str(previous))
+def newest_progress(workdir: Path) -> dict[str, Any] | None:
+    """The progress record of the workdir's newest checkpoint whose record reads (None
+    without one); reads only."""
+    if not has_checkpoints(workdir):
+        return None
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=1 << 30,
+                                              asynchronous=False)
+    try:
+        for step in sorted(checkpointer.all_steps(), reverse=True):
+            try:
+                return checkpointer.restore_progress(step)
+            except Exception:  # noqa: BLE001 - a damaged record: the restore reports it
+                continue
+    finally:
+        checkpointer.close()
+    return None
+
+
+def check_before_data(config: ml_collections.ConfigDict, workdir: Path,
+                      resuming: bool) -> None:
+    """The refusals that need only the newest checkpoint's record: another model (its class
+    count aside, known once the data is open), and, when `resuming` training, a config change
+    the resume policy refuses. Made before any data is prepared."""
+    progress = newest_progress(workdir)
+    if progress is None:
+        return
+    resume_policy.check_same_model(progress.get("fingerprint"), model_fingerprint(config, None),
+                                   str(workdir / "checkpoints"), compare_classes=False)
+    if resuming:
+        resume_policy.check_resume(config, progress, workdir)
 
 
 def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
@@ -177,24 +202,24 @@ def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
 
 
 def restore(checkpointer: checkpointing.Checkpointer, params, opt_state,
-            fingerprint: dict[str, Any], set_aside: bool):
+            fingerprint: dict[str, Any], set_aside: bool, check_progress=None):
     """(params, opt_state, progress) of the newest checkpoint that restores, or None; a
-    checkpoint of another model is refused (UserError)."""
+    checkpoint of another model is refused (UserError), and so is one `check_progress`
+    (called with its progress record) refuses."""
 
-    def same_model(step: int, saved: dict[str, Any]) -> None:
-        if saved.get("fingerprint") != fingerprint:
-            raise UserError(
-                f"the checkpoint at {checkpointer.directory}/{step} was written by a different "
-                f"model or dataset (its: {saved.get('fingerprint')}; this run's: {fingerprint})."
-                " Use a new --workdir for a different model, or run with the original config.")
+    def check(step: int, saved: dict[str, Any]) -> None:
+        resume_policy.check_same_model(saved.get("fingerprint"), fingerprint,
+                                       f"{checkpointer.directory}/{step}")
+        if check_progress is not None:
+            check_progress(saved)
 
     newest = checkpoint_recovery.restore_newest(
         checkpointer, checkpointing.abstract_like(params),
-        checkpointing.abstract_like(opt_state), same_model, set_aside=set_aside)
+        checkpointing.abstract_like(opt_state), check, set_aside=set_aside)
     if newest is None:
         return None
     step, restored = newest
-    logging.info("resumed from %s at step %d", checkpointer.directory, step)
+    logging.info("restored the checkpoint %s/%d", checkpointer.directory, step)
     return restored
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 
 from alexnet_jax.training import multihost, plots
@@ -51,7 +52,9 @@ class RunLog:
         last line."""
         run = self.run
         elapsed = max(time.perf_counter() - self.window["time"], 1e-9)
-        rate = run.schedule.rate_at(step - 1, self.steps_per_epoch)  # the step's own rate
+        # the rate the step's update used, as its state held it (float32), written as the
+        # shortest decimal that is that float32 (0.01, not 0.009999999776482582)
+        rate = float(str(np.float32(metrics["learning_rate"])))
         scalars = {**metrics, "learning_rate": rate,
                    "images_per_sec": (step - self.window["step"]) * self.batch_size / elapsed,
                    "data_wait_fraction": self.window["data_wait"] / elapsed}

@@ -8,7 +8,7 @@ import math
 import jax
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.training import optimizer_resume, steps
+from alexnet_jax.training import resume_policy, steps
 from alexnet_jax.training.epoch_metrics import EpochMeans
 from alexnet_jax.training.run_log import RunLog
 
@@ -26,14 +26,21 @@ class Saver:
         """Checkpoint the state after `step`, if its parameters are all finite (a loss that
         was finite before the update says nothing about the parameters after it)."""
         run = self.run
-        if not bool(self.all_finite(run.params)):
-            self.diverged(step, f"the parameters became non-finite at step {step}", math.nan)
+        self.check_finite(step)
         run.progress.update(step=step, epoch=step / self.steps_per_epoch,
                             schedule=run.schedule.to_dict(),
                             epoch_train=self.epoch_means.to_dict(),
-                            optimizer=optimizer_resume.optimizer_settings(run.config),
+                            # the config in force (optimizer values read from its state):
+                            # what the next resume compares with (resume_policy)
+                            config=resume_policy.config_in_force(run.config, run.opt_state),
+                            process_count=jax.process_count(),
                             epoch_end_pending=epoch_end_pending)
         run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error, replace)
+
+    def check_finite(self, step: int) -> None:
+        """Stop the run as diverged (UserError) when its parameters are not all finite."""
+        if not bool(self.all_finite(self.run.params)):
+            self.diverged(step, f"the parameters became non-finite at step {step}", math.nan)
 
     def diverged(self, step: int, what: str, loss: float) -> None:
         # recorded so that a study's sweep can score this learning rate as failed

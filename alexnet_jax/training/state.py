@@ -20,7 +20,8 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     o = config.optimizer
     rate = optim.initial_learning_rate(o.learning_rate, config.train.batch_size, o.lr_scaling)
     if o.name == "lars":
-        return optim.create_lars(rate, o.momentum, o.weight_decay, o.trust_coefficient)
+        return optim.create_lars(rate, o.momentum, o.weight_decay, o.trust_coefficient,
+                                 o.decay_biases, dict(o.layer_weight_decay))
     return optim.create_optimizer(momentum=o.momentum, weight_decay=o.weight_decay,
                                   decay_mode=o.decay_mode, decay_biases=o.decay_biases,
                                   initial_learning_rate=rate,

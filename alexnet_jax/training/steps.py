@@ -39,12 +39,16 @@ def label_scores(scores_BxK: jax.Array, labels_B: jax.Array) -> jax.Array:
 def topk_correct(scores_BxK: jax.Array, labels_B: jax.Array, k: int) -> jax.Array:
     """1.0 where the label is among the k highest-scoring classes. Scores are logits or log
     probabilities, never probabilities: those underflow to exact zeros that tie. A tie counts
-    against the label (equal outputs for every class are no correct prediction)."""
+    against the label (equal outputs for every class are no correct prediction), and so does a
+    row holding a NaN or infinite score (no comparison with NaN is true: it would rank the label
+    first)."""
     k = min(k, scores_BxK.shape[-1])
     label_score = label_scores(scores_BxK, labels_B)[:, None]
     # at least as high as the label's score: the label itself and every class that beats or
     # ties it; the label is in the top k when that makes at most k classes
-    return (jnp.sum(scores_BxK >= label_score, axis=-1) <= k).astype(jnp.float32)
+    in_top_k = jnp.sum(scores_BxK >= label_score, axis=-1) <= k
+    finite = jnp.all(jnp.isfinite(scores_BxK), axis=-1)
+    return (in_top_k & finite).astype(jnp.float32)
 
 
 def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
@@ -110,6 +114,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         opt_state = optim.set_learning_rate(opt_state, learning_rate)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
+        # the rate this update used, as the optimizer state held it: what the log reports
+        metrics["learning_rate"] = opt_state.hyperparams["learning_rate"]
         if stop_votes is not None:
             metrics["stop"] = jnp.max(stop_votes)
         return params, opt_state, metrics

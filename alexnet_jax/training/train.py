@@ -36,13 +36,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             if run.is_chief:  # an extended run is not complete until it finishes again
                 (run.workdir / COMPLETION_FILE).unlink(missing_ok=True)
             write_run_facts(run)
-            if run.config_changes:
-                logging.info("resumed with config changes: %s", run.config_changes)
-                run.writer.write_record({"step": run.step, "event": "config_changed_on_resume",
-                                         "changes": run.config_changes})
-            if run.resumed_with_changes:
-                run.writer.write_record({"step": run.step, "event": "optimizer_changed_on_resume",
-                                         "changes": run.resumed_with_changes,
+            if run.resume is not None and run.resume.applied:
+                # what was applied, and how (resume_policy); silent changes move no result
+                run.writer.write_record({"step": run.step, **run.resume.event(),
                                          "learning_rate": run.schedule.learning_rate})
             return trainer.train()
     finally:

@@ -1,0 +1,205 @@
+"""The resume policy (alexnet_jax/training/resume_policy.py): one table for every config key, and
+each decision as a user meets it: applied and read back from the next checkpoint, or refused
+before any data is prepared or any file written, naming the key with its old and new value."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY_RESIZE, file_versions
+
+from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.run_files import read_records, surviving_records
+from alexnet_jax.training import resume_policy, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_key_of_the_default_config_has_a_resume_decision():
+    """A key added to configs/default.py without a decision fails here (at run time it would
+    be refused as undecided); a decision for a key that no longer exists does too."""
+    from configs import default  # noqa: PLC0415
+
+    keys = resume_policy.config_values(json.loads(default.get_config().to_json_best_effort()))
+    assert set(keys) == set(resume_policy.POLICY)
+
+
+def test_the_users_table_in_docs_reliability_is_the_policys():
+    check = subprocess.run([sys.executable, "experiments/resume_table.py", "--check",
+                            "docs/reliability.md"], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_epoch_order_keys_change_at_an_epochs_end_and_split_needs_the_same_processes():
+    before = {"data": {"shuffle_buffer": 100, "process_sharding": "split"}, "seed": 0}
+    after = {"data": {"shuffle_buffer": 200, "process_sharding": "split"}, "seed": 0}
+    at_end = resume_policy.decide(before, after, mid_epoch=False, process_counts=(2, 1))
+    assert at_end.applied == {"data.shuffle_buffer": (100, 200)} and not at_end.refused
+    inside = resume_policy.decide(before, after, mid_epoch=True, process_counts=(2, 1))
+    assert [line.split(" (")[0] for line in inside.refused] == [
+        "data.shuffle_buffer: was 100, now 200", "the process count: was 2, now 1"]
+    same = resume_policy.decide(before, before, mid_epoch=True, process_counts=(2, 2))
+    assert not same.refused and not same.applied
+    interleaved = {"data": {"shuffle_buffer": 100, "process_sharding": "interleaved"}}
+    assert not resume_policy.decide(interleaved, interleaved, True, (2, 1)).refused
+    undecided = resume_policy.decide({"new_key": 1}, {"new_key": 2}, False)
+    assert "no resume decision is recorded" in undecided.refused[0]
+
+
+def restored(workdir, config, step):
+    """(optimizer state, progress) of checkpoint `step`, restored as a run would."""
+    from alexnet_jax.model import build  # noqa: PLC0415
+    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+    from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
+
+    _, params, _, opt_state = build_train_state(config, 5, build.build_mesh(config))
+    saved = checkpointing.Checkpointer(workdir / "checkpoints", 3)
+    try:
+        _, state, progress = saved.restore(step, checkpointing.abstract_like(params),
+                                           checkpointing.abstract_like(opt_state))
+    finally:
+        saved.close()
+    return state, progress
+
+
+def applied_events(workdir):
+    return [r for r in surviving_records(read_records(workdir))
+            if r.get("event") == "config_changed_on_resume"]
+
+
+def test_a_lars_run_resumed_with_new_trust_scaling_momentum_and_decay_runs_with_them(
+        config, tmp_path):
+    """Each new value is in force after the resume (read back from the next checkpoint's
+    optimizer state and schedule, and from the rate the steps logged), the record says so
+    once, and a later resume with the same values changes nothing (the checkpoint records
+    the values in force, not the config's)."""
+    with config.unlocked():
+        config.optimizer.name = "lars"
+        config.train.num_epochs = 1               # 5 steps of batch 8
+        config.train.final_eval_views = ()
+        config.schedule.name = "constant"
+    train.train_and_evaluate(config, tmp_path)
+    with config.unlocked():
+        config.train.num_epochs = 2
+        config.optimizer.trust_coefficient = 0.5
+        config.optimizer.lr_scaling = "linear"     # 0.01 x 8 / 128
+        config.optimizer.momentum = 0.8
+        config.optimizer.weight_decay = 0.001
+    train.train_and_evaluate(config, tmp_path)
+    state, progress = restored(tmp_path, config, 10)
+    hyper = {key: float(value) for key, value in state.hyperparams.items()}
+    assert hyper == pytest.approx({"learning_rate": 0.000625, "trust_coefficient": 0.5,
+                                   "momentum": 0.8, "weight_decay": 0.001})
+    assert progress["schedule"]["learning_rate"] == pytest.approx(0.000625)
+    optimizer = progress["config"]["optimizer"]
+    assert (optimizer["trust_coefficient"], optimizer["lr_scaling"], optimizer["momentum"],
+            optimizer["weight_decay"]) == (0.5, "linear", 0.8, 0.001)
+    records = surviving_records(read_records(tmp_path))
+    rates = [(r["step"], r["learning_rate"]) for r in records if r.get("split") == "train"]
+    assert [rate for step, rate in rates if step > 5] == pytest.approx([0.000625] * 5)
+    [event] = applied_events(tmp_path)
+    assert sorted(event["applied"]) == [
+        "optimizer.lr_scaling", "optimizer.momentum", "optimizer.trust_coefficient",
+        "optimizer.weight_decay", "train.num_epochs"]
+    assert event["applied"]["optimizer.trust_coefficient"]["was"] == 0.001
+    assert event["learning_rate"] == pytest.approx(0.000625)
+    with config.unlocked():
+        config.train.num_epochs = 3
+    train.train_and_evaluate(config, tmp_path)
+    assert list(applied_events(tmp_path)[-1]["applied"]) == ["train.num_epochs"]
+    state, _ = restored(tmp_path, config, 15)
+    assert float(state.hyperparams["trust_coefficient"]) == pytest.approx(0.5)
+
+
+def train_steps(config, workdir, steps, **changes):
+    with config.unlocked():
+        config.train.num_steps = steps
+        config.train.final_eval_views = ()
+        for key, value in changes.items():
+            section, name = key.split(".")
+            setattr(config[section], name, value)
+    train.train_and_evaluate(config, workdir)
+
+
+def test_another_optimizer_is_refused_naming_the_key_and_writes_nothing(config, tmp_path):
+    train_steps(config, tmp_path, 2)
+    before = file_versions(tmp_path)
+    with config.unlocked():
+        config.optimizer.name = "lars"
+        config.train.num_steps = 4
+    with pytest.raises(UserError, match=r"optimizer.name: was 'momentum', now 'lars' \(refused"
+                       r": the optimizer state has another structure\)"):
+        train.train_and_evaluate(config, tmp_path)
+    assert file_versions(tmp_path) == before
+
+
+def test_more_accumulation_on_resume_trains_the_same_global_batch(config, tmp_path):
+    train_steps(config, tmp_path, 2)
+    train_steps(config, tmp_path, 4, **{"train.accumulate_steps": 2})
+    [event] = applied_events(tmp_path)
+    assert event["applied"]["train.accumulate_steps"]["now"] == 2
+    assert [r["step"] for r in read_records(tmp_path) if r.get("split") == "train"][-2:] == [3, 4]
+
+
+def rewrite_progress(workdir, step, **fields):
+    """Change fields of a checkpoint's progress record on disk (as another run wrote them)."""
+    [path] = [p for p in (workdir / "checkpoints" / str(step) / "progress").rglob("*")
+              if p.name == "metadata"]
+    progress = json.loads(path.read_text())
+    path.write_text(json.dumps({**progress, **fields}))
+
+
+def test_split_sharding_resumes_mid_epoch_only_on_the_process_count_that_saved_it(
+        config, tmp_path):
+    """Each process reads its own part of the files: a checkpoint inside an epoch, written by
+    two processes, resumed by one would repeat and skip images. At the epoch's end it may."""
+    train_steps(config, tmp_path, 3, **{"data.process_sharding": "split"})  # 5 steps an epoch
+    rewrite_progress(tmp_path, 3, process_count=2)
+    before = file_versions(tmp_path)
+    with pytest.raises(UserError, match=r"the process count: was 2, now 1 \(refused mid-epoch "
+                       r"with data.process_sharding=split"):
+        train_steps(config, tmp_path, 6)
+    assert file_versions(tmp_path) == before
+    rewrite_progress(tmp_path, 3, process_count=1)
+    train_steps(config, tmp_path, 5)                      # the same count: resumes
+    rewrite_progress(tmp_path, 5, process_count=2)
+    train_steps(config, tmp_path, 6)                      # an epoch's end: any count
+
+
+def test_another_models_config_is_refused_before_its_data_is_prepared(config, tmp_path):
+    """A 2x larger crop on a trained workdir: refused naming the key with both values, for
+    training and evaluation alike, and no new preparation of the data is written."""
+    from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: PLC0415
+
+    workdir = tmp_path / "run"
+    train_steps(config, workdir, 2, **{"data.prepared": str(TINY_RESIZE)})
+    data_dir = Path(config.data.data_dir)
+    prepared = file_versions(data_dir)
+    with config.unlocked():
+        config.data.resize_size, config.data.prepared = 2 * TINY_RESIZE, str(2 * TINY_RESIZE)
+        config.data.crop_size = 2 * config.data.crop_size
+        config.train.num_steps = 4
+    refusal = (r"written by a different model or dataset: data.crop_size: checkpoint 67, this "
+               r"config 134\. ")
+    with pytest.raises(UserError, match=refusal):
+        train.train_and_evaluate(config, workdir)
+    with pytest.raises(UserError, match=refusal):
+        evaluate_workdir(config, workdir)
+    assert file_versions(data_dir) == prepared            # nothing prepared for the refusal
+
+
+def test_warm_up_without_a_scaled_rate_and_lars_with_decoupled_decay_are_refused(config,
+                                                                                 tmp_path):
+    with config.unlocked():
+        config.schedule.warmup_epochs = 1.0
+    with pytest.raises(UserError, match=r"schedule.warmup_epochs=1 ramps the rate .* "
+                       r"\(optimizer.lr_scaling=none\): there is nothing to ramp"):
+        train.train_and_evaluate(config, tmp_path / "a")
+    with config.unlocked():
+        config.schedule.warmup_epochs = 0.0
+        config.optimizer.name, config.optimizer.decay_mode = "lars", "decoupled"
+    with pytest.raises(UserError, match="optimizer.decay_mode=decoupled is momentum SGD's"):
+        train.train_and_evaluate(config, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
