@@ -173,12 +173,16 @@ def _print_dataset_stats(config) -> None:
     from alexnet_jax.training import config_checks  # noqa: PLC0415
 
     config_checks.validate(config)  # prepare what the same config would train on, or refuse
-    source = catalog.open_dataset(config)
-    where = getattr(getattr(source, "builder", None), "data_dir", "(not stored)")
+    source = catalog.open_dataset(config, preparing=True)
+    where = (getattr(getattr(source, "builder", None), "data_dir", None)
+             or getattr(source, "folder", "(not stored)"))
     print(f"dataset {source.name}: {source.num_examples(source.train_split)} training and "
           f"{source.num_examples(source.eval_split)} evaluation images at {where}")
     if FLAGS.mode == "prepare":
         preprocessing_from_config(config, source)
+        if getattr(source, "name", None) == "prepared":  # ArrayRecord: the folder to train from
+            print(f"train from it without TensorFlow: --config.data.name=prepared "
+                  f"--config.data.path={source.folder}")
         return
     d = config.data
     if hasattr(source, "dataset_stats"):  # synthetic, or a prepared folder without TensorFlow

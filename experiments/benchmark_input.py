@@ -3,17 +3,24 @@
 For each format - `original` (decode the file, resize to 256, central square, mean image,
 random 224 crop, flip, PCA lighting: all on the host, float32) and `prepared` (the squares
 written once; the host decodes only each random crop's window of the stored JPEG, or slices raw
-pixels, and flips it; the mean image and the lighting are added on the devices, see
+pixels; the mirror, the mean image and the lighting are added on the devices, see
 alexnet_jax/data/device_augment.py) - with and without PCA lighting, on 1 core and on every
 core (the process pinned to them, tf.data given as many threads): augmented training images
-per second (batch 128; the median of --repeats measurements), printed per core. Prepared
-squares are read twice: by tf.data, and by the reader of data.name=prepared that needs no
-TensorFlow (Pillow decodes the whole square, on as many threads).
+per second (batch 128; the median of --repeats measurements), printed per core.
+
+`--readers` instead compares, side by side in one run, the two readers of the same prepared
+JPEG squares: tf.data (TFRecord files; every core) and the TensorFlow-free reader of
+data.name=prepared (ArrayRecord files through tensorflow-datasets' data source, Grain, with 1
+and with 2 worker processes): images per second and images per CPU-second (the CPU time of the
+process and its workers over the measured batches), on the training split repeated --times
+times (experiments/enlarge_prepared.py: an epoch of real length, every image decoded again).
 Optionally a short CPU training run then reports how long the loop waited for data.
 
 Run:
     python experiments/benchmark_input.py --path ../shared/data/imagenet-sample-500 \
         --json runs/input_imagenet_sample.json
+    python experiments/benchmark_input.py --path ../shared/data/imagenet-sample-500 --readers \
+        --json docs/results/input_readers_imagenet_sample_500.json
 """
 
 from __future__ import annotations
@@ -22,24 +29,30 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
+import psutil  # noqa: E402
 
-from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
-from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
-from alexnet_jax.data.feeding import Shard  # noqa: E402
-from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: E402
-from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
-from configs.imagenette import get_config  # noqa: E402
+if __name__ == "__main__":  # not in Grain's worker processes, which import this file again
+    # (spawned): a worker that imported TensorFlow would pay seconds and memory for nothing
+    import tensorflow as tf  # noqa: E402
+    import tensorflow_datasets as tfds  # noqa: E402
+
+    from alexnet_jax.common import provenance  # noqa: E402
+    from alexnet_jax.data import catalog, file_survey, pipeline, sources  # noqa: E402
+    from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
+    from alexnet_jax.data.feeding import Shard  # noqa: E402
+    from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
+    from configs.imagenette import get_config  # noqa: E402
 
 
 def use_cpus(count: int) -> None:
@@ -85,15 +98,80 @@ def timed_epochs(epoch_batches, batches: int, batch: int) -> tuple[float, float]
     return batch * len(steady) / sum(steady), float(np.mean(starts[1:] or starts))
 
 
-def folder_images_per_sec(source, prep, threads: int, batches: int, batch: int
-                          ) -> tuple[float, float]:
-    """The same figures for the prepared squares read without TensorFlow
-    (data.name=prepared: Pillow decoding on `threads` threads)."""
-    use_cpus(threads)
-    folder = PreparedFolderSource(source.builder.data_dir, source.prepared_size, 0,
-                                  workers=threads)
-    return timed_epochs(
-        lambda epoch: folder.train_batches(prep, batch, 0, epoch, 0, Shard(0, 1)), batches, batch)
+def cpu_seconds() -> float:
+    """CPU time of this process and of every process it started (Grain's workers), so far."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def images_and_cpu(batches_of_epoch, batches: int, batch: int) -> tuple[float, float]:
+    """(images/s, images per CPU-second) over `batches` batches of the epochs
+    batches_of_epoch(0), (1), ..., after the first batch (the pipeline's start)."""
+    def stream():
+        epoch = 0
+        while True:
+            yield from batches_of_epoch(epoch)
+            epoch += 1
+
+    it = stream()
+    next(it)
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(batches):
+        next(it)
+    wall, used = time.perf_counter() - start, cpu_seconds() - cpu
+    return batch * batches / wall, batch * batches / used
+
+
+def compare_readers(config, args) -> list[dict]:
+    """tf.data and the TensorFlow-free reader (Grain; 1 and 2 workers) on the same JPEG squares
+    repeated args.times times, side by side in this process."""
+    from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
+    from enlarge_prepared import enlarge  # noqa: PLC0415
+
+    with config.unlocked():
+        config.data.prepared, config.data.prepared_format = "256", "jpeg"
+    tf_source = catalog.open_dataset(config)
+    prep = preprocessing_from_config(config, tf_source)
+    with config.unlocked():
+        config.data.file_format = "array_record"
+    array_folder = catalog.open_dataset(config, preparing=True).folder
+    root = Path(tempfile.mkdtemp(prefix="alexnet_readers_"))
+    enlarge(Path(tf_source.builder.data_dir), root / "tfrecord", args.times)
+    enlarge(array_folder, root / "array_record", args.times)
+    big = sources.Source(tf_source.name, tfds.builder_from_directory(root / "tfrecord"),
+                         tf_source.train_split, tf_source.eval_split, tf_source.class_names, {},
+                         prepared_size=256, prepared_storage="jpeg")
+    cores = len(ALL_CPUS)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = cores
+    options.threading.max_intra_op_parallelism = 1
+    readers = {"tf.data": lambda: lambda epoch: tfds.as_numpy(pipeline.train_dataset(
+        big, prep, args.batch, seed=0, epoch=epoch).with_options(options))}
+    for workers in (1, 2):
+        def grain_reader(workers=workers):
+            folder = PreparedFolderSource(str(root / "array_record"), 256, 0, workers)
+            return lambda epoch: folder.train_batches(prep, args.batch, 0, epoch, 0,
+                                                      Shard(0, 1))
+        readers[f"Grain, {workers} worker{'s' if workers > 1 else ''}"] = grain_reader
+    results = []
+    for name, make in readers.items():
+        repeats = [images_and_cpu(make(), args.batches, args.batch)
+                   for _ in range(args.repeats)]
+        rate = float(np.median([r for r, _ in repeats]))
+        per_cpu = float(np.median([c for _, c in repeats]))
+        print(f"  {name:18s} {rate:7.0f} images/s  {per_cpu:7.0f} images per CPU-second  "
+              f"(repeats: {', '.join(f'{r:.0f}/{c:.0f}' for r, c in repeats)})", flush=True)
+        results.append({"reader": name, "images_per_sec": round(rate, 1),
+                        "images_per_cpu_second": round(per_cpu, 1),
+                        "repeats": [[round(r, 1), round(c, 1)] for r, c in repeats]})
+    shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 def train_only_tree(path: Path) -> Path:
@@ -141,6 +219,11 @@ def main() -> None:
                         help="also a CPU training run of this many steps (0: none)")
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--readers", action="store_true",
+                        help="compare tf.data and the TensorFlow-free reader (Grain, 1 and 2 "
+                        "workers) on the same prepared JPEG squares")
+    parser.add_argument("--times", type=int, default=10,
+                        help="--readers: the training split repeated this many times")
     args = parser.parse_args()
 
     cores = os.cpu_count()
@@ -154,7 +237,9 @@ def main() -> None:
           f"host CPUs {cores}", flush=True)
     results = []
     storages = args.storage.split(",")
-    formats = args.formats.split(",")
+    formats = [] if args.readers else args.formats.split(",")
+    if args.readers:
+        results = compare_readers(config, args)
     for fmt, storage in ([("original", None)] if "original" in formats else []) + (
             [("prepared", s) for s in storages] if "prepared" in formats else []):
         with config.unlocked():
@@ -166,8 +251,6 @@ def main() -> None:
                 config.data.lighting = lighting
             prep = preprocessing_from_config(config, source)
             readers = [("tf.data", images_per_sec)]
-            if storage is not None:  # the same squares read without TensorFlow
-                readers.append(("Pillow", folder_images_per_sec))
             for (reader, measure), count in itertools.product(readers, threads):
                 repeats = [measure(source, prep, count, args.batches, args.batch)
                            for _ in range(args.repeats)]
@@ -189,7 +272,8 @@ def main() -> None:
     report = {"path": args.path, "files": surveyed.files,
               "median_width": surveyed.median_width, "median_height": surveyed.median_height,
               "mean_file_kib": round(surveyed.mean_bytes / 1024, 1), "host_cpus": cores,
-              "batch": args.batch, "results": results}
+              "batch": args.batch, "results": results,
+              "provenance": provenance.provenance()}
     if args.train_steps:
         with config.unlocked():
             config.data.lighting = "cuda_convnet2"

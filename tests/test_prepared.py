@@ -80,6 +80,9 @@ def test_device_augmentation_equals_the_host_computation(config, storage):
         top, left = view["offsets"].numpy()
         # the host's way: float square minus the mean image, cropped, mirrored, lit
         host = prep.square(example["image"]).numpy()[top:top + TINY_CROP, left:left + TINY_CROP]
+        if storage == "raw":   # the crop is sent unmirrored, flipped or not: the devices mirror
+            np.testing.assert_array_equal(view["pixels"].numpy(), example["image"].numpy()[
+                top:top + TINY_CROP, left:left + TINY_CROP])
         if view["flips"].numpy():
             host = host[:, ::-1]
         host = prep.add_lighting(tf.constant(host), view["alphas"]).numpy()
@@ -149,10 +152,23 @@ def test_a_run_trains_on_prepared_squares(config, tmp_path):
 
 
 # As if TensorFlow were not installed: `import tensorflow` fails and find_spec finds nothing.
+# As on a machine where TensorFlow is not installed: no path finds it (blocking it through
+# sys.modules would make etils, and so tensorflow-datasets, believe it loaded). The rest,
+# tensorflow-datasets included (it installs and runs its data sources without TensorFlow),
+# imports as usual.
 BLOCK_TENSORFLOW = """
-import sys
-sys.modules["tensorflow"] = None
-sys.modules["tensorflow_datasets"] = None
+import importlib.machinery
+
+_find_spec = importlib.machinery.PathFinder.find_spec.__func__
+
+
+def _no_tensorflow(cls, name, path=None, target=None):
+    if name == "tensorflow" or name.startswith("tensorflow."):
+        return None
+    return _find_spec(cls, name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = classmethod(_no_tensorflow)
 """
 
 

@@ -1,13 +1,18 @@
-"""A prepared folder read without TensorFlow (data.name=prepared): the records tfds wrote, the
-same examples, evaluation views and statistics as the tfds pipeline, training batches that are
-crops of the stored squares and a pure function of seed and epoch, a clear refusal of a broken
-folder, and a run where TensorFlow is not installed."""
+"""A prepared folder read without TensorFlow (data.name=prepared): ArrayRecord files written by
+tensorflow-datasets and read through its data source, Grain's reader with and without worker
+processes; the same examples, evaluation views and statistics as the tf.data pipeline on the
+same squares, training batches that are crops of the stored squares and a pure function of seed
+and epoch, every read record checked, a clear refusal of a broken or TFRecord folder, and a run
+where TensorFlow is not installed."""
 
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,89 +24,34 @@ from test_cli import REPO
 from test_prepared import prepared_config, tensorflow_free_env, tiny_run_command
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.data import (
-    augmentation,
-    catalog,
-    preprocess,
-    record_files,
-    stats,
-    stats_files,
-)
+from alexnet_jax.data import augmentation, catalog, preprocess, stats, stats_files
 from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.data.feeding import Shard
 from alexnet_jax.data.prepared_folder import PreparedFolderSource
 from alexnet_jax.training.metrics_writer import read_records
 
 
-def prepared(config, storage="raw"):
-    """(the tfds source of the prepared squares, its preprocessing, the same folder read
-    without TensorFlow)."""
+def prepared(config, storage="raw", workers=0):
+    """(the tfds source of the prepared squares in TFRecord files, its preprocessing, the same
+    squares in ArrayRecord files read without TensorFlow)."""
     source = catalog.open_dataset(prepared_config(config, storage))
     prep = preprocessing_from_config(config, source, progress=False)  # caches the statistics
-    return source, prep, PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
-
-
-def test_examples_parse_as_tensorflow_wrote_them(tmp_path):
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\x00\xffabc", b""])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label, -3, 2 ** 40])),
-        "score": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, -1.25]))}))
-        for label in (0, 7, 300)]
-    path = tmp_path / "records.tfrecord"
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for example in examples:
-            writer.write(example.SerializeToString())
-    offsets, lengths = record_files.index_records(path)
-    assert len(offsets) == 3
-    for offset, length, label in zip(offsets, lengths, (0, 7, 300)):
-        assert record_files.parse_example(record_files.read_record(path, offset, length)) == {
-            "image": [b"\x00\xffabc", b""], "label": [label, -3, 2 ** 40],
-            "score": [0.5, -1.25]}
-
-
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def test_unpacked_lists_parse_too_and_a_cut_example_is_refused():
-    """Other writers than TensorFlow may store int64 and float lists unpacked."""
-    ints = b"".join(varint(1 << 3 | 0) + varint(v) for v in (5, -1, -(2 ** 63), 2 ** 63 - 1))
-    floats = b"".join(varint(1 << 3 | 5) + np.float32(v).tobytes() for v in (0.25, -2.0))
-    features = (field(1, field(1, b"label") + field(2, field(3, ints)))
-                + field(1, field(1, b"score") + field(2, field(2, floats))))
-    example = field(1, features)
-    assert record_files.parse_example(example) == {
-        "label": [5, -1, -(2 ** 63), 2 ** 63 - 1], "score": [0.25, -2.0]}
-    with pytest.raises(ValueError, match="past the end"):
-        record_files.parse_example(example[:-3])
-
-
-def test_a_cut_or_foreign_record_file_is_refused_with_its_name(tmp_path):
-    path = tmp_path / "records.tfrecord"
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        writer.write(b"x" * 100)
-        writer.write(b"y" * 100)
-    path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(UserError, match="records.tfrecord ends inside record 1"):
-        record_files.index_records(path)
-    path.write_text("not a record file, but long enough to hold a header")
-    with pytest.raises(UserError, match="not a readable TFRecord"):
-        record_files.index_records(path)
+    with config.unlocked():
+        config.data.file_format = "array_record"
+        config.data.read_workers = workers
+    folder = catalog.open_dataset(config, preparing=True)
+    with config.unlocked():
+        config.data.file_format = "tfrecord"
+    return source, prep, folder
 
 
 @pytest.mark.parametrize("storage", ["raw", "jpeg"])
 def test_the_folder_holds_the_examples_tfds_reads(config, storage):
     source, _, folder = prepared(config, storage)
+    assert isinstance(folder, PreparedFolderSource) and folder.folder.name == "1.1.0"
+    assert "array_record" in folder.folder.parent.name          # kept apart from TFRecord's
+    assert list(folder.folder.glob("*.array_record-*")) and not list(folder.folder.glob(
+        "*.tfrecord-*"))
     assert (folder.class_names, folder.eval_split) == (source.class_names, source.eval_split)
     assert folder.prepared_storage == storage and folder.prepared_size == TINY_RESIZE
     decoders = None if storage == "raw" else {"image": tfds.decode.SkipDecoding()}
@@ -114,17 +64,15 @@ def test_the_folder_holds_the_examples_tfds_reads(config, storage):
             if storage == "raw":
                 np.testing.assert_array_equal(square, example["image"])
                 continue
-            # Pillow decodes with libjpeg's accurate integer IDCT: exactly TensorFlow's with
-            # that method; tf.data's default, the fast IDCT, one or two levels away on average
-            accurate = tf.io.decode_jpeg(example["image"], channels=3,
-                                         dct_method="INTEGER_ACCURATE").numpy()
-            np.testing.assert_array_equal(square, accurate)
-            fast = preprocess.decode(example["image"]).numpy().astype(np.float32)
-            assert np.abs(square - fast).mean() < 3.0
+            # simplejpeg with libjpeg's fast integer IDCT: exactly tf.data's decode_jpeg
+            np.testing.assert_array_equal(square, tf.io.decode_jpeg(example["image"],
+                                                                    channels=3).numpy())
 
 
-def test_evaluation_views_and_statistics_equal_the_tfds_pipelines(config):
-    source, prep, folder = prepared(config)
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_evaluation_views_and_statistics_equal_the_tfds_pipelines(config, storage):
+    """Exactly, JPEG squares included: both decode them whole with the fast integer IDCT."""
+    source, prep, folder = prepared(config, storage)
     for views in (1, 10):
         square = np.random.default_rng(views).uniform(0, 255, (TINY_RESIZE, TINY_RESIZE, 3))
         np.testing.assert_array_equal(
@@ -138,31 +86,37 @@ def test_evaluation_views_and_statistics_equal_the_tfds_pipelines(config):
                 assert set(mine) == set(theirs) == {"pixels", "labels", "mask"}
                 for key in mine:
                     np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
-    cached = stats.dataset_stats(source, TINY_RESIZE, 0)
-    np.testing.assert_array_equal(folder.dataset_stats(TINY_RESIZE).mean_image,
-                                  cached.mean_image)  # the cache tfds's run wrote
-    stats.stats_path(source, TINY_RESIZE, 0).unlink()
+    from_tf_data = stats.dataset_stats(source, TINY_RESIZE, 0)
     computed = folder.dataset_stats(TINY_RESIZE)      # computed without TensorFlow
-    np.testing.assert_allclose(computed.mean_image, cached.mean_image, rtol=1e-6)
-    np.testing.assert_allclose(computed.eigenvalues, cached.eigenvalues, rtol=1e-6)
-    np.testing.assert_allclose(np.abs(computed.eigenvectors), np.abs(cached.eigenvectors),
-                               atol=1e-6)
+    np.testing.assert_allclose(computed.mean_image, from_tf_data.mean_image, rtol=1e-6)
+    np.testing.assert_allclose(computed.eigenvalues, from_tf_data.eigenvalues, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(computed.eigenvectors),
+                               np.abs(from_tf_data.eigenvectors), atol=1e-6)
     assert computed.sample_size == source.num_examples("train")
-    assert stats.stats_path(source, TINY_RESIZE, 0).exists()
+    assert (folder.folder / stats_files.stats_file_name(TINY_RESIZE, 0)).exists()
 
 
 def whose_crop(batch, row, squares):
-    """The index of the stored square whose window (at the row's offsets, mirrored with its
-    flip) the row's pixels are, and whose label it carries."""
+    """The index of the stored square whose window (at the row's offsets; sent unmirrored)
+    the row's pixels are, and whose label it carries."""
     top, left = batch["offsets"][row]
-    found = []
-    for index, (square, label) in enumerate(squares):
-        window = square[top:top + TINY_CROP, left:left + TINY_CROP]
-        window = window[:, ::-1] if batch["flips"][row] else window
-        if label == batch["labels"][row] and np.array_equal(window, batch["pixels"][row]):
-            found.append(index)
+    found = [index for index, (square, label) in enumerate(squares)
+             if label == batch["labels"][row] and np.array_equal(
+                 square[top:top + TINY_CROP, left:left + TINY_CROP], batch["pixels"][row])]
     assert len(found) == 1, (row, found)
     return found[0]
+
+
+def epoch_of(folder, prep, epoch, start=0, shard=Shard(0, 1), seed=3):
+    return list(folder.train_batches(prep, 8, seed, epoch, start, shard))
+
+
+def assert_same_batches(found, expected):
+    assert len(found) == len(expected)
+    for mine, theirs in zip(found, expected):
+        assert set(mine) == set(theirs)
+        for key in mine:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
 
 
 @pytest.mark.parametrize("storage", ["raw", "jpeg"])
@@ -171,8 +125,10 @@ def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_ep
     _, prep, folder = prepared(config, storage)
     assert prep.lighting_strength > 0
     squares = [folder.example("train", i) for i in range(folder.num_examples("train"))]
-    epoch = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
+    epoch = epoch_of(folder, prep, 1)
     assert len(epoch) == len(squares) // 8
+    assert set(epoch[0]) == {"pixels", "offsets", "flips", "alphas", "labels"}
+    assert epoch[0]["pixels"].dtype == np.uint8 and epoch[0]["labels"].dtype == np.int32
     seen = [whose_crop(batch, row, squares) for batch in epoch for row in range(8)]
     assert len(set(seen)) == len(seen)  # each image at most once an epoch
     offsets = np.concatenate([batch["offsets"] for batch in epoch])
@@ -183,54 +139,133 @@ def test_training_batches_are_crops_of_the_squares_and_a_function_of_seed_and_ep
     alphas = np.concatenate([batch["alphas"] for batch in epoch])
     assert abs(alphas.mean()) < 0.05 and alphas.std() == pytest.approx(
         prep.lighting_strength, rel=0.25)  # N(0, 0.1): the paper's lighting
-    fixed = next(folder.train_batches(dataclasses.replace(prep, random_crop=False,
-                                                          random_flip=False), 8, 3, 1, 0,
-                                      Shard(0, 1)))
-    assert (fixed["offsets"] == (TINY_RESIZE - TINY_CROP) // 2).all()  # the centre window
-    assert not fixed["flips"].any()
-    again = list(folder.train_batches(prep, 8, 3, 1, 0, Shard(0, 1)))
-    resumed = list(folder.train_batches(prep, 8, 3, 1, 2, Shard(0, 1)))
-    halves = [list(folder.train_batches(prep, 8, 3, 1, 0, Shard(k, 2))) for k in (0, 1)]
-    for k, batch in enumerate(epoch):
-        for key in batch:
-            np.testing.assert_array_equal(again[k][key], batch[key])
-            if k >= 2:
-                np.testing.assert_array_equal(resumed[k - 2][key], batch[key])
-            np.testing.assert_array_equal(
-                np.concatenate([halves[0][k][key], halves[1][k][key]]), batch[key])
-    next_epoch = list(folder.train_batches(prep, 8, 3, 2, 0, Shard(0, 1)))
+    fixed = epoch_of(folder, dataclasses.replace(prep, random_crop=False, random_flip=False), 1)
+    assert (fixed[0]["offsets"] == (TINY_RESIZE - TINY_CROP) // 2).all()  # the centre window
+    assert not fixed[0]["flips"].any()
+    assert_same_batches(epoch_of(folder, prep, 1), epoch)       # a pure function
+    assert_same_batches(epoch_of(folder, prep, 1, start=2), epoch[2:])   # resumed at batch 2
+    halves = [epoch_of(folder, prep, 1, shard=Shard(k, 2)) for k in (0, 1)]
+    assert_same_batches([{key: np.concatenate([a[key], b[key]]) for key in a}
+                         for a, b in zip(*halves)], epoch)      # two processes' parts
+    next_epoch = epoch_of(folder, prep, 2)
     assert [whose_crop(batch, row, squares) for batch in next_epoch for row in range(8)] != seen
+    assert epoch_of(folder, prep, 1, seed=4)[0]["offsets"].tolist() != epoch[0][
+        "offsets"].tolist()
 
 
-def test_a_folder_that_is_not_prepared_data_is_refused(config, image_tree, tmp_path):
-    source, _, _ = prepared(config)
+def test_worker_processes_give_the_same_batches_and_one_stream_serves_the_run(config):
+    _, prep, folder = prepared(config, "jpeg")
+    alone = epoch_of(folder, prep, 0) + epoch_of(folder, prep, 1)
+    _, _, workers = prepared(config, "jpeg", workers=2)
+    assert workers.workers == 2
+    found = epoch_of(workers, prep, 0)
+    stream = workers._stream
+    found += epoch_of(workers, prep, 1)      # the next epoch: the same iterator goes on
+    assert workers._stream is stream and stream.next_step == 10
+    assert_same_batches(found, alone)
+    assert_same_batches(epoch_of(workers, prep, 1, start=3), alone[8:])  # a new start
+    workers.close()
+
+
+def test_the_workers_end_with_a_killed_trainer(config, tmp_path):
+    _, _, folder = prepared(config, "jpeg")
+    script = f"""
+import os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from alexnet_jax.data.augmentation import Preprocessing
+from alexnet_jax.data.feeding import Shard
+from alexnet_jax.data.prepared_folder import PreparedFolderSource
+folder = PreparedFolderSource({str(folder.folder)!r}, {TINY_RESIZE}, 0, workers=2)
+prep = Preprocessing(resize_size={TINY_RESIZE}, crop_size={TINY_CROP})
+next(iter(folder.train_batches(prep, 8, 0, 0, 0, Shard(0, 1))))
+print(" ".join(os.popen(f"pgrep -P {{os.getpid()}}").read().split()), flush=True)
+time.sleep(600)
+"""
+    trainer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               text=True, cwd=tmp_path)
+    children = [int(pid) for pid in trainer.stdout.readline().split()]
+    assert len(children) >= 2
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() and "Z" not in
+                                         Path(f"/proc/{pid}/stat").read_text().split()[2]
+                                         for pid in children):
+        time.sleep(0.2)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+    assert not alive
+
+
+def flip_bit(path: Path, offset: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_a_label_or_an_image_is_refused_naming_the_file(config, tmp_path):
+    """ArrayRecord's chunks carry hashes of their data: one flipped bit in a record's label or
+    in its JPEG bytes is refused, never read as another label or other pixels."""
+    _, _, good = prepared(config, "jpeg")
+    for what in ("label", "image"):
+        folder = tmp_path / what
+        shutil.copytree(good.folder, folder)
+        [shard] = folder.glob("*-val.array_record-*")
+        data = shard.read_bytes()
+        if what == "label":   # the third record's label: its "label" key, then the value
+            start = [i for i in range(len(data)) if data.startswith(b"label", i)][2]
+            offset = data.index(b"\x1a", start) + 4      # int64_list { value: <label> }
+            assert data[offset] == good.example("val", 2)[1]   # (a label < 128: one byte)
+        else:                 # a byte inside the third record's JPEG data
+            offset = [i for i in range(len(data)) if data.startswith(b"\xff\xd8\xff", i)][2]
+            offset += 200
+        flip_bit(shard, offset)
+        damaged = PreparedFolderSource(str(folder), TINY_RESIZE, 0, workers=0)
+        with pytest.raises(UserError, match=rf"record \d+ of the val split in {shard} is "
+                           r"damaged \(.*hash mismatch"):
+            for index in range(damaged.num_examples("val")):
+                damaged.example("val", index)
+
+
+def test_a_folder_that_is_not_prepared_data_or_holds_tfrecord_files_is_refused(config,
+                                                                               image_tree):
+    source, _, folder = prepared(config)
     with pytest.raises(UserError, match="holds no prepared squares"):
         PreparedFolderSource(str(image_tree), TINY_RESIZE, 0)
     with pytest.raises(UserError, match=f"data.resize_size={TINY_RESIZE + 1}"):
-        PreparedFolderSource(source.builder.data_dir, TINY_RESIZE + 1, 0)
-    shard = next(Path(source.builder.data_dir).glob("*-val.tfrecord-*"))
-    data = bytearray(shard.read_bytes())
-    data[12:24] = b"\xff" * 12  # the first record's message, its header intact
-    shard.write_bytes(bytes(data))
-    damaged = PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
-    with pytest.raises(UserError, match="record 0 of the val split is not a prepared example"):
-        damaged.example("val", 0)
-    damaged.example("val", 1)  # the others read
-    shard.write_bytes(shard.read_bytes()[:-5])
-    with pytest.raises(UserError, match="ends inside record"):
-        PreparedFolderSource(source.builder.data_dir, TINY_RESIZE, 0)
+        PreparedFolderSource(str(folder.folder), TINY_RESIZE + 1, 0)
+    with pytest.raises(UserError, match=r"holds tfrecord files, which only tf.data "
+                       r"\(TensorFlow\) reads.*--mode=prepare "
+                       r"--config.data.file_format=array_record"):
+        PreparedFolderSource(str(source.builder.data_dir), TINY_RESIZE, 0)
+    with config.unlocked():
+        config.data.file_format = "array_record"
+    with pytest.raises(UserError, match="read by the TensorFlow-free reader, not by tf.data"):
+        catalog.open_dataset(config)                             # training through tf.data
 
 
-def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(config,
-                                                                                  tmp_path):
-    source, _, _ = prepared(config, "jpeg")
-    folder = Path(source.builder.data_dir)
+def test_prepare_writes_array_record_and_a_run_trains_from_it_without_tensorflow(config,
+                                                                                 tmp_path):
+    """--mode=prepare writes the folder and names it; a machine without TensorFlow trains
+    from it (statistics computed there), in Grain worker processes, with the devices
+    finishing and mirroring the crops."""
+    prepare = [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+               "--mode=prepare", "--config.data.name=folder",
+               f"--config.data.path={config.data.path}",
+               f"--config.data.data_dir={config.data.data_dir}",
+               f"--config.data.resize_size={TINY_RESIZE}", f"--config.data.crop_size={TINY_CROP}",
+               f"--config.data.prepared={TINY_RESIZE}", "--config.data.file_format=array_record"]
+    result = subprocess.run(prepare, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = Path(result.stdout.split("--config.data.path=")[-1].strip())
+    assert list(folder.glob("*.array_record-*"))
     for cached in folder.glob("alexnet_stats_*"):
         cached.unlink()  # computed in the run, without TensorFlow
     env = tensorflow_free_env(tmp_path)
     workdir = tmp_path / "run"
     command = tiny_run_command(workdir, "--config.data.name=prepared",
                                f"--config.data.path={folder}", "--config.data.stats_sample=0",
+                               "--config.data.read_workers=1",
                                "--config.train.eval_batch_size=10")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -245,7 +280,7 @@ def test_a_run_trains_from_a_prepared_folder_where_tensorflow_is_not_installed(c
                               "--config.data.name=prepared",
                               f"--config.data.path={tmp_path}"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert refused.returncode != 0 and "holds no prepared squares" in refused.stderr
+    assert refused.returncode == 2 and "holds no prepared squares" in refused.stderr
     assert not (tmp_path / "refused").exists()
 
 
@@ -268,19 +303,24 @@ def test_an_enlarged_folder_repeats_the_training_squares(config, tmp_path, monke
 
 
 def rewrite_record(shard: Path, index: int, change) -> None:
-    """Rewrite one record of a shard file with change(example) applied (TensorFlow's writer)."""
-    records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(str(shard))]
+    """Rewrite one record of an ArrayRecord shard with change(example) applied."""
+    from array_record.python import array_record_module  # noqa: PLC0415
+
+    reader = array_record_module.ArrayRecordReader(str(shard))
+    records = [reader.read([i])[0] for i in range(reader.num_records())]
+    reader.close()
     example = tf.train.Example.FromString(records[index])
     change(example)
     records[index] = example.SerializeToString()
-    with tf.io.TFRecordWriter(str(shard)) as writer:
-        for record in records:
-            writer.write(record)
+    writer = array_record_module.ArrayRecordWriter(str(shard), "group_size:1")
+    for record in records:
+        writer.write(record)
+    writer.close()
 
 
 def test_damaged_or_incomplete_folders_are_refused_with_what_is_wrong(config, tmp_path):
-    source, _, _ = prepared(config, "jpeg")
-    original = Path(source.builder.data_dir)
+    _, _, prepared_folder = prepared(config, "jpeg")
+    original = prepared_folder.folder
 
     def copy(name):
         folder = tmp_path / name
@@ -291,38 +331,23 @@ def test_damaged_or_incomplete_folders_are_refused_with_what_is_wrong(config, tm
         with pytest.raises(UserError, match=match):
             PreparedFolderSource(str(folder), resize, 0)
 
-    folder = copy("no_labels")
-    (folder / "label.labels.txt").unlink()
-    refused(folder, "label.labels.txt could not be read")
     folder = copy("bad_features")
     (folder / "features.json").write_text(json.dumps({"featuresDict": {}}))
-    refused(folder, "metadata .* lacks what a prepared folder holds")
+    refused(folder, "metadata .* cannot be read as a prepared folder's")
     folder = copy("no_splits")
     info = json.loads((folder / "dataset_info.json").read_text())
     (folder / "dataset_info.json").write_text(json.dumps({**info, "splits": "?"}))
-    refused(folder, "metadata .* lacks what a prepared folder holds")
+    refused(folder, "metadata .* cannot be read as a prepared folder's")
     folder = copy("empty_val")
     for split in info["splits"]:
         if split["name"] == "val":
             split["shardLengths"] = ["0" for _ in split["shardLengths"]]
     (folder / "dataset_info.json").write_text(json.dumps(info))
-    for shard in folder.glob("*-val.tfrecord-*"):
-        shard.write_bytes(b"")
     refused(folder, "val split holds no examples")
-
-    # a record whose field has another wire type (one bit flipped: bytes -> varint)
-    folder = copy("wire_type")
-    shard = sorted(folder.glob("*-val.tfrecord-*"))[0]
-    data = bytearray(shard.read_bytes())
-    assert data[12] == 0x0A  # the first record's message starts with field 1, bytes
-    data[12] = 0x08
-    shard.write_bytes(bytes(data))  # the header's checksum covers the length, not the data
-    with pytest.raises(UserError, match="record 0 of the val split is not a prepared example"):
-        PreparedFolderSource(str(folder), TINY_RESIZE, 0).example("val", 0)
 
     # a JPEG square of another size would shift every crop and misplace the mean's windows
     folder = copy("wrong_size")
-    shard = sorted(folder.glob("*-train.tfrecord-*"))[0]
+    [shard] = folder.glob("*-train.array_record-*")
     other = tf.io.encode_jpeg(np.zeros((TINY_RESIZE + 4, TINY_RESIZE + 4, 3), np.uint8)).numpy()
     rewrite_record(shard, 0, lambda example: example.features.feature["image"].bytes_list
                    .value.__setitem__(0, other))
@@ -330,7 +355,7 @@ def test_damaged_or_incomplete_folders_are_refused_with_what_is_wrong(config, tm
     with pytest.raises(UserError, match=f"is {TINY_RESIZE + 4} x {TINY_RESIZE + 4}, not the "
                                          f"folder's {TINY_RESIZE} x {TINY_RESIZE}"):
         damaged.example("train", 0)
-    damaged.close()
+    damaged.example("train", 1)   # the others read
 
 
 def test_the_statistics_cache_is_shared_and_a_damaged_one_is_named(config):

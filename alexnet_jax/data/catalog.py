@@ -17,8 +17,10 @@ from alexnet_jax.data.feeding import Shard
 SOURCE_NAMES = ("imagenet2012", "imagenette", "cifar10", "folder", "synthetic", "prepared")
 
 
-def open_dataset(config: ml_collections.ConfigDict):
-    """The source of config.data, prepared if needed (UserError says how to get it)."""
+def open_dataset(config: ml_collections.ConfigDict, preparing: bool = False):
+    """The source of config.data, prepared if needed (UserError says how to get it);
+    `preparing` (--mode=prepare or stats): ArrayRecord squares are written and returned as the
+    prepared folder that reads them (tf.data cannot)."""
     d = config.data
     if d.name == "synthetic":
         from alexnet_jax.data.synthetic import SyntheticSource  # noqa: PLC0415
@@ -27,14 +29,29 @@ def open_dataset(config: ml_collections.ConfigDict):
     if d.name == "prepared":  # a prepared folder read without TensorFlow
         from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
 
-        return PreparedFolderSource(d.path, d.resize_size, d.stats_sample)
+        return PreparedFolderSource(d.path, d.resize_size, d.stats_sample, d.read_workers)
+    if d.file_format == "array_record" and not preparing:
+        from alexnet_jax.common.errors import UserError  # noqa: PLC0415
+
+        raise UserError(
+            "data.file_format=array_record squares are read by the TensorFlow-free reader, "
+            "not by tf.data: prepare them with this command and --mode=prepare (it prints the "
+            "folder it writes), then train with --config.data.name=prepared "
+            "--config.data.path=<that folder>; or train through tf.data with "
+            "data.file_format=tfrecord (the default).")
     from alexnet_jax.data import prepared, sources  # noqa: PLC0415
 
     source = sources.open_source(d.name, d.path, d.data_dir)
     if d.prepared == "none":
         return source
-    return prepared.prepare(source, int(d.prepared), d.prepared_format, d.prepared_quality,
-                            sources.default_data_dir(d.data_dir))
+    source = prepared.prepare(source, int(d.prepared), d.prepared_format, d.prepared_quality,
+                              sources.default_data_dir(d.data_dir), d.file_format)
+    if d.file_format == "array_record":
+        from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
+
+        return PreparedFolderSource(source.builder.data_dir, d.resize_size, d.stats_sample,
+                                    d.read_workers)
+    return source
 
 
 def train_batches(source, prep, config: ml_collections.ConfigDict, epoch: int,

@@ -7,6 +7,10 @@ split of the source is written by its own tfds builder (`alexnet_prepared`, in t
 `data_dir`), whose config name carries a fingerprint of the source and of the settings (size,
 storage, quality, PREPARED_VERSION): a changed source or setting is prepared again.
 
+Files (`data.file_format`): TFRecord, which tf.data reads (the training pipeline of every tfds
+source), or ArrayRecord, which tensorflow-datasets' data source reads without TensorFlow
+(`data.name=prepared`, prepared_folder.py).
+
 Storage (`data.prepared_format`): `jpeg` (4:2:0 colour) or `jpeg444` (full colour) at
 `data.prepared_quality`, or `raw` uint8 pixels (exact to rounding, 192 KiB an image at 256);
 docs/performance.md gives the measurements that chose the default.
@@ -63,15 +67,17 @@ class PreparedImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     name = "alexnet_prepared"
 
     def __init__(self, source: Source, size: int, storage: str, quality: int, *,
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, file_format: str = "tfrecord"):
         if storage not in FORMATS:
             raise ValueError(f"storage must be one of {FORMATS}, got {storage!r}")
         self._source, self._size, self._storage, self._quality = source, size, storage, quality
         settings = f"{source_fingerprint(source)}-{size}-{storage}"
         settings += f"{quality}" if storage.startswith("jpeg") else ""
+        # TFRecord preparations keep the names they always had; ArrayRecord ones are apart
+        settings += "" if file_format == "tfrecord" else f"-{file_format}"
         safe = "".join(c if c.isalnum() else "_" for c in source.builder.info.full_name)
         config = tfds.core.BuilderConfig(name=f"{safe}-{settings}")
-        super().__init__(data_dir=data_dir, config=config)
+        super().__init__(data_dir=data_dir, config=config, file_format=file_format)
 
     @property
     def storage(self) -> str:
@@ -148,10 +154,13 @@ def check_disk_space(source: Source, size: int, storage: str, data_dir: str) -> 
             "for raw), or train from the original files (--config.data.prepared=none).")
 
 
-def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str) -> Source:
+def prepare(source: Source, size: int, storage: str, quality: int, data_dir: str,
+            file_format: str = "tfrecord") -> Source:
     """The source as its prepared S x S squares (kept in `data_dir`), prepared first if
-    needed."""
-    builder = PreparedImages(source, size, storage, quality, data_dir=data_dir)
+    needed; in TFRecord files (which tf.data reads) or ArrayRecord files (which the
+    TensorFlow-free reader, prepared_folder.py, reads)."""
+    builder = PreparedImages(source, size, storage, quality, data_dir=data_dir,
+                             file_format=file_format)
     if not builder.is_prepared():
         check_disk_space(source, size, storage, data_dir)
         preparation.prepare_once(builder)

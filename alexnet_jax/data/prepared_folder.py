@@ -1,62 +1,55 @@
-"""`data.name=prepared`: train from a folder of prepared squares without TensorFlow.
+"""`data.name=prepared`: train from a folder of prepared squares without TensorFlow, on the JAX
+ecosystem's own parts.
 
-`--mode=prepare` (or any run with `data.prepared=S`) writes a source's images once as S x S
-squares into `<data_dir>/alexnet_prepared/<config>/<version>/` (prepared.py). That folder can
-be copied to a machine that has JAX but no TensorFlow (a GPU box, a container) and trained from
-there with `--config.data.name=prepared --config.data.path=<that folder>`. The host work is
-that of the tf.data pipeline on prepared squares: decode each square (Pillow, on a thread per
-host core; Pillow releases the GIL while it decodes), cut the crop window and mirror it; the
-devices subtract the mean window and add the PCA colour shift (device_augment.py).
+`--mode=prepare --config.data.file_format=array_record` writes a source's images once as S x S
+squares in ArrayRecord files (tensorflow-datasets' own writer, prepared.py) into
+`<data_dir>/alexnet_prepared/<config>/<version>/`. That folder can be copied to a machine that
+has JAX and tensorflow-datasets but no TensorFlow (a GPU box, a container) and trained from there
+with `--config.data.name=prepared --config.data.path=<that folder>`:
 
-Differences from the tfds pipeline, by design: Pillow decodes JPEG squares with libjpeg's
-accurate integer IDCT, tf.data with the fast one (one or two levels apart on average, at most a
-few; raw squares are identical); an epoch visits the training images in a
-seeded random permutation (tf.data uses file shuffling and a 10,000-image buffer), and every
-process reads its part of each global batch from the same order (`interleaved`; `split` is
-refused). Crops, flips and lighting are drawn from the epoch's seed, so a resumed run sees the
-same batches. Statistics come from the folder's cache (`alexnet_stats_<S>_<sample>.npz`, written
-by a run with TensorFlow) or are computed here from the decoded squares and cached.
+- tensorflow-datasets' data source reads the records (random access; ArrayRecord's index is in
+  the file's footer, and every chunk read is checked against the hash stored with it, so a
+  flipped bit in a label or an image is refused, naming the file);
+- Grain's MapDataset orders each epoch (its index shuffle, seeded by seed and epoch), decodes
+  each square (simplejpeg: libjpeg-turbo, the accurate IDCT, 1.35x Pillow's speed with the
+  same pixels, docs/performance.md), cuts the crop window and batches this process's part of
+  each global batch, in `data.read_workers` worker processes (one iterator for the whole run:
+  a worker takes seconds to start). The devices mirror the crops and finish the augmentation
+  (device_augment.py).
+
+Batch k of epoch e is a pure function of (seed, e, k): a resumed run sees the same batches, and
+the parts fed by several processes concatenate to the one-process batch (`feeding.Shard`, which
+follows the mesh's data rows). Crops, flips and lighting are drawn per image from (the epoch's
+seed, its position in the epoch). By design the order differs from tf.data's (file shuffling and
+a 10,000-image buffer), and JPEG squares decode with the accurate IDCT (tf.data: the fast one,
+one or two levels apart on average). Statistics come from the folder's cache
+(`alexnet_stats_<S>_<sample>.npz`) or are computed here from the decoded squares and cached.
+A folder of TFRecord files (the default preparation, which tf.data reads) is refused with the
+way to convert it.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import concurrent.futures
-import io
-import json
+import dataclasses
 import os
-import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from absl import logging
 
+from alexnet_jax.common.child_process import die_with_parent
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
-from alexnet_jax.data import augmentation, record_files, stats_files
+from alexnet_jax.data import augmentation, stats_files
 from alexnet_jax.data.feeding import Shard, epoch_seed, eval_batches_per_process
 from alexnet_jax.data.published_stats import DatasetStats
 
 BUILDER_NAME = "alexnet_prepared"  # prepared.PreparedImages.name
-BATCHES_AHEAD = 2  # training batches being decoded while the devices run the current one
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} could not be read ({error}); data.path must be a folder of "
-                        "prepared squares (see docs/data.md).") from error
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(_read_text(path))
-    except ValueError as error:
-        raise UserError(f"{path} is not JSON ({error}); data.path must be a folder of "
-                        "prepared squares (see docs/data.md).") from error
+ARRAY_RECORD = "array_record"
+# per worker: batches decoded ahead of the one the devices take (a 224-pixel batch of 128 is
+# 19 MB; Grain's default of 500 elements would hold gigabytes)
+BATCHES_AHEAD = 2
 
 
 def host_cores() -> int:
@@ -68,200 +61,273 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
-@contextlib.contextmanager
-def _metadata_errors(folder: Path):
-    """Metadata that lacks what a prepared folder's holds, said as such."""
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-        raise UserError(f"{folder}'s metadata (dataset_info.json, features.json) lacks what a "
-                        f"prepared folder holds ({error!r}): prepare the data again, and copy "
-                        "the whole folder.") from error
+def _grain():
+    """Grain, its absl flags marked parsed when no absl app parsed them (tests, notebooks)."""
+    from absl import flags  # noqa: PLC0415
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    import grain  # noqa: PLC0415
+
+    return grain
 
 
-def _square(stored: bytes, storage: str, size: int, where: str) -> np.ndarray:
-    """The S x S x 3 uint8 square of a stored image (raw pixels or a JPEG); UserError saying
-    `where` if it cannot be decoded or is not S x S."""
-    if storage == "raw" and len(stored) == size * size * 3:
+def decode_square(stored: bytes, storage: str, size: int) -> np.ndarray:
+    """The S x S x 3 uint8 square of a stored image (raw pixels or a JPEG); UserError (its
+    text continues a sentence naming the record) if it cannot be decoded or is not S x S."""
+    if storage == "raw":
+        if len(stored) != size * size * 3:
+            raise UserError(f"holds {len(stored)} bytes of pixels, not the {size * size * 3} "
+                            f"of a {size} x {size} square; prepare the data again.")
         return np.frombuffer(stored, np.uint8).reshape(size, size, 3)
-    from PIL import Image  # noqa: PLC0415 - only JPEG squares need Pillow
+    import simplejpeg  # noqa: PLC0415
 
     try:
-        if storage == "raw":
-            raise OSError(f"{len(stored)} bytes of pixels, {size * size * 3} expected")
-        with Image.open(io.BytesIO(stored)) as picture:
-            if picture.mode != "RGB":  # never for squares this project wrote
-                picture = picture.convert("RGB")
-            picture.load()
-            square = np.asarray(picture)  # no conversion copy: a quarter faster
-    except OSError as error:
-        raise UserError(f"{where} cannot be decoded ({error}); prepare the data again."
-                        ) from error
+        # the fast integer IDCT: exactly what tf.data's decode_jpeg gives (and a quarter faster
+        # than the accurate one; docs/performance.md)
+        square = simplejpeg.decode_jpeg(stored, colorspace="RGB", fastdct=True)
+    except ValueError as error:
+        raise UserError(f"cannot be decoded ({error}); prepare the data again.") from error
     if square.shape != (size, size, 3):
         # a wrong size would shift every crop and misplace the mean's windows silently
-        raise UserError(f"{where} is {square.shape[1]} x {square.shape[0]}, not the folder's "
+        raise UserError(f"is {square.shape[1]} x {square.shape[0]}, not the folder's "
                         f"{size} x {size}; the folder is damaged (prepare it again).")
     return square
 
 
-def _cancel(futures) -> None:
-    for future in futures:
-        future.cancel()
-
-
-class SplitRecords:
-    """Where each record of one split lies: the shard files, and per record its file's number,
-    offset and length (NumPy arrays: ImageNet's 1.28 M records take 26 MB)."""
-
-    def __init__(self, folder: Path, info: dict, split: dict):
-        template = split.get("filepathTemplate",
-                             "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
-        lengths = [int(n) for n in split["shardLengths"]]
-        self.paths, files, offsets, sizes = [], [], [], []
-        for shard, expected in enumerate(lengths):
-            name = (template.replace("{DATASET}", info["name"])
-                    .replace("{SPLIT}", split["name"])
-                    .replace("{FILEFORMAT}", info.get("fileFormat", "tfrecord"))
-                    .replace("{SHARD_X_OF_Y}", f"{shard:05d}-of-{len(lengths):05d}"))
-            path = folder / name
-            if not path.is_file():
-                raise UserError(f"{path} is missing: the prepared folder is incomplete.")
-            found_offsets, found_sizes = record_files.index_records(path)
-            if len(found_offsets) != expected:
-                raise UserError(f"{path} holds {len(found_offsets)} records, {expected} "
-                                "expected: the prepared folder is incomplete (prepare it again).")
-            self.paths.append(path)
-            files.append(np.full(expected, shard, np.int32))
-            offsets.append(found_offsets)
-            sizes.append(found_sizes)
-        self.files = np.concatenate(files) if files else np.zeros(0, np.int32)
-        self.offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
-        self.sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def read(self, index: int) -> tuple[Path, bytes]:
-        """(its file, the record's bytes)."""
-        path = self.paths[self.files[index]]
-        return path, record_files.read_record(path, int(self.offsets[index]),
-                                              int(self.sizes[index]))
-
-
 class PreparedFolder:
-    """The examples of one prepared folder, read with NumPy and Pillow."""
+    """A prepared folder's metadata and records (tensorflow-datasets' data source)."""
 
-    train_split = "train"
-
-    def __init__(self, path: str, resize_size: int, stats_sample: int, workers: int = 0):
-        self.folder = Path(path).expanduser()
+    def __init__(self, path: str, resize_size: int, stats_sample: int, workers: int = -1):
+        self.folder = Path(path).expanduser().absolute()
+        self.stats_sample = stats_sample
+        self.workers = host_cores() if workers < 0 else workers
         if not (self.folder / "dataset_info.json").is_file():
             raise UserError(
-                f"data.path={path!r} holds no prepared squares (no dataset_info.json). Prepare "
-                "them where TensorFlow is installed (python -m alexnet_jax.main --mode=prepare "
-                "--config=...; it prints the folder, <data_dir>/alexnet_prepared/<config>/"
-                "<version>) and name that folder.")
-        info = _read_json(self.folder / "dataset_info.json")
-        name = info.get("name") if isinstance(info, dict) else None
-        if name != BUILDER_NAME:
-            raise UserError(f"{self.folder} holds the tfds dataset {name!r}, not squares "
-                            f"prepared by this project ({BUILDER_NAME}).")
-        with _metadata_errors(self.folder):
-            self._read_metadata(info)
-        if resize_size != self.prepared_size:  # said before the (long) indexing of the records
-            raise UserError(f"{self.folder} holds {self.prepared_size} x {self.prepared_size} "
-                            f"squares but data.resize_size={resize_size}: set "
-                            f"--config.data.resize_size={self.prepared_size} (and a crop no "
-                            "larger), or prepare the data at the size you want.")
-        with _metadata_errors(self.folder):
-            self.class_names = tuple(
-                _read_text(self.folder / "label.labels.txt").splitlines())
-            self._records = {name: SplitRecords(self.folder, info, split)
-                             for name, split in self._splits.items()}
-        for name, records in self._records.items():
-            if not len(records):
-                raise UserError(f"{self.folder}'s {name} split holds no examples: nothing to "
-                                "train or evaluate on (prepare the data again).")
-        self.stats_sample = stats_sample
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers or host_cores())
-        # the decoding threads go with the folder, also when nobody calls close()
-        self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False,
-                                           cancel_futures=True)
+                f"{self.folder} holds no prepared squares (no dataset_info.json): data.path "
+                "must be the folder `--mode=prepare --config.data.file_format=array_record` "
+                f"names, <data_dir>/{BUILDER_NAME}/<config>/<version> (docs/data.md).")
+        import tensorflow_datasets as tfds  # noqa: PLC0415 - needs no TensorFlow for this
 
-    def _read_metadata(self, info: dict) -> None:
-        features = _read_json(self.folder / "features.json")
-        image = features["featuresDict"]["features"]["image"]
-        self.prepared_storage = "jpeg" if "image" in image else "raw"
-        shape = (image.get("image") or image.get("tensor"))["shape"]["dimensions"]
-        self.prepared_size = int(shape[0])
-        self._splits = {split["name"]: split for split in info["splits"]}
-        others = sorted(set(self._splits) - {self.train_split})
-        if self.train_split not in self._splits or len(others) != 1:
-            raise UserError(f"{self.folder} must hold a train split and one evaluation split; "
-                            f"it holds {sorted(self._splits)}.")
-        self.eval_split = others[0]
+        self._tfds = tfds
+        try:
+            self._builder = tfds.builder_from_directory(self.folder)
+            info = self._builder.info
+            self._read_metadata(info)
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever tfds finds wrong: the folder's
+            raise UserError(f"{self.folder}'s metadata (dataset_info.json, features.json, "
+                            f"label.labels.txt) cannot be read as a prepared folder's ({error})"
+                            ": prepare the data again, and copy the whole folder.") from error
+        if self.prepared_size != resize_size:
+            raise UserError(f"{self.folder} holds {self.prepared_size} x {self.prepared_size} "
+                            f"squares, but data.resize_size={resize_size}; set "
+                            f"--config.data.resize_size={self.prepared_size} (crops are cut from "
+                            "the stored squares).")
+        self._sources: dict[str, Any] = {}
+
+    def _read_metadata(self, info) -> None:
+        file_format = str(getattr(info.file_format, "value", info.file_format))
+        if file_format != ARRAY_RECORD:
+            raise UserError(
+                f"{self.folder} holds {file_format} files, which only tf.data (TensorFlow) "
+                "reads. Train from them with TensorFlow (data.name=<the original dataset> with "
+                "data.prepared=S finds this preparation), or prepare the squares again as "
+                "ArrayRecord for this reader: the same command with --mode=prepare "
+                "--config.data.file_format=array_record (it prints the new folder), then "
+                "--config.data.path=<that folder>.")
+        features = info.features
+        image, label = features["image"], features["label"]
+        self.class_names = tuple(label.names)
+        self.num_classes = len(self.class_names)
+        self.prepared_size = int(image.shape[0])
+        self.prepared_storage = ("raw" if type(image).__name__ == "Tensor" else "jpeg")
+        splits = sorted(info.splits.keys())
+        if "train" not in splits or len(splits) != 2:
+            raise UserError(f"{self.folder} holds the splits {splits}: a prepared folder holds "
+                            "'train' and one evaluation split; prepare the data again.")
+        self.train_split = "train"
+        self.eval_split = next(split for split in splits if split != "train")
+        self._info = info
+        for split in splits:
+            if not info.splits[split].num_examples:
+                raise UserError(f"{self.folder}: its {split} split holds no examples; prepare "
+                                "the data again.")
 
     def close(self) -> None:
-        """Stop the decoding threads (queued decodes are cancelled)."""
-        self._finalizer()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+        """Nothing is held open but the data sources, which close with the process."""
 
     def num_examples(self, split: str) -> int:
-        return len(self._records[split])
+        return int(self._info.splits[split].num_examples)
+
+    def shard_file(self, split: str, index: int) -> Path:
+        """The file that holds record `index` of `split`."""
+        first = 0
+        for instruction in self._info.splits[split].file_instructions:
+            count = instruction.take if instruction.take >= 0 else instruction.examples_in_shard
+            if index < first + count:
+                return self.folder / Path(instruction.filename).name
+            first += count
+        raise IndexError(index)
+
+    def record(self, split: str, index: int) -> tuple[bytes, int]:
+        """(stored image bytes, label) of record `index`, checked: a record whose chunk does
+        not match its hash, or does not parse, is refused naming its file."""
+        if split not in self._sources:
+            self._sources[split] = self._builder.as_data_source(
+                split, decoders={"image": self._tfds.decode.SkipDecoding()})
+        try:
+            example = self._sources[split][index]
+            return bytes(example["image"]), int(example["label"])
+        except Exception as error:  # noqa: BLE001 - riegeli's RuntimeError, a proto error
+            raise UserError(f"record {index} of the {split} split in "
+                            f"{self.shard_file(split, index)} is damaged ({error}); copy the "
+                            "folder again from a good copy, or prepare the data again."
+                            ) from error
 
     def example(self, split: str, index: int) -> tuple[np.ndarray, int]:
-        """(the S x S x 3 uint8 square, its label) of one stored example (thread-safe)."""
-        path, record = self._records[split].read(index)
+        """(the S x S x 3 uint8 square, label) of one record."""
+        stored, label = self.record(split, index)
         try:
-            features = record_files.parse_example(record)
-            stored, label = features["image"][0], int(features["label"][0])
-        except (ValueError, KeyError, IndexError, TypeError) as error:
-            raise UserError(f"{path}: record {index} of the {split} split is not a prepared "
-                            f"example ({error}); the file is damaged (prepare it again)."
-                            ) from error
-        where = f"{path}: the image of record {index} of the {split} split"
-        return _square(stored, self.prepared_storage, self.prepared_size, where), label
+            return decode_square(stored, self.prepared_storage, self.prepared_size), label
+        except UserError as error:  # where it is, found only then (it costs a tenth of a read)
+            raise UserError(f"record {index} of the {split} split in "
+                            f"{self.shard_file(split, index)} {error}") from None
 
-    def decode(self, split: str, indices, transform) -> list[concurrent.futures.Future]:
-        """Futures of (transform(square), label) for each index, decoded on the pool."""
-        def work(index, transform):
-            square, label = self.example(split, index)
-            return transform(square), label
-        return [self._pool.submit(work, int(i), transform(int(i))) for i in indices]
+    def __getstate__(self):  # Grain's workers get the folder, not the open data sources
+        return {**self.__dict__, "_sources": {}}
 
 
-def epoch_draws(prep, total: int, size: int, seed: int):
-    """An epoch's random draws, per training image, from one seed: the order the images are
-    visited in, each one's crop offsets (top, left) in [0, S - C], mirroring and lighting
-    coefficients (N(0, 1) x data.lighting_strength)."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(total)
-    crop = prep.crop_size
-    offsets = (rng.integers(0, size - crop + 1, (total, 2), dtype=np.int32)
-               if prep.random_crop else np.full((total, 2), (size - crop) // 2, np.int32))
-    flips = rng.random(total) < 0.5 if prep.random_flip else np.zeros(total, bool)
-    alphas = rng.normal(0.0, 1.0, (total, 3)).astype(np.float32)
-    alphas *= np.float32(prep.lighting_strength)
-    return order, offsets, flips, alphas
+@dataclasses.dataclass(frozen=True)
+class TrainingCrop:
+    """Local slot -> one training example of this process's part of the run's batches: the
+    epoch's order (Grain's index shuffle), the square, its crop window (unmirrored: the devices
+    mirror it), offsets, flip and lighting coefficients drawn from (the epoch's seed, the
+    image's position in the epoch)."""
+
+    folder: PreparedFolder
+    seed: int
+    global_batch: int
+    shard: Shard
+    steps_per_epoch: int
+    crop: int
+    random_crop: bool
+    random_flip: bool
+    lighting_strength: float
+
+    def __call__(self, slot: int) -> dict[str, np.ndarray]:
+        local = self.global_batch // self.shard.count
+        step, within = divmod(int(slot), local)
+        epoch, batch = divmod(step, self.steps_per_epoch)
+        position = batch * self.global_batch + self.shard.index * local + within
+        key = epoch_seed(self.seed, epoch, 0)
+        index = int(_epoch_order(self.folder.num_examples("train"), key)[position])
+        square, label = self.folder.example("train", index)
+        rng = np.random.default_rng([key, position])
+        size = square.shape[0]
+        top, left = (rng.integers(0, size - self.crop + 1, 2) if self.random_crop
+                     else ((size - self.crop) // 2,) * 2)
+        flip = bool(rng.random() < 0.5) if self.random_flip else False
+        alphas = rng.normal(0.0, 1.0, 3).astype(np.float32) * np.float32(self.lighting_strength)
+        return {"pixels": square[top:top + self.crop, left:left + self.crop],
+                "offsets": np.asarray((top, left), np.int32), "flips": np.asarray(flip),
+                "alphas": alphas, "labels": np.asarray(label, np.int32)}
+
+
+_ORDERS: dict[tuple[int, int], Any] = {}
+
+
+def _epoch_order(count: int, key: int):
+    """An epoch's permutation of `count` images (Grain's index shuffle: any position in O(1),
+    nothing materialised), cached for the epochs in use."""
+    if (count, key) not in _ORDERS:
+        if len(_ORDERS) > 4:
+            _ORDERS.clear()
+        _ORDERS[count, key] = _grain().MapDataset.range(count).shuffle(seed=key)
+    return _ORDERS[count, key]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationViews:
+    """Local slot -> one evaluation example of this process's part: the centre crop or the 10
+    views of the stored square, padded with mask 0 past the process's images."""
+
+    folder: PreparedFolder
+    split: str
+    mine: tuple[int, int]      # this process's range of the split's images
+    crop: int
+    views: int
+
+    def __call__(self, slot: int) -> dict[str, np.ndarray]:
+        first, last = self.mine
+        if first + slot >= last:
+            return {"pixels": np.zeros((self.views, self.crop, self.crop, 3), np.uint8),
+                    "labels": np.asarray(0, np.int32), "mask": np.asarray(0.0, np.float32)}
+        square, label = self.folder.example(self.split, first + int(slot))
+        return {"pixels": augmentation.crop_views(square, self.crop, self.views),
+                "labels": np.asarray(label, np.int32), "mask": np.asarray(1.0, np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Square:
+    """Index -> the training square (the statistics' input)."""
+
+    folder: PreparedFolder
+
+    def __call__(self, index: int) -> np.ndarray:
+        return self.folder.example("train", int(index))[0]
+
+
+def die_with_worker_parent(worker_index: int, worker_count: int) -> None:
+    """A Grain worker ends when the trainer does, however it ends (a SIGKILL included)."""
+    del worker_index, worker_count
+    die_with_parent()
+
+
+class _RunStream:
+    """One iterator of training batches for a run, from (epoch, batch) on: epochs follow each
+    other without a new iterator (and its workers' start)."""
+
+    def __init__(self, folder: PreparedFolder, crop: TrainingCrop, first_step: int):
+        grain = _grain()
+        local = crop.global_batch // crop.shard.count
+        dataset = grain.MapDataset.range(first_step * local, 1 << 62).map(crop).batch(local)
+        threads = 1 if folder.workers else host_cores()  # no workers: threads decode
+        stream = dataset.to_iter_dataset(grain.ReadOptions(
+            num_threads=threads, prefetch_buffer_size=BATCHES_AHEAD))
+        if folder.workers:
+            stream = stream.mp_prefetch(
+                grain.multiprocessing.MultiprocessingOptions(
+                    num_workers=folder.workers, per_worker_buffer_size=BATCHES_AHEAD),
+                worker_init_fn=die_with_worker_parent)
+        self.crop, self.next_step = crop, first_step
+        self.iterator = iter(stream)
+
+    def take(self, count: int) -> Iterator[dict[str, np.ndarray]]:
+        for _ in range(count):
+            batch = next(self.iterator)
+            self.next_step += 1
+            yield batch
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close:
+            close()
 
 
 def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
     """The statistics of the folder's first stats_sample training squares (all if <= 0)."""
+    grain = _grain()
     total = folder.num_examples(folder.train_split)
     count = total if folder.stats_sample <= 0 else min(folder.stats_sample, total)
     sums = stats_files.StatsSums(resize_size)
+    squares = grain.MapDataset.range(count).map(Square(folder)).batch(64).to_iter_dataset(
+        grain.ReadOptions(num_threads=host_cores(), prefetch_buffer_size=2))
     with progress_bar(count, f"statistics of {folder.folder.name}", "img") as bar:
-        for start in range(0, count, 64):
-            chunk = range(start, min(start + 64, count))
-            futures = folder.decode(folder.train_split, chunk, lambda _: lambda square: square)
-            try:
-                sums.add(np.stack([future.result()[0] for future in futures]))
-            finally:  # after a failure, the chunk's other decodes are not wanted
-                _cancel(futures)
-            bar.update(len(chunk))
+        for batch in squares:
+            sums.add(batch)
+            bar.update(len(batch))
     return sums.stats()
 
 
@@ -272,6 +338,17 @@ class PreparedFolderSource(PreparedFolder):
     original = None  # the original files are not at hand: no --mode=features
     skipped_images: dict = {}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stream: _RunStream | None = None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_stream": None}
 
     def dataset_stats(self, resize_size: int) -> DatasetStats:
         """The mean image and RGB covariance of the first data.stats_sample training squares
@@ -289,68 +366,29 @@ class PreparedFolderSource(PreparedFolder):
     def train_batches(self, prep, global_batch: int, seed: int, epoch: int, start_batch: int,
                       shard: Shard) -> Iterator[dict[str, np.ndarray]]:
         """This process's part of each global batch of the epoch, from `start_batch` on:
-        uint8 crops (mirrored where flipped) with their offsets, flips and lighting
-        coefficients, in the format of prepared tfds batches (augmentation.py)."""
-        total = self.num_examples(self.train_split)
-        crop = prep.crop_size
-        order, offsets, flips, alphas = epoch_draws(prep, total, self.prepared_size,
-                                                    epoch_seed(seed, epoch, 0))
-        local = global_batch // shard.count
-
-        def window(index):
-            (top, left), flip = offsets[index], flips[index]
-
-            def cut(square):
-                patch = square[top:top + crop, left:left + crop]
-                return patch[:, ::-1] if flip else patch
-            return cut
-
-        def submit(batch):
-            picked = slice(batch * global_batch + shard.index * local,
-                           batch * global_batch + (shard.index + 1) * local)
-            return picked, self.decode(self.train_split, order[picked], window)
-
-        def assemble(picked, futures):
-            try:
-                decoded = [future.result() for future in futures]
-            finally:  # after a failure, the batch's other decodes are not wanted
-                _cancel(futures)
-            return {"pixels": np.stack([pixels for pixels, _ in decoded]),
-                    "offsets": offsets[order[picked]], "flips": flips[order[picked]],
-                    "alphas": alphas[order[picked]],
-                    "labels": np.asarray([label for _, label in decoded], np.int32)}
-
-        pending = collections.deque()
-        try:
-            for batch in range(start_batch, total // global_batch):
-                pending.append(submit(batch))
-                if len(pending) > BATCHES_AHEAD:
-                    yield assemble(*pending.popleft())
-            while pending:
-                yield assemble(*pending.popleft())
-        finally:  # a run that stops mid-epoch leaves no decoding behind
-            for _, futures in pending:
-                _cancel(futures)
+        uint8 crops (unmirrored) with their offsets, flips and lighting coefficients, in the
+        format of prepared tfds batches (augmentation.py). The run's one stream continues when
+        the next epoch asks for the batch after the last one given."""
+        steps = self.num_examples(self.train_split) // global_batch
+        crop = TrainingCrop(self, seed, global_batch, shard, steps, prep.crop_size,
+                            prep.random_crop, prep.random_flip, float(prep.lighting_strength))
+        first = epoch * steps + start_batch
+        if self._stream is None or self._stream.crop != crop or self._stream.next_step != first:
+            self.close()
+            self._stream = _RunStream(self, crop, first)
+        return self._stream.take(steps - start_batch)
 
     def eval_batches(self, prep, global_batch: int, views: int,
                      shard: Shard) -> Iterator[dict[str, np.ndarray]]:
         """This process's share of the evaluation split as uint8 views (the devices subtract
         the mean's windows), padded with mask 0 to the same number of batches everywhere."""
+        grain = _grain()
         total = self.num_examples(self.eval_split)
         mine = np.array_split(np.arange(total), shard.count)[shard.index]
+        span = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
         local = global_batch // shard.count
-        crop = prep.crop_size
-        for batch in range(eval_batches_per_process(self, global_batch, shard)):
-            indices = mine[batch * local:(batch + 1) * local]
-            pixels = np.zeros((local, views, crop, crop, 3), np.uint8)
-            batch_labels = np.zeros(local, np.int32)
-            futures = self.decode(self.eval_split, indices, lambda _: lambda square:
-                                   augmentation.crop_views(square, crop, views))
-            try:
-                for row, future in enumerate(futures):
-                    pixels[row], batch_labels[row] = future.result()
-            finally:  # after a failure or a stop, the batch's other decodes are not wanted
-                _cancel(futures)
-            mask = np.zeros(local, np.float32)
-            mask[:len(indices)] = 1.0
-            yield {"pixels": pixels, "labels": batch_labels, "mask": mask}
+        slots = eval_batches_per_process(self, global_batch, shard) * local
+        views_of = EvaluationViews(self, self.eval_split, span, prep.crop_size, views)
+        batches = grain.MapDataset.range(slots).map(views_of).batch(local).to_iter_dataset(
+            grain.ReadOptions(num_threads=host_cores(), prefetch_buffer_size=BATCHES_AHEAD))
+        yield from batches

@@ -97,8 +97,9 @@ def ten_views(image: tf.Tensor, crop: int) -> tf.Tensor:
 def prepared_crop(image, seed, size: int, crop: int, random_crop: bool, random_flip: bool,
                   storage: str, lighting_strength: float) -> dict:
     """A training crop of a prepared size x size square (uint8; of a JPEG only the crop's
-    window is decoded), flipped half of the time, with its offsets (top, left), flip flag and
-    lighting coefficients: what the devices need to finish it (device_augment.py)."""
+    window is decoded), unmirrored, with its offsets (top, left), flip flag (set half of the
+    time) and lighting coefficients: what the devices need to finish and mirror it
+    (device_augment.py)."""
     crop_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(crop_seed, 2))
     if random_crop:
@@ -113,7 +114,6 @@ def prepared_crop(image, seed, size: int, crop: int, random_crop: bool, random_f
     pixels = tf.ensure_shape(pixels, [crop, crop, 3])
     flip = (tf.random.stateless_uniform([], flip_seed) < 0.5 if random_flip
             else tf.constant(False))
-    pixels = tf.cond(flip, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
     return {"pixels": pixels, "offsets": offsets, "flips": flip,
             "alphas": lighting_coefficients(light_seed, lighting_strength)}
 

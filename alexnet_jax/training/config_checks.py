@@ -55,6 +55,10 @@ def _validate_data(d: ml_collections.ConfigDict) -> None:
                         f"size, set both: --config.data.resize_size={d.resize_size} "
                         f"--config.data.prepared={d.resize_size}.")
     _choice("data.prepared_format", d.prepared_format, ("jpeg", "jpeg444", "raw"))
+    _choice("data.file_format", d.file_format, ("tfrecord", "array_record"))
+    if d.file_format == "array_record" and d.prepared == "none" and d.name != "prepared":
+        raise UserError("data.file_format=array_record is the storage of prepared squares, "
+                        f"but data.prepared=none; set --config.data.prepared={d.resize_size}.")
     if not 1 <= d.prepared_quality <= 100 or d.synthetic_examples < 1 or d.num_classes < 2:
         raise UserError(f"data.prepared_quality ({d.prepared_quality}) must be in 1..100, "
                         f"data.synthetic_examples ({d.synthetic_examples}) >= 1 and "

@@ -71,6 +71,7 @@ POLICY: dict[str, Rule] = {
              "train.checkpoint_every_steps", "train.keep_checkpoints", "train.profile_steps"),
     **_rules(S, "the evaluation's batch (the same results)", "train.eval_batch_size"),
     **_rules(S, "the devices' layout (the same global batch and parameters)", "mesh.model"),
+    **_rules(S, "how many processes read (the same batches)", "data.read_workers"),
     **_rules(A, "the schedule's current rate is scaled by new / old (its reductions are kept)",
              "optimizer.learning_rate"),
     **_rules(A, "the schedule's current rate is scaled by the new scaling over the old (linear: "
@@ -98,7 +99,7 @@ POLICY: dict[str, Rule] = {
     **_rules(A, "the next steps compute in the new dtype (the parameters stay float32)",
              "model.dtype"),
     **_rules(A, "the same images from the new preparation from now on", "data.prepared",
-             "data.prepared_format", "data.prepared_quality"),
+             "data.prepared_format", "data.prepared_quality", "data.file_format"),
     **_rules(A, "the mean and the lighting's PCA from the new source from now on",
              "data.stats_source", "data.stats_sample"),
     **_rules(E, "the order of each epoch's images depends on it", "data.shuffle_buffer",

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import Callable
 
+from alexnet_jax.common.child_process import die_with_parent
 from alexnet_jax.common.errors import LOST_PROCESS_EXIT_CODE
 
 SUPERVISED_ENV = "ALEXNET_JAX_SUPERVISED"
@@ -62,23 +63,13 @@ def forward_stop_signals(child: Callable[[], subprocess.Popen | None]):
     return forward
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the parent dies (SIGKILL of the parent kills the run)."""
-    try:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the child outlives a killed parent
-
-
 def run_child(argv: list[str], me: int, count: int | None, heartbeat_timeout: int) -> int:
     """Run `python -m alexnet_jax.main argv...` as a child; its exit code, or 3 for a lost peer."""
     env = dict(os.environ, **{SUPERVISED_ENV: "1", "PYTHONUNBUFFERED": "1"})
     # In its own process group, the child hears a terminal's Ctrl-C once, through the parent (a
     # second SIGINT would mean "stop at once", without a checkpoint).
     child = subprocess.Popen([sys.executable, "-m", "alexnet_jax.main", *argv], env=env,
-                             stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+                             stderr=subprocess.PIPE, preexec_fn=die_with_parent,
                              process_group=0)
     forward = forward_stop_signals(lambda: child)
 
