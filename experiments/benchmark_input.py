@@ -11,8 +11,9 @@ per second (batch 128; the median of --repeats measurements), printed per core.
 `--readers` instead compares, side by side in one run, the two readers of the same prepared
 JPEG squares: tf.data (TFRecord files; every core) and the TensorFlow-free reader of
 data.name=prepared (ArrayRecord files through tensorflow-datasets' data source, Grain, with 1
-and with 2 worker processes): images per second and images per CPU-second (the CPU time of the
-process and its workers over the measured batches), on the training split repeated --times
+and with 2 worker processes, and in threads of this process: data.read_workers=0): images per
+second and images per CPU-second (the CPU time of the process and its workers over the
+measured batches), on the training split repeated --times
 times (experiments/enlarge_prepared.py: an epoch of real length, every image decoded again).
 Optionally a short CPU training run then reports how long the loop waited for data.
 
@@ -156,12 +157,14 @@ def compare_readers(config, args) -> list[dict]:
     options.threading.max_intra_op_parallelism = 1
     readers = {"tf.data": lambda: lambda epoch: tfds.as_numpy(pipeline.train_dataset(
         big, prep, args.batch, seed=0, epoch=epoch).with_options(options))}
-    for workers in (1, 2):
+    for workers in (1, 2, 0):
         def grain_reader(workers=workers):
             folder = PreparedFolderSource(str(root / "array_record"), 256, 0, workers)
             return lambda epoch: folder.train_batches(prep, args.batch, 0, epoch, 0,
                                                       Shard(0, 1))
-        readers[f"Grain, {workers} worker{'s' if workers > 1 else ''}"] = grain_reader
+        name = (f"Grain, {workers} worker{'s' if workers > 1 else ''}" if workers
+                else f"Grain, {cores} threads")
+        readers[name] = grain_reader
     results = []
     for name, make in readers.items():
         repeats = [images_and_cpu(make(), args.batches, args.batch)
