@@ -110,7 +110,8 @@ class PreparedFolder:
     def __init__(self, path: str, resize_size: int, stats_sample: int, workers: int = -1):
         self.folder = Path(path).expanduser().absolute()
         self.stats_sample = stats_sample
-        self.workers = host_cores() if workers < 0 else workers
+        # one core is left to the training process (its loop, the devices' dispatch)
+        self.workers = max(1, host_cores() - 1) if workers < 0 else workers
         if not (self.folder / "dataset_info.json").is_file():
             raise UserError(
                 f"{self.folder} holds no prepared squares (no dataset_info.json): data.path "
