@@ -11,8 +11,8 @@ with `--config.data.name=prepared --config.data.path=<that folder>`:
   the file's footer, and every chunk read is checked against the hash stored with it, so a
   flipped bit in a label or an image is refused, naming the file);
 - Grain's MapDataset orders each epoch (its index shuffle, seeded by seed and epoch), decodes
-  each square (simplejpeg: libjpeg-turbo, the accurate IDCT, 1.35x Pillow's speed with the
-  same pixels, docs/performance.md), cuts the crop window and batches this process's part of
+  each square (simplejpeg: libjpeg-turbo's fast integer IDCT, tf.data's exact pixels, twice
+  Pillow's speed, docs/performance.md), cuts the crop window and batches this process's part of
   each global batch, in `data.read_workers` worker processes (one iterator for the whole run:
   a worker takes seconds to start). The devices mirror the crops and finish the augmentation
   (device_augment.py).
@@ -21,8 +21,7 @@ Batch k of epoch e is a pure function of (seed, e, k): a resumed run sees the sa
 the parts fed by several processes concatenate to the one-process batch (`feeding.Shard`, which
 follows the mesh's data rows). Crops, flips and lighting are drawn per image from (the epoch's
 seed, its position in the epoch). By design the order differs from tf.data's (file shuffling and
-a 10,000-image buffer), and JPEG squares decode with the accurate IDCT (tf.data: the fast one,
-one or two levels apart on average). Statistics come from the folder's cache
+a 10,000-image buffer). Statistics come from the folder's cache
 (`alexnet_stats_<S>_<sample>.npz`) or are computed here from the decoded squares and cached.
 A folder of TFRecord files (the default preparation, which tf.data reads) is refused with the
 way to convert it.
@@ -92,8 +91,7 @@ def decode_square(stored: bytes, storage: str, size: int) -> np.ndarray:
     import simplejpeg  # noqa: PLC0415
 
     try:
-        # the fast integer IDCT: exactly what tf.data's decode_jpeg gives (and a quarter faster
-        # than the accurate one; docs/performance.md)
+        # the fast integer IDCT: exactly what tf.data's decode_jpeg gives
         square = simplejpeg.decode_jpeg(stored, colorspace="RGB", fastdct=True)
     except ValueError as error:
         raise UserError(f"cannot be decoded ({error}); prepare the data again.") from error
@@ -185,8 +183,8 @@ class PreparedFolder:
         not match its hash, or does not parse, is refused naming its file."""
         if split not in self._sources:
             # the ArrayRecord source under tensorflow-datasets' data source: its records parsed
-            # here with tfds' Example proto, a seventh of the data source's own Python decoding
-            # (0.03 ms a record against 0.17; docs/performance.md)
+            # here with tfds' Example proto, 0.020 CPU-ms a record against the data source's own
+            # Python decoding's 0.054 (experiments/benchmark_decoding.py)
             self._sources[split] = self._builder.as_data_source(split).data_source
         try:
             feature = _example().FromString(self._sources[split][index]).features.feature
