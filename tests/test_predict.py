@@ -162,3 +162,41 @@ def test_figure4_is_drawn_from_a_trained_run(trained, tmp_path):
 def test_wordnet_ids_get_readable_names():
     names = class_names.readable(("n01440764", "n03888257", "not_a_wnid"))
     assert names == ("tench", "parachute", "not_a_wnid")
+
+
+def test_a_trained_workdir_predicts_from_any_directory_without_its_dataset(trained, tree,
+                                                                           tmp_path):
+    """alexnet_jax.load_workdir: the run's config, classes and statistics from the workdir
+    alone, in a directory outside the repository where only the package is importable (as
+    once installed: no `configs`), and with the dataset gone: the same top 5 as
+    --mode=predict with the run's config."""
+    import os  # noqa: PLC0415
+
+    workdir, overrides = trained
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["data"]["path"] = config["data"]["data_dir"] = str(tmp_path / "no_such_data")
+    (copy / "config.json").write_text(json.dumps(config))
+    assert (copy / "class_names.json").exists() and (copy / "dataset_stats.npz").exists()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "alexnet_jax").symlink_to(REPO / "alexnet_jax")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    image = str(tree / "val" / "cat" / "001.jpg")
+    script = ("import alexnet_jax, json; run = alexnet_jax.load_workdir(" + repr(str(copy))
+              + "); print(json.dumps(run.predict([" + repr(image) + "], views=10)))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [found] = json.loads(result.stdout.splitlines()[-1])
+    assert subprocess.run([sys.executable, "-c", "import configs"], cwd=elsewhere, env=env,
+                          capture_output=True).returncode != 0   # as where it is installed
+    expected = run_cli(workdir, *overrides, f"--images={image}", "--views=10", mode="predict")
+    assert expected.returncode == 0, expected.stderr[-3000:]
+    cli = json.loads(expected.stdout.splitlines()[-1])
+    assert [name for name, _ in found["top5"]] == [name for name, _ in cli["top5"]]
+    np.testing.assert_allclose([p for _, p in found["top5"]], [p for _, p in cli["top5"]],
+                               rtol=1e-5)

@@ -14,6 +14,9 @@ CONFIG_FILE = "config.json"
 # --mode=eval's results: their own file, so the training record (metrics.jsonl, TensorBoard)
 # stays the training's alone
 EVAL_RESULTS_FILE = "eval_results.jsonl"
+# what running the trained network on new images needs besides the config (predict.load_workdir)
+CLASS_NAMES_FILE = "class_names.json"
+STATS_FILE = "dataset_stats.npz"
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:

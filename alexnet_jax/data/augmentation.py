@@ -148,24 +148,30 @@ def mean_views(prep: Preprocessing, views: int) -> np.ndarray:
     return crop_views(prep.mean_square(), prep.crop_size, views)
 
 
-def preprocessing_from_config(config: ml_collections.ConfigDict, source,
-                              progress: bool = True) -> Preprocessing:
-    """The host-side preprocessing of config.data; computes the dataset statistics it needs
-    on first use (cached beside the prepared data)."""
+def dataset_statistics(config: ml_collections.ConfigDict, source, progress: bool = True):
+    """The statistics config.data needs (DatasetStats: mean image, RGB PCA), or None when it
+    subtracts no mean and adds no lighting; computed on first use (cached beside the prepared
+    data), or ImageNet's published ones (data.stats_source=imagenet)."""
     d = config.data
-    stats = None
-    if d.mean != "none" or d.lighting != "none":
-        if d.stats_source == "dataset" and hasattr(source, "dataset_stats"):
-            stats = source.dataset_stats(d.resize_size)  # a source that knows its own (synthetic)
-        elif d.stats_source == "dataset":
-            from alexnet_jax.data import stats as stats_lib  # noqa: PLC0415
+    if d.mean == "none" and d.lighting == "none":
+        return None
+    if d.stats_source == "dataset" and hasattr(source, "dataset_stats"):
+        return source.dataset_stats(d.resize_size)  # a source that knows its own (synthetic)
+    if d.stats_source == "dataset":
+        from alexnet_jax.data import stats as stats_lib  # noqa: PLC0415
 
-            stats = stats_lib.dataset_stats(source, d.resize_size, d.stats_sample, progress)
-        else:
-            from alexnet_jax.data.published_stats import published_imagenet_stats  # noqa: PLC0415
+        return stats_lib.dataset_stats(source, d.resize_size, d.stats_sample, progress)
+    from alexnet_jax.data.published_stats import published_imagenet_stats  # noqa: PLC0415
 
-            mode = d.lighting if d.lighting != "none" else "cuda_convnet2"
-            stats = published_imagenet_stats(d.resize_size, mode)
+    mode = d.lighting if d.lighting != "none" else "cuda_convnet2"
+    return published_imagenet_stats(d.resize_size, mode)
+
+
+def preprocessing_from_stats(config: ml_collections.ConfigDict, stats,
+                             prepared_storage: str | None = None) -> Preprocessing:
+    """The host-side preprocessing of config.data with the given statistics (a workdir's own,
+    for prediction, or a dataset's)."""
+    d = config.data
     mean = {"image": stats.mean_image if stats else None,
             "channel": stats.channel_mean if stats else None, "none": None}[d.mean]
     lighting = d.lighting != "none" and d.lighting_strength > 0
@@ -176,4 +182,12 @@ def preprocessing_from_config(config: ml_collections.ConfigDict, source,
         eigenvectors=stats.eigenvectors.astype(np.float32) if lighting else None,
         component_scales=stats.lighting_scales(d.lighting).astype(np.float32)
         if lighting else None, stats_sample_size=stats.sample_size if stats else 0,
-        prepared_storage=getattr(source, "prepared_storage", None))
+        prepared_storage=prepared_storage)
+
+
+def preprocessing_from_config(config: ml_collections.ConfigDict, source,
+                              progress: bool = True) -> Preprocessing:
+    """The host-side preprocessing of config.data; computes the dataset statistics it needs
+    on first use (cached beside the prepared data)."""
+    return preprocessing_from_stats(config, dataset_statistics(config, source, progress),
+                                    getattr(source, "prepared_storage", None))

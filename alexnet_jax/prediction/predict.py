@@ -21,7 +21,10 @@ import numpy as np
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.data import catalog, class_names
-from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
+from alexnet_jax.common.run_files import CLASS_NAMES_FILE, CONFIG_FILE, STATS_FILE
+from alexnet_jax.data import stats_files
+from alexnet_jax.data.augmentation import (Preprocessing, preprocessing_from_config,
+                                           preprocessing_from_stats)
 from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure
 from alexnet_jax.model import build
 from alexnet_jax.training import checkpointing, resume_policy
@@ -37,7 +40,12 @@ class TrainedRun:
     names: tuple[str, ...]       # readable class names
     raw_names: tuple[str, ...]   # the dataset's own class names (e.g. WordNet IDs)
     step: int
-    source: Any
+    source: Any                  # the dataset, when it was opened (None: from the workdir alone)
+
+    def predict(self, paths: list[str], views: int = 1) -> list[dict[str, Any]]:
+        """Each image's top 5 ({"path", "top5": [[class, probability], ...]}, or {"path",
+        "error"}): `paths` are image files or folders; views 1 (centre crop) or 10."""
+        return list(predict(self, paths, views))
 
 
 def load_trained(config, workdir: str | Path, step: int | None = None) -> TrainedRun:
@@ -82,6 +90,61 @@ def load_trained(config, workdir: str | Path, step: int | None = None) -> Traine
     return TrainedRun(model, dataclasses.replace(prep, prepared_storage=None),
                       class_names.readable(source.class_names), tuple(source.class_names),
                       candidate, source)
+
+
+def load_workdir(workdir: str | Path, step: int | None = None) -> TrainedRun:
+    """The trained network of a workdir, ready for `predict`, from the workdir alone: its
+    config.json (the run's config), its class names and input statistics (written by the run
+    at its start), and its newest checkpoint that restores (or `step`'s). Needs neither the
+    dataset nor this repository's `configs`: it works from any directory once the package is
+    installed. Workdirs trained before runs kept their classes and statistics fall back to
+    opening the dataset their config names. UserError when something is missing."""
+    from ml_collections import ConfigDict  # noqa: PLC0415
+
+    workdir = Path(workdir).expanduser().absolute()
+    config_file = workdir / CONFIG_FILE
+    if not config_file.is_file():
+        raise UserError(f"{workdir} holds no {CONFIG_FILE}: it is not the workdir of a "
+                        "training run (python -m alexnet_jax.main --workdir=DIR writes one).")
+    config = ConfigDict(json.loads(config_file.read_text()))
+    names_file, stats_file = workdir / CLASS_NAMES_FILE, workdir / STATS_FILE
+    needs_stats = config.data.mean != "none" or config.data.lighting != "none"
+    if names_file.is_file() and (stats_file.is_file() or not needs_stats):
+        raw_names = tuple(json.loads(names_file.read_text()))
+        stats = stats_files.load_stats(stats_file) if needs_stats else None
+        prep = preprocessing_from_stats(config, stats)
+    else:  # an older workdir: its classes and statistics from its dataset
+        source = catalog.open_dataset(config)
+        raw_names = tuple(source.class_names)
+        prep = dataclasses.replace(preprocessing_from_config(config, source, progress=False),
+                                   prepared_storage=None)
+    params, step = _newest_params(workdir, step)
+    model = build.model_with_params(config, len(raw_names), params)
+    return TrainedRun(model, prep, class_names.readable(raw_names), raw_names, step, None)
+
+
+def _newest_params(workdir: Path, step: int | None) -> tuple[dict[str, Any], int]:
+    """(the parameters, their step) of the newest checkpoint that restores, or of `step`."""
+    if not training_run.has_checkpoints(workdir):
+        raise UserError(f"{workdir} has no checkpoint; train first.")
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=1 << 30,
+                                              asynchronous=False)
+    try:
+        steps = sorted(checkpointer.all_steps(), reverse=True)
+    finally:
+        checkpointer.close()
+    if step is not None and step not in steps:
+        raise UserError(f"no checkpoint at step {step} in {workdir / 'checkpoints'}; "
+                        f"available: {sorted(steps)}")
+    failures = []
+    for candidate in [step] if step is not None else steps:
+        path = workdir / "checkpoints" / str(candidate) / "params"
+        try:
+            return checkpointing.load_params(path), candidate
+        except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
+            failures.append(f"{path} ({checkpointing.error_line(error)})")
+            logging.warning("checkpoint %s cannot be restored; trying an older one", path)
+    raise UserError("no checkpoint can be restored: " + "; ".join(failures))
 
 
 def image_files(paths: list[str]) -> list[Path]:

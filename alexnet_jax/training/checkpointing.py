@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +49,7 @@ class Checkpointer:
         self._keep, self._asynchronous = keep, asynchronous
         self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)
         self._aside = SetAside(self.directory, owner)
+        self._owner = owner  # the training run: it alone writes into the checkpoints
         self._manager = open_manager(self.directory, self._keep, self._asynchronous)
         self._last_saved = self._manager.latest_step()
         self._failed = False
@@ -115,9 +118,12 @@ class Checkpointer:
             raise error from None
 
     def wait(self) -> None:
-        """Block until asynchronous saves are on disk."""
+        """Block until asynchronous saves are on disk (and describe their items)."""
         self._guard(self._manager.wait_until_finished)
         self._aside.drop_if_replaced()
+        if self._owner and jax.process_index() == 0:
+            for step in self.all_steps():
+                describe_items(self.directory / str(step))
 
     def close(self) -> None:
         if self._failed:  # after a failed save, only release what is held
@@ -126,6 +132,30 @@ class Checkpointer:
             return
         self.wait()
         self._manager.close()
+
+
+ITEM_METADATA = "_CHECKPOINT_METADATA"
+
+
+def describe_items(step_dir: Path) -> None:
+    """Give a finished checkpoint's array items (params, opt_state) the metadata file Orbax
+    writes beside an item saved alone, so that the plain Orbax recipe that reads
+    <step>/params (README, load_params) finds it instead of warning "Metadata file does not
+    exist". Its content is the step's own metadata for that item; written atomically."""
+    step_file = Path(step_dir) / ITEM_METADATA
+    try:
+        step_metadata = json.loads(step_file.read_text())
+    except (OSError, ValueError):
+        return  # not finished (or not Orbax's): nothing to describe yet
+    handlers = step_metadata.get("item_handlers") or {}
+    for item in ("params", "opt_state"):
+        target = Path(step_dir) / item / ITEM_METADATA
+        if item not in handlers or target.exists() or not target.parent.is_dir():
+            continue
+        partial = target.with_name(ITEM_METADATA + ".partial")
+        partial.write_text(json.dumps({**step_metadata, "item_handlers": handlers[item],
+                                       "metrics": {}}))
+        os.replace(partial, target)
 
 
 def _state_args(kind, params, opt_state, progress=None) -> ocp.args.Composite:

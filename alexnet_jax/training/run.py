@@ -19,9 +19,11 @@ from jax.sharding import Mesh
 
 from alexnet_jax.common import disk, provenance, sharding
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import CONFIG_FILE, EVAL_RESULTS_FILE, write_atomically
-from alexnet_jax.data import catalog, feeding
-from alexnet_jax.data.augmentation import Preprocessing, preprocessing_from_config
+from alexnet_jax.common.run_files import (CLASS_NAMES_FILE, CONFIG_FILE, EVAL_RESULTS_FILE,
+                                          STATS_FILE, write_atomically)
+from alexnet_jax.data import catalog, feeding, stats_files
+from alexnet_jax.data.augmentation import (Preprocessing, dataset_statistics,
+                                           preprocessing_from_stats)
 from alexnet_jax.model import build
 from alexnet_jax.model.sharded_network import count_params
 from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
@@ -53,6 +55,7 @@ class Run:
     lock: WorkdirLock | None = None  # held while training (process 0); None for evaluation
     # what the resume did with the config's changes (resume_policy); None for a new run
     resume: resume_policy.Decision | None = None
+    stats: Any = None  # the dataset statistics the inputs use (DatasetStats), if any
 
     @property
     def step(self) -> int:
@@ -119,7 +122,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
     check_before_data(config, workdir, resuming=not for_evaluation)
-    source, prep = open_data(config, for_evaluation)
+    source, prep, stats = open_data(config, for_evaluation)
     graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
     lock = None if for_evaluation else lock_workdir(workdir)
@@ -154,7 +157,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress, lock, decision)
+               checkpointer, writer, count_params(params), progress, lock, decision, stats)
 
 
 def newest_progress(workdir: Path) -> dict[str, Any] | None:
@@ -190,15 +193,17 @@ def check_before_data(config: ml_collections.ConfigDict, workdir: Path,
 
 
 def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
-    """The source (prepared by process 0 first) and its preprocessing (statistics likewise)."""
+    """The source (prepared by process 0 first), its preprocessing and its statistics (None
+    when none are needed; computed by process 0 first likewise)."""
     source = multihost.chief_first(lambda: catalog.open_dataset(config), "prepare dataset")
     if not for_evaluation and feeding.train_steps_per_epoch(source, config.train.batch_size) == 0:
         raise UserError(f"the training split has fewer images "
                         f"({source.num_examples(source.train_split)}) than one batch "
                         f"(train.batch_size={config.train.batch_size}); lower the batch size.")
-    prep = multihost.chief_first(lambda: preprocessing_from_config(
+    stats = multihost.chief_first(lambda: dataset_statistics(
         config, source, progress=jax.process_index() == 0), "dataset statistics")
-    return source, prep
+    prep = preprocessing_from_stats(config, stats, getattr(source, "prepared_storage", None))
+    return source, prep, stats
 
 
 def restore(checkpointer: checkpointing.Checkpointer, params, opt_state,
@@ -248,6 +253,12 @@ def write_run_facts(run: Run) -> None:
     and what made it (commit, package versions, platform, devices, processes)."""
     if run.is_chief:
         write_atomically(run.workdir / CONFIG_FILE, run.config.to_json_best_effort(indent=2))
+        # what a trained workdir needs to run its network on new images without its dataset
+        # (prediction.predict.load_workdir): the classes and the inputs' statistics
+        write_atomically(run.workdir / CLASS_NAMES_FILE,
+                         json.dumps(list(run.source.class_names), indent=1))
+        if run.stats is not None:
+            stats_files.save_stats(run.stats, run.workdir / STATS_FILE)
     run.writer.write_record({
         "event": "run_start", "num_params": run.num_params, "num_devices": jax.device_count(),
         "mesh": sharding.describe(run.mesh), "process_count": jax.process_count(),

@@ -46,5 +46,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             run.checkpointer.close()
         finally:
             run.writer.close()
+            if hasattr(run.source, "close"):  # a prepared folder's reading workers
+                run.source.close()
             if run.lock:
                 run.lock.release()
