@@ -232,8 +232,10 @@ def _predict_or_features(config, images: list[str]) -> None:
         total += 1
         failed += "error" in record
     if failed:
-        raise UserError(f"{failed} of {total} images could not be read (their lines above say "
-                        "why); the others were predicted.")
+        others = ("; the others were predicted" if failed < total else "")
+        raise UserError(f"{failed} of {total} image{'s' if total > 1 else ''} could not be "
+                        f"read (the line{'s' if failed > 1 else ''} above say"
+                        f"{'' if failed > 1 else 's'} why){others}.")
 
 
 def _fail(message: str) -> None:

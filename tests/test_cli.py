@@ -224,3 +224,49 @@ def test_a_malformed_command_line_is_one_message_and_exit_2(tmp_path, arguments,
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not workdir.exists() and not any(tmp_path.iterdir())  # nothing written, not even "."
+
+
+# Library notices a user of a real command used to see, none of them the user's business.
+LIBRARY_NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild TensorFlow",
+                 "absl::InitializeLog", "Using custom data configuration",
+                 "has no dataset_info.json", "is deprecated. Please change",
+                 "Metadata file does not exist", "leaked shared_memory")
+
+
+def test_a_run_its_resume_its_evaluation_and_the_readme_recipe_print_no_library_noise(
+        image_tree, tmp_path):
+    """Run as a user runs it: no TF_CPP_MIN_LOG_LEVEL or oneDNN setting of their own (the
+    suite's own setting is removed), prepared squares, a resume that extends the run, an
+    evaluation, and the README's plain-Orbax recipe on its checkpoint. The project's own
+    messages stay."""
+    from test_loading import readme_loading_recipe  # noqa: PLC0415
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    workdir = tmp_path / "run"
+    overrides = [*tiny_overrides(image_tree, tmp_path / "tfds"),
+                 f"--config.data.prepared={TINY_RESIZE}", "--config.train.final_eval_views=(1,)"]
+
+    def run(*extra, mode="train"):
+        result = subprocess.run(
+            [sys.executable, "-m", "alexnet_jax.main", "--config=configs/default.py",
+             f"--workdir={workdir}", f"--mode={mode}", *overrides, *extra],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    outputs = [run(), run("--config.train.num_epochs=2"),
+               run("--config.train.num_epochs=2", mode="eval")]
+    recipe = readme_loading_recipe().replace("runs/imagenette/checkpoints/2220/params",
+                                             str(workdir / "checkpoints" / "10" / "params"))
+    loaded = subprocess.run([sys.executable, "-c", recipe], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    outputs.append(loaded.stdout + loaded.stderr)
+    for output in outputs:
+        assert not [noise for noise in LIBRARY_NOISE if noise in output], output[-3000:]
+    assert "preparing the ImageFolder tree" in outputs[0]
+    assert "restored the checkpoint" in outputs[1] and "resuming with config changes" in \
+        outputs[1]
+    assert "validation (1 crop)" in outputs[2]

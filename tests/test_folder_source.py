@@ -131,6 +131,25 @@ def test_skipped_files_are_reported_with_a_plain_cause(tmp_path):
                       "train/bee/readme.jpg": "not an image: the file holds text"}
 
 
+def test_macos_metadata_files_are_ignored_like_ds_store_and_counted(tmp_path, caplog):
+    """A Mac writes `._name.jpg` beside every file it copies to a foreign disk: not images,
+    never logged as unreadable ones, left out of training and prediction, counted as skipped."""
+    tree = make_image_tree(tmp_path / "tree", train_per_class=2, val_per_class=1)
+    for folder in (tree / "train" / "bee", tree / "val" / "cat"):
+        (folder / "._000.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # AppleDouble
+        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    source = sources.open_source("folder", str(tree), str(tmp_path / "tfds"))
+    assert source.num_examples("train") == 5 * 2 and source.num_examples("val") == 5
+    assert source.skipped_images == {
+        "train": [{"path": "train/bee/._000.jpg", "error": folder_builder.METADATA_CAUSE}],
+        "val": [{"path": "val/cat/._000.jpg", "error": folder_builder.METADATA_CAUSE}]}
+    assert "._000.jpg" not in caplog.text                        # no "unreadable image" line
+    from alexnet_jax.prediction.predict import image_files  # noqa: PLC0415
+
+    assert [p.name for p in image_files([str(tree / "train" / "bee")])] == ["000.jpg",
+                                                                           "001.jpg"]
+
+
 def test_file_survey_reports_what_a_tree_holds(tmp_path):
     from PIL import Image  # noqa: PLC0415
 

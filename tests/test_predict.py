@@ -88,7 +88,12 @@ def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(tra
     assert lines[0]["top5"] != lines[2]["top5"]            # the image matters
     assert lines[1]["error"].startswith("corrupt JPEG file") or \
         lines[1]["error"].startswith("truncated JPEG file")
-    assert "1 of 3 images could not be read" in result.stderr
+    assert ("1 of 3 images could not be read (the line above says why); the others were "
+            "predicted.") in result.stderr
+    alone = run_cli(workdir, *overrides, f"--images={images[1]}", mode="predict")
+    assert alone.returncode == 2
+    assert "1 of 1 image could not be read (the line above says why)." in alone.stderr
+    assert "others" not in alone.stderr
 
 
 def test_features_of_a_split_and_their_index(trained, tree, tmp_path):

@@ -215,7 +215,7 @@ def test_parameters_that_overflow_at_an_epochs_last_step_are_never_evaluated(con
     ("mesh", "model", 3, "must be 1 or 2"),
     ("data", "name", "mnist", "data.name='mnist' is not valid"),
     ("model", "dropout_rate", 1.0, "dropout_rate"),
-    ("data", "path", "/no/such/tree", "ImageFolder tree"),
+    ("data", "path", "/no/such/tree", r"data.path=./no/such/tree. does not exist"),
     ("train", "batch_size", 4096, r"train.batch_size: was 8, now 4096 \(refused"),
 ])
 def test_bad_values_are_refused_before_anything_is_touched(config, tmp_path, section, key,

@@ -40,6 +40,18 @@ class FolderTree:
     class_names: tuple[str, ...]
     files: dict[str, tuple[tuple[str, int], ...]]
     fingerprint: str
+    # per split, macOS metadata files named like images (AppleDouble `._x.jpg`, written beside
+    # every file a Mac copies to a foreign disk): not images, left out and counted
+    metadata_files: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+APPLEDOUBLE = "._"
+METADATA_CAUSE = "a macOS metadata file (AppleDouble ._ file), not an image"
+
+
+def is_metadata_file(name: str) -> bool:
+    """A macOS AppleDouble file (`._cat.jpg`): ignored like `.DS_Store`."""
+    return name.startswith(APPLEDOUBLE)
 
 
 def scan_tree(root: str | os.PathLike) -> FolderTree:
@@ -53,9 +65,9 @@ def scan_tree(root: str | os.PathLike) -> FolderTree:
     class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     label_of = {name: i for i, name in enumerate(class_names)}
     digest = hashlib.sha256(PREPARATION_VERSION.encode())
-    files = {}
+    files, metadata = {}, {}
     for split in SPLITS:
-        entries = []
+        entries, ignored = [], []
         split_dir = root / split
         class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
         unknown = [d.name for d in class_dirs if d.name not in label_of]
@@ -66,8 +78,11 @@ def scan_tree(root: str | os.PathLike) -> FolderTree:
                              f"{split}/")
         empty = []
         for class_dir in class_dirs:
-            images = [entry for entry in sorted(os.scandir(class_dir), key=lambda e: e.name)
-                      if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)]
+            named = [entry for entry in sorted(os.scandir(class_dir), key=lambda e: e.name)
+                     if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)]
+            images = [entry for entry in named if not is_metadata_file(entry.name)]
+            ignored += [f"{split}/{class_dir.name}/{entry.name}" for entry in named
+                        if is_metadata_file(entry.name)]
             if split == "train" and not images:
                 empty.append(str(class_dir))
             for entry in images:
@@ -81,7 +96,9 @@ def scan_tree(root: str | os.PathLike) -> FolderTree:
                              f"names ending in {', '.join(IMAGE_SUFFIXES)}): add them, or remove "
                              "the folders")
         files[split] = tuple(entries)
-    return FolderTree(root, class_names, files, digest.hexdigest()[:12])
+        if ignored:
+            metadata[split] = tuple(ignored)
+    return FolderTree(root, class_names, files, digest.hexdigest()[:12], metadata)
 
 
 def some_names(names: list[str], shown: int = 5) -> str:
@@ -203,6 +220,8 @@ class AlexnetImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def _generate_examples(self, split: str):
         entries = self._tree.files[split]
         skipped = self._skipped.setdefault(split, [])
+        skipped += [{"path": relative, "error": METADATA_CAUSE}
+                    for relative in self._tree.metadata_files.get(split, ())]
         chunk = 4 * self._workers  # read ahead a few images per thread, never the whole split
         with concurrent.futures.ThreadPoolExecutor(self._workers) as pool, progress_bar(
                 len(entries), f"preparing {split}/", "img") as bar:
@@ -237,8 +256,9 @@ class AlexnetImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         super()._download_and_prepare(dl_manager, download_config=download_config)
         for split, items in self._skipped.items():
             for item in items:
-                logging.warning("skipped unreadable image %s: %s", self._tree.root / item["path"],
-                                item["error"])
+                if item["error"] != METADATA_CAUSE:  # those are ignored, like .DS_Store
+                    logging.warning("skipped unreadable image %s: %s",
+                                    self._tree.root / item["path"], item["error"])
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.data_dir) / SKIPPED_FILE).write_text(json.dumps(self._skipped, indent=1))
 

@@ -89,6 +89,10 @@ def open_source(name: str, path: str = "", data_dir: str = "") -> Source:
 
 def _open_folder(path: str, data_dir: str, name: str = "folder") -> Source:
     root = Path(os.path.expanduser(path)) if path else None
+    if root is not None and not root.exists():
+        raise UserError(f"data.path={path!r} does not exist. Pass "
+                        "--config.data.path=/path/to/tree, an ImageFolder tree "
+                        "(train/<class>/*.jpg and val/<class>/*.jpg).")
     if root is None or not (root / "train").is_dir():
         raise UserError(
             f"data.name={name!r} needs data.path to be an ImageFolder tree with a train/ folder "

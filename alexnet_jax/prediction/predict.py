@@ -25,7 +25,7 @@ from alexnet_jax.common.run_files import CLASS_NAMES_FILE, CONFIG_FILE, STATS_FI
 from alexnet_jax.data import stats_files
 from alexnet_jax.data.augmentation import (Preprocessing, preprocessing_from_config,
                                            preprocessing_from_stats)
-from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure
+from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure, is_metadata_file
 from alexnet_jax.model import build
 from alexnet_jax.training import checkpointing, resume_policy
 from alexnet_jax.training import run as training_run
@@ -153,7 +153,8 @@ def image_files(paths: list[str]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             files += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+                            if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
+                            and not is_metadata_file(p.name))
         else:
             files.append(path)
     return files

@@ -3,6 +3,7 @@ and for --mode=eval on a workdir's checkpoint."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,11 +70,13 @@ def images_per_step(global_batch: int, views: int, data_axis: int) -> int:
 class Evaluations:
     """A run's evaluations, each made once: (step, views) -> its logged record."""
 
-    def __init__(self, run, steps_per_epoch: int, reuse_logged: bool = False):
+    def __init__(self, run, steps_per_epoch: int, reuse_logged: bool = False,
+                 timed: Callable[[int, float], None] | None = None):
         """`reuse_logged`: evaluations of the resumed step already in metrics.jsonl (made by a
         run killed before it could checkpoint them, e.g. during the final 10-view evaluation)
-        count as made: the same parameters, not evaluated and logged twice."""
-        self.run, self.steps_per_epoch = run, steps_per_epoch
+        count as made: the same parameters, not evaluated and logged twice. `timed(views,
+        seconds)` is told how long each evaluation of the validation images took."""
+        self.run, self.steps_per_epoch, self.timed = run, steps_per_epoch, timed
         self.eval_step = steps.make_eval_step(run.graphdef)
         self._done: dict[tuple[int, int, str], dict[str, Any]] = {}
         if reuse_logged:
@@ -85,9 +88,12 @@ class Evaluations:
     def get(self, step: int, views: int, split: str = "val") -> dict[str, Any]:
         run = self.run
         if (step, views, split) not in self._done:
+            start = time.perf_counter()
             result = evaluate(self.eval_step, run.params,
                               catalog.with_eval_split(run.source, split), run.prep,
                               run.config.train.eval_batch_size, run.mesh, views)
+            if self.timed is not None and split == "val":
+                self.timed(views, time.perf_counter() - start)
             self._done[step, views, split] = log_evaluation(
                 run, step, step / self.steps_per_epoch, result, split)
         return self._done[step, views, split]

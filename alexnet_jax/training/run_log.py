@@ -33,8 +33,10 @@ def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
 class RunLog:
     """Training lines and pictures of one run; `bar` is its progress bar (set by the loop)."""
 
-    def __init__(self, run, steps_per_epoch: int):
+    def __init__(self, run, steps_per_epoch: int, remaining=None):
+        """`remaining`: the run's eta.RemainingTime, shown in the progress bar."""
         self.run = run
+        self.remaining = remaining
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = run.config.train.batch_size
         self.bar = None
@@ -61,10 +63,14 @@ class RunLog:
         epoch = step / self.steps_per_epoch
         run.writer.write_record({"step": step, "epoch": epoch, "split": "train", **scalars})
         run.writer.write_scalars(step, scalars, "train/")
+        if self.remaining is not None:
+            self.remaining.steps_measured(step - self.window["step"], elapsed)
         if self.bar is not None:
+            left = {} if self.remaining is None else {
+                "left": self.remaining.text(step) + " with evaluations"}
             self.bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{metrics['loss']:.4f}",
                                  lr=f"{rate:g}",
-                                 img_s=f"{scalars['images_per_sec']:.1f}")
+                                 img_s=f"{scalars['images_per_sec']:.1f}", **left)
         self.reset_window(step)
 
     def epoch_training_error(self, step: int, means: dict[str, float]) -> None:

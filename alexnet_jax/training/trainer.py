@@ -9,10 +9,11 @@ from typing import Any
 
 from absl import logging
 
-from alexnet_jax.common.progress import progress_bar
+from alexnet_jax.common.progress import OWN_ESTIMATE, progress_bar
 from alexnet_jax.common.run_files import COMPLETION_FILE, read_completion, write_atomically
 from alexnet_jax.data import feeding
 from alexnet_jax.training.epoch_end import EpochEnd
+from alexnet_jax.training.eta import RemainingTime
 from alexnet_jax.training.evaluation import Evaluations
 from alexnet_jax.training.preemption import StopRequest
 from alexnet_jax.training.run_log import RunLog
@@ -29,11 +30,16 @@ class Trainer:
         self.steps_per_epoch = feeding.train_steps_per_epoch(run.source, train.batch_size)
         self.total_steps = (train.num_steps if train.num_steps > 0
                             else train.num_epochs * self.steps_per_epoch)
-        self.log = RunLog(run, self.steps_per_epoch)
+        self.remaining = RemainingTime(
+            self.total_steps, self.steps_per_epoch, train.batch_size,
+            run.source.num_examples(run.source.eval_split), train.epoch_eval_views,
+            tuple(train.final_eval_views))
+        self.log = RunLog(run, self.steps_per_epoch, self.remaining)
         self.saver = Saver(run, self.log, self.steps_per_epoch)
         self.steps = StepRunner(run, stop, self.log, self.steps_per_epoch, self.saver.diverged)
         self.saver.epoch_means = self.steps.epoch_means
-        self.evaluations = Evaluations(run, self.steps_per_epoch, reuse_logged=True)
+        self.evaluations = Evaluations(run, self.steps_per_epoch, reuse_logged=True,
+                                       timed=self.remaining.evaluation_measured)
         self.end_of_epoch = EpochEnd(run, self.log, self.evaluations, self.saver,
                                      self.steps.epoch_means, self.steps_per_epoch)
 
@@ -47,7 +53,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         run, step = self.run, self.run.step
         self.log.bar = progress_bar(self.total_steps, run.workdir.name, "step", initial=step,
-                                    enabled=run.is_chief)
+                                    enabled=run.is_chief, bar_format=OWN_ESTIMATE)
         try:
             if run.progress.get("epoch_end_pending"):  # stopped at an epoch's last step
                 self.end_of_epoch(step, resumed=True)
