@@ -54,6 +54,7 @@ def evaluation_values(lines, step):
             if r.get("split") == "val" and r["step"] == step]
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate(image_tree, tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     first = run_cli(workdir, *tiny_overrides(image_tree, data_dir, epochs=1), *VISIBLE_INIT)
@@ -148,6 +149,7 @@ def check_plain_orbax_loading(workdir, tree, data_dir):
     np.testing.assert_array_equal(np.asarray(model.fc8.bias[...]), params["fc8"]["bias"])
 
 
+@pytest.mark.slow
 def test_four_devices_make_a_two_by_two_mesh(image_tree, tmp_path):
     workdir = tmp_path / "run"
     result = run_cli(workdir, *tiny_overrides(image_tree, tmp_path / "tfds"),
@@ -157,6 +159,7 @@ def test_four_devices_make_a_two_by_two_mesh(image_tree, tmp_path):
     assert facts["num_devices"] == 4 and facts["mesh"] == {"data": 2, "model": 2}
 
 
+@pytest.mark.slow
 def test_paper_config_without_imagenet_stops_at_once_with_instructions(tmp_path):
     result = run_cli(tmp_path / "run", f"--config.data.data_dir={tmp_path / 'tfds'}")
     assert result.returncode != 0
@@ -233,6 +236,7 @@ LIBRARY_NOISE = ("oneDNN custom operations", "cpu_feature_guard", "rebuild Tenso
                  "Metadata file does not exist", "leaked shared_memory")
 
 
+@pytest.mark.slow
 def test_a_run_its_resume_its_evaluation_and_the_readme_recipe_print_no_library_noise(
         image_tree, tmp_path):
     """Run as a user runs it: no TF_CPP_MIN_LOG_LEVEL or oneDNN setting of their own (the

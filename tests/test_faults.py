@@ -47,6 +47,7 @@ def steps_config(config, num_steps):
     return config
 
 
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(
         config, tmp_path, caplog):
     train.train_and_evaluate(steps_config(config, 6), tmp_path / "whole")
@@ -79,6 +80,7 @@ def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(config, tmp
     assert starts(workdir) == [0]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_workdir_stops_at_once_and_evaluation_is_allowed(image_tree,
                                                                                 tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
@@ -156,6 +158,7 @@ def small_filesystem(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.slow
 def test_a_real_full_disk_from_the_command_line(image_tree, tmp_path, small_filesystem):
     workdir = small_filesystem / "run"
     args, env = command(workdir, image_tree, tmp_path / "tfds", "--config.train.num_steps=12")
@@ -173,6 +176,7 @@ def test_a_real_full_disk_from_the_command_line(image_tree, tmp_path, small_file
     assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == [0, 2]
 
 
+@pytest.mark.slow
 def test_a_lost_process_ends_the_survivor_with_a_message_and_the_run_resumes(image_tree,
                                                                             tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"

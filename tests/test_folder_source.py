@@ -50,8 +50,11 @@ def test_prepared_once_and_again_when_the_tree_changes(tmp_path):
 def test_bad_trees_get_clear_errors(tmp_path):
     with pytest.raises(UserError, match="needs data.path"):
         sources.open_source("folder", "", str(tmp_path))
-    with pytest.raises(UserError, match="train/ folder"):
+    with pytest.raises(UserError, match=r"data.path='.*nowhere' does not exist"):
         sources.open_source("folder", str(tmp_path / "nowhere"), str(tmp_path))
+    (tmp_path / "no_train").mkdir()
+    with pytest.raises(UserError, match="train/ folder"):
+        sources.open_source("folder", str(tmp_path / "no_train"), str(tmp_path))
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(UserError, match="no images under train/"):
         sources.open_source("folder", str(tmp_path / "empty"), str(tmp_path))

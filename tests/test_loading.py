@@ -26,6 +26,7 @@ def saved_tiny_model(config, directory):
     return model, params
 
 
+@pytest.mark.slow
 def test_load_params_with_a_relative_path_then_run_on_another_mesh(config, tmp_path,
                                                                    monkeypatch):
     original, params = saved_tiny_model(config, tmp_path / "ckpt")  # on 4 devices

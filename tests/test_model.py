@@ -60,6 +60,7 @@ def test_paper_layer_shapes():
     assert one.fc6.kernel.shape == (1, 9216, 4096)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("geometry,size", [("cuda_convnet", 224), ("caffe", 227),
                                            ("torchvision", 224)])
 def test_conv1_geometries_give_the_paper_map_sizes(geometry, size):
@@ -78,6 +79,7 @@ def test_neuron_counts_of_the_paper():
     assert sizes["conv5"] ** 2 * 256 == 43_264
 
 
+@pytest.mark.slow
 def test_paper_initialisation():
     model = AlexNet(num_classes=10, input_size=TINY_CROP, mesh=sharding.single_device_mesh(),
                     rngs=nnx.Rngs(0))

@@ -66,6 +66,7 @@ def independent_probabilities(workdir, tree, step, views_of_images):
     return result
 
 
+@pytest.mark.slow
 def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(trained, tree,
                                                                             tmp_path):
     workdir, overrides = trained
@@ -96,6 +97,7 @@ def test_predict_prints_the_top5_of_each_image_and_reports_an_unreadable_one(tra
     assert "others" not in alone.stderr
 
 
+@pytest.mark.slow
 def test_features_of_a_split_and_their_index(trained, tree, tmp_path):
     workdir, overrides = trained
     output = tmp_path / "features" / "val.npy"
@@ -125,6 +127,7 @@ def test_features_of_a_split_and_their_index(trained, tree, tmp_path):
     assert np.abs(np.load(earlier)[0] - vectors[0]).max() > 1e-3 * vectors.max()
 
 
+@pytest.mark.slow
 def test_an_unreadable_newest_checkpoint_falls_back_and_another_model_is_refused(
         trained, tree, tmp_path):
     source, overrides = trained
@@ -152,6 +155,7 @@ def test_features_go_to_a_npy_file():
         predict.write_features(None, "features.bin")
 
 
+@pytest.mark.slow
 def test_figure4_is_drawn_from_a_trained_run(trained, tmp_path):
     workdir, overrides = trained
     output = tmp_path / "figure4.png"
@@ -169,6 +173,7 @@ def test_wordnet_ids_get_readable_names():
     assert names == ("tench", "parachute", "not_a_wnid")
 
 
+@pytest.mark.slow
 def test_a_trained_workdir_predicts_from_any_directory_without_its_dataset(trained, tree,
                                                                            tmp_path):
     """alexnet_jax.load_workdir: the run's config, classes and statistics from the workdir

@@ -141,6 +141,7 @@ def test_ten_views_of_prepared_squares_match_the_original_files(config):
     np.testing.assert_allclose(order(from_squares), order(from_files), atol=1.0 + 1e-3)
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_prepared_squares(config, tmp_path):
     with config.unlocked():
         config.train.num_steps = 3
@@ -191,6 +192,7 @@ def tiny_run_command(workdir: Path, *overrides: str) -> list[str]:
             "--config.train.log_every_steps=1"]
 
 
+@pytest.mark.slow
 def test_the_synthetic_source_trains_where_tensorflow_is_not_installed(tmp_path):
     env = tensorflow_free_env(tmp_path)
     workdir = tmp_path / "run"

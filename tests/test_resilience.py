@@ -52,6 +52,7 @@ def wait_for_step(workdir, step, process, timeout=300):
     raise AssertionError(f"step {step} not reached")
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_parameters(image_tree,
                                                                                tmp_path):
     data_dir = tmp_path / "tfds"
@@ -77,6 +78,7 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_parameters(im
     assert history[1] == history[0]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(image_tree, tmp_path):
     workdir = tmp_path / "run"
     args, env = command(workdir, image_tree, tmp_path / "tfds",
@@ -143,6 +145,7 @@ def one_process_runs(image_tree, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count,devices,mesh", [(2, 2, {"data": 2, "model": 2}),
                                                 (2, 1, {"data": 1, "model": 2}),
                                                 (4, 1, {"data": 2, "model": 2})])
@@ -177,6 +180,7 @@ def test_every_process_layout_trains_like_one_process_with_the_same_devices(
     assert (tmp_path / "multi" / "conv1_filters.png").exists()
 
 
+@pytest.mark.slow
 def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(image_tree, tmp_path):
     workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     extra = ("--config.train.num_steps=60", "--config.train.num_epochs=20",
@@ -204,6 +208,7 @@ def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(image
         [0, stopped_at[0]]
 
 
+@pytest.mark.slow
 def test_a_stop_during_an_epochs_last_step_on_one_process_defers_the_epoch_end_on_all(
         image_tree, tmp_path):
     """A SIGTERM reaching process 1 while the epoch's last step computes (that step's stop vote

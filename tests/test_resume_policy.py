@@ -69,6 +69,7 @@ def applied_events(workdir):
             if r.get("event") == "config_changed_on_resume"]
 
 
+@pytest.mark.slow
 def test_a_lars_run_resumed_with_new_trust_scaling_momentum_and_decay_runs_with_them(
         config, tmp_path):
     """Each new value is in force after the resume (read back from the next checkpoint's

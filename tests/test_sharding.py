@@ -51,6 +51,7 @@ def test_impossible_meshes_are_refused(devices, columns, requested, message):
         sharding.make_mesh(requested, columns, jax.devices()[:devices])
 
 
+@pytest.mark.slow
 def test_parameters_are_born_sharded_by_column():
     mesh = mesh_of(4, 2)
     model = model_on(mesh)
@@ -107,6 +108,7 @@ def build_optimizer_config():
     return get_config()
 
 
+@pytest.mark.slow
 def test_columns_talk_only_where_the_papers_gpus_did():
     """On a 1 x 2 mesh (one column per device) the training step's only communication is the
     activations entering conv3, fc6, fc7 and fc8 and their gradients (the backward of an
@@ -158,6 +160,7 @@ def loss_and_grads(mesh, images, labels, key):
     return float(loss), jax.tree.map(np.asarray, nnx.to_pure_dict(grads))
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one_device():
     """Loss and every gradient on a 4 x 2 mesh equal the single-device ones (float32), with
     dropout on: the masks are drawn for the global batch, whatever the mesh."""

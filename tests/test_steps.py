@@ -35,6 +35,7 @@ def fixed_batch(mesh, n=8, seed=0):
     return put(images), put(labels)
 
 
+@pytest.mark.slow
 def test_first_loss_is_uniform_and_training_lowers_it():
     mesh = jax.make_mesh((2, 2), ("data", "model"), devices=jax.devices()[:4])
     graphdef, params, opt_state, tx = setup(mesh)
@@ -110,6 +111,7 @@ def test_a_non_finite_score_is_never_correct():
         steps.topk_correct(jnp.zeros((1, 10)).at[0, 3].set(5.0), labels[:1], 1), [1.0])
 
 
+@pytest.mark.slow
 def test_eval_step_masks_padding_and_averages_views():
     mesh = jax.make_mesh((2, 1), ("data", "model"), devices=jax.devices()[:2])
     graphdef, params, _, _ = setup(mesh, columns=2, init_std=0.1, positive_bias=0.1)
@@ -133,6 +135,7 @@ def test_eval_step_masks_padding_and_averages_views():
     assert float(sums["loss"]) == pytest.approx(want_loss, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape,unroll", [((1, 1), True), ((1, 2), True),
                                                ((1, 1), False), ((1, 2), False)])
 def test_accumulated_micro_batches_give_the_parameters_of_the_whole_batch(mesh_shape, unroll):

@@ -31,6 +31,7 @@ def run_study(study_file, directory, *overrides, record=None):
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_two_arm_study_runs_resumes_skips_and_reports(image_tree, tmp_path):
     study_file = write_study(tmp_path / "two_arms.py", """
         def get_study():

@@ -21,6 +21,7 @@ def train_losses(config, workdir):
     return [r["loss"] for r in read_records(workdir) if r.get("split") == "train"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     with config.unlocked():
         config.train.num_steps = 4
@@ -77,6 +78,7 @@ def kept_steps(workdir):
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_keeps_the_last_checkpoints_and_the_best_across_resumes(config, tmp_path):
     with config.unlocked():
         config.train.num_epochs = 2               # 5 steps per epoch
@@ -106,6 +108,7 @@ def test_keeps_the_last_checkpoints_and_the_best_across_resumes(config, tmp_path
     assert len([r for r in read_records(tmp_path) if r.get("split") == "val"]) == 5
 
 
+@pytest.mark.slow
 def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     with config.unlocked():
         config.train.num_epochs = 30
@@ -128,6 +131,7 @@ def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     assert saved["learning_rate"] == pytest.approx(1e-8)
 
 
+@pytest.mark.slow
 def test_a_resume_after_a_reduction_trains_at_the_reduced_rate_and_an_ended_run_stays_ended(
         config, tmp_path):
     with config.unlocked():
@@ -302,6 +306,7 @@ def epoch_records(workdir):
     return [r for r in read_records(workdir) if r.get("split") == "train_epoch"]
 
 
+@pytest.mark.slow
 def test_epoch_training_error_is_the_mean_of_its_steps_and_survives_a_resume(config, tmp_path):
     with config.unlocked():
         config.train.num_epochs = 1                # 5 steps
@@ -361,6 +366,7 @@ def signal_before_step(number: int):
     return mock.patch.object(steps, "make_train_step", make)
 
 
+@pytest.mark.slow
 def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, tmp_path):
     with config.unlocked():
         config.train.num_epochs = 2               # 5 steps per epoch
@@ -378,6 +384,7 @@ def test_a_stop_during_an_epochs_last_step_keeps_its_end_of_epoch_work(config, t
     assert kept_steps(tmp_path / "stopped") == kept_steps(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_the_epoch_end_done_after_a_resume_rewrites_its_checkpoint_as_the_best(config,
                                                                               tmp_path):
     """Stopped at epoch 1's last step, the checkpoint there has no evaluation yet; the resumed
@@ -396,6 +403,7 @@ def test_the_epoch_end_done_after_a_resume_rewrites_its_checkpoint_as_the_best(c
     assert kept_steps(tmp_path) == [5, 15]        # the best (epoch 1) and the last
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config, tmp_path):
     """The resumed epoch end writes its step's checkpoint again; were the old one deleted
     first, a kill before the new one is on disk would leave no checkpoint at that step (with
@@ -526,6 +534,7 @@ def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):
         train.train_and_evaluate(config, tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_accumulated_steps_with_scaled_and_warmed_up_rate_train_and_log_each_steps_rate(
         config, tmp_path):
     with config.unlocked():

@@ -77,6 +77,34 @@ def decode_square(stored: bytes, storage: str, size: int) -> np.ndarray:
     return square
 
 
+def folder_metadata(folder: Path, info) -> dict[str, Any]:
+    """What a prepared folder's tfds metadata says (class names, square size and storage, its
+    splits), checked: UserError for TFRecord files, other splits or an empty one."""
+    file_format = str(getattr(info.file_format, "value", info.file_format))
+    if file_format != ARRAY_RECORD:
+        raise UserError(
+            f"{folder} holds {file_format} files, which only tf.data (TensorFlow) reads. Train "
+            "from them with TensorFlow (data.name=<the original dataset> with data.prepared=S "
+            "finds this preparation), or prepare the squares again as ArrayRecord for this "
+            "reader: the same command with --mode=prepare --config.data.file_format="
+            "array_record (it prints the new folder), then --config.data.path=<that folder>.")
+    image, label = info.features["image"], info.features["label"]
+    splits = sorted(info.splits.keys())
+    if "train" not in splits or len(splits) != 2:
+        raise UserError(f"{folder} holds the splits {splits}: a prepared folder holds 'train' "
+                        "and one evaluation split; prepare the data again.")
+    for split in splits:
+        if not info.splits[split].num_examples:
+            raise UserError(f"{folder}: its {split} split holds no examples; prepare the data "
+                            "again.")
+    names = tuple(label.names)
+    return {"class_names": names, "num_classes": len(names),
+            "prepared_size": int(image.shape[0]),
+            "prepared_storage": "raw" if type(image).__name__ == "Tensor" else "jpeg",
+            "train_split": "train", "eval_split": next(s for s in splits if s != "train"),
+            "_info": info}
+
+
 class PreparedFolder:
     """A prepared folder's metadata and records (tensorflow-datasets' data source)."""
 
@@ -94,8 +122,7 @@ class PreparedFolder:
 
         try:
             self._builder = tfds.builder_from_directory(self.folder)
-            info = self._builder.info
-            self._read_metadata(info)
+            self.__dict__.update(folder_metadata(self.folder, self._builder.info))
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - whatever tfds finds wrong: the folder's
@@ -108,34 +135,6 @@ class PreparedFolder:
                             f"--config.data.resize_size={self.prepared_size} (crops are cut from "
                             "the stored squares).")
         self._sources: dict[str, Any] = {}
-
-    def _read_metadata(self, info) -> None:
-        file_format = str(getattr(info.file_format, "value", info.file_format))
-        if file_format != ARRAY_RECORD:
-            raise UserError(
-                f"{self.folder} holds {file_format} files, which only tf.data (TensorFlow) "
-                "reads. Train from them with TensorFlow (data.name=<the original dataset> with "
-                "data.prepared=S finds this preparation), or prepare the squares again as "
-                "ArrayRecord for this reader: the same command with --mode=prepare "
-                "--config.data.file_format=array_record (it prints the new folder), then "
-                "--config.data.path=<that folder>.")
-        features = info.features
-        image, label = features["image"], features["label"]
-        self.class_names = tuple(label.names)
-        self.num_classes = len(self.class_names)
-        self.prepared_size = int(image.shape[0])
-        self.prepared_storage = ("raw" if type(image).__name__ == "Tensor" else "jpeg")
-        splits = sorted(info.splits.keys())
-        if "train" not in splits or len(splits) != 2:
-            raise UserError(f"{self.folder} holds the splits {splits}: a prepared folder holds "
-                            "'train' and one evaluation split; prepare the data again.")
-        self.train_split = "train"
-        self.eval_split = next(split for split in splits if split != "train")
-        self._info = info
-        for split in splits:
-            if not info.splits[split].num_examples:
-                raise UserError(f"{self.folder}: its {split} split holds no examples; prepare "
-                                "the data again.")
 
     def close(self) -> None:
         """Nothing is held open but the data sources, which close with the process."""
@@ -182,6 +181,7 @@ class PreparedFolder:
 
     def __getstate__(self):  # Grain's workers get the folder, not the open data sources
         return {**self.__dict__, "_sources": {}}
+
 
 def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
     """The statistics of the folder's first stats_sample training squares (all if <= 0)."""

@@ -24,6 +24,7 @@ class SetAside:
         checkpoint its killed predecessor was replacing (a reader, such as `--mode=eval` beside
         a training run, must not move what that run is writing)."""
         self.directory = Path(directory)
+        self.owner = owner
         self.aside = self.directory.parent / REPLACING_DIR
         self.step: int | None = None  # set aside, until its replacement is saved and waited for
         self.saved = False

@@ -49,7 +49,6 @@ class Checkpointer:
         self._keep, self._asynchronous = keep, asynchronous
         self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)
         self._aside = SetAside(self.directory, owner)
-        self._owner = owner  # the training run: it alone writes into the checkpoints
         self._manager = open_manager(self.directory, self._keep, self._asynchronous)
         self._last_saved = self._manager.latest_step()
         self._failed = False
@@ -62,12 +61,10 @@ class Checkpointer:
 
     def save(self, step: int, params, opt_state, progress: dict[str, Any],
              top1_error: float | None = None, replace: bool = False) -> bool:
-        """Start saving (asynchronously); returns whether a checkpoint is written at `step`.
-
-        `top1_error` (validation) makes the checkpoint a candidate for "best". `replace`: a
-        checkpoint already at `step` (same parameters, older progress record: an epoch's end
-        work done after a resume) is moved aside, written again, and deleted once the new one
-        is on disk (a run killed in between gets the old one back)."""
+        """Start saving (asynchronously); whether a checkpoint is written at `step`.
+        `top1_error` (validation) makes it a candidate for "best". `replace` writes again one
+        already at `step` (an epoch's end done after a resume), the old one kept aside until
+        the new one is on disk (a run killed in between gets the old one back)."""
         if step == self._last_saved and not replace:
             return False
         if replace and step in self.all_steps():
@@ -121,9 +118,8 @@ class Checkpointer:
         """Block until asynchronous saves are on disk (and describe their items)."""
         self._guard(self._manager.wait_until_finished)
         self._aside.drop_if_replaced()
-        if self._owner and jax.process_index() == 0:
-            for step in self.all_steps():
-                describe_items(self.directory / str(step))
+        if self._aside.owner and jax.process_index() == 0:  # the training run alone writes
+            describe_finished(self.directory)
 
     def close(self) -> None:
         if self._failed:  # after a failed save, only release what is held
@@ -135,6 +131,13 @@ class Checkpointer:
 
 
 ITEM_METADATA = "_CHECKPOINT_METADATA"
+
+
+def describe_finished(directory: Path) -> None:
+    """describe_items of every checkpoint in `directory`."""
+    for step_dir in Path(directory).iterdir():
+        if step_dir.name.isdigit():
+            describe_items(step_dir)
 
 
 def describe_items(step_dir: Path) -> None:
