@@ -17,22 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexnet_jax.common.errors import UserError  # noqa: E402
 from alexnet_jax.studies import claims  # noqa: E402
-
-
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def with_tables(text: str, tables: dict[str, str], path: Path) -> str:
-    """`text` with each table put between its markers; UserError when a marker is missing."""
-    for name, table in tables.items():
-        start, end = markers(name)
-        if start not in text or end not in text:
-            raise UserError(f"{path} lacks the markers {start} and {end}, between which the "
-                            f"table {name!r} goes.")
-        before, rest = text.split(start, 1)
-        text = f"{before}{start}\n{table}{end}{rest.split(end, 1)[1]}"
-    return text
+from experiments.generated_tables import write_or_check  # noqa: E402
 
 
 def main() -> int:
@@ -48,23 +33,16 @@ def main() -> int:
     try:
         claims.check_results_root(args.results)
         tables = {name: claims.table(args.results, name) for name in claims.TABLES}
-        path = args.write or args.check
-        if not path:
-            print("\n".join(tables.values()), end="")
-            return 0
-        text = path.read_text()
-        updated = with_tables(text, tables, path)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.check:
-        if updated == text:
-            return 0
-        print(f"error: the claims tables in {path} are not the ones {args.results} gives; run "
-              f"python experiments/claims_table.py --write {path}", file=sys.stderr)
-        return 1
-    path.write_text(updated)
-    return 0
+    path = args.write or args.check
+    if not path:
+        print("\n".join(tables.values()), end="")
+        return 0
+    command = "python experiments/claims_table.py" + (
+        f" --results {args.results}" if args.results != Path("docs/results") else "")
+    return write_or_check(path, tables, bool(args.check), command)
 
 
 if __name__ == "__main__":

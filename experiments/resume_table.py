@@ -14,9 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alexnet_jax.common.errors import UserError  # noqa: E402
 from alexnet_jax.training import resume_policy  # noqa: E402
-from experiments.claims_table import with_tables  # noqa: E402
+from experiments.generated_tables import write_or_check  # noqa: E402
 
 
 def main() -> int:
@@ -30,21 +29,8 @@ def main() -> int:
     if not path:
         print(table, end="")
         return 0
-    text = path.read_text()
-    try:
-        updated = with_tables(text, {"resume-policy": table}, path)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.check:
-        if updated == text:
-            return 0
-        print(f"error: the resume table in {path} is not the policy's; run python "
-              f"experiments/resume_table.py --write {path}", file=sys.stderr)
-        return 1
-    path.write_text(updated)
-    return 0
-
+    return write_or_check(path, {"resume-policy": table}, bool(args.check),
+                          "python experiments/resume_table.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,8 @@ Run (resumable; finished runs are read from the committed records):
         --config.data.path=../shared/data/cifar10
 """
 
+from configs.studies import cifar10_figure1
+
 RATES = {"relu": (0.004, 0.008), "tanh": (0.008, 0.016, 0.032)}
 
 
@@ -26,12 +28,7 @@ def get_study():
                        "each activation's 2-epoch choice (ReLU 0.004, tanh 0.016) and its "
                        "neighbours, seed 0.",
         "base_config": "configs/cifar10.py",
-        "overrides": {
-            "optimizer.weight_decay": 0.0, "optimizer.layer_weight_decay.fc10": 0.0,
-            "model.dropout_rate": 0.0, "data.random_crop": False, "data.random_flip": False,
-            "schedule.name": "constant", "train.num_epochs": 30,
-            "train.stop_at_train_error": 0.25, "train.final_eval_views": (1,),
-        },
+        "overrides": cifar10_figure1.get_study()["overrides"],  # Figure 1's protocol
         "seeds": (0,),
         "baseline": "relu_lr0.004",
         "target_train_error": 0.25,
