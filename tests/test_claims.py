@@ -271,3 +271,34 @@ def test_a_study_page_shows_the_block_fit_each_arms_spread_and_the_seeds_for_pow
     assert "Each arm's residual spread in the fit of 3 arms x 3 seeds" in lines
     needed = block_design.seeds_for_power(contrast.residual_sd, 1.4, 3)
     assert f"| `no_lrn` | +1.4 | " in lines and f"| {needed} |" in lines
+
+
+def test_identical_differences_of_errors_keep_one_images_rounding_spread():
+    """Errors move in steps of one validation image: two seeds whose differences agree exactly
+    still give an interval (not [1.0, 1.0] with p = 0), and power is defined."""
+    results = results_with({"baseline": [0.30, 0.34], "no_lrn": [0.31, 0.35]},
+                           data={"dataset": "imagenette", "eval_examples": 4000})
+    contrast = claims.analyse(results, claims.TABLES["claims"][2])
+    assert claims.resolution(results, "top1") == pytest.approx(100 / 4000)
+    assert contrast.low < 1.0 < contrast.high and contrast.p > 0
+    assert contrast.residual_sd == pytest.approx(math.sqrt((100 / 4000) ** 2 / 12))
+    assert block_design.power(0.0, 1.4, 3, 4) == 1.0 and block_design.power(0.0, 0.0, 3, 4) == 0
+
+
+def test_a_difference_the_tables_family_does_not_bear_out_is_said_so(tmp_path):
+    """The verdict reads the claim's own interval; where Holm's p over the table is 5% or more
+    the row says "(not after Holm)"."""
+    values = {"baseline": [0.300, 0.340, 0.380], "no_lrn": [0.314, 0.357, 0.402],
+              "one_column": [0.326, 0.348, 0.383], "no_dropout": [0.300, 0.352, 0.388]}
+    results = results_with(values)
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
+    by = by_arm(**{name: [100 * v for v in found] for name, found in values.items()})
+    raw = [block_contrast(by, "baseline", arm).p for arm in ("no_lrn", "one_column")]
+    adjusted = block_design.holm(raw)
+    assert raw[0] < 0.05 <= adjusted[0] == pytest.approx(2 * raw[0])   # 2 claims with a p
+    table = claims.table(tmp_path, "claims")
+    row = next(line for line in table.splitlines() if line.startswith("| LRN lowers ImageNet"))
+    assert row.endswith(f"| {adjusted[0]:.3f} | reproduced (not after Holm) |")
+    other = next(line for line in table.splitlines() if line.startswith("| two columns"))
+    assert other.endswith(f"| {adjusted[1]:.3f} | inconclusive |")

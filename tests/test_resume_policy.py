@@ -3,6 +3,7 @@ each decision as a user meets it: applied and read back from the next checkpoint
 before any data is prepared or any file written, naming the key with its old and new value."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from helpers import TINY_RESIZE, file_versions
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.common.run_files import read_records, surviving_records
+from alexnet_jax.common.run_files import read_completion, read_records, surviving_records
 from alexnet_jax.training import resume_policy, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,15 +36,22 @@ def test_the_users_table_in_docs_reliability_is_the_policys():
 def test_epoch_order_keys_change_at_an_epochs_end_and_split_needs_the_same_processes():
     before = {"data": {"shuffle_buffer": 100, "process_sharding": "split"}, "seed": 0}
     after = {"data": {"shuffle_buffer": 200, "process_sharding": "split"}, "seed": 0}
-    at_end = resume_policy.decide(before, after, mid_epoch=False, process_counts=(2, 1))
+    at_end = resume_policy.decide(before, after, mid_epoch=False, shard_counts=(2, 1))
     assert at_end.applied == {"data.shuffle_buffer": (100, 200)} and not at_end.refused
-    inside = resume_policy.decide(before, after, mid_epoch=True, process_counts=(2, 1))
+    inside = resume_policy.decide(before, after, mid_epoch=True, shard_counts=(2, 1))
     assert [line.split(" (")[0] for line in inside.refused] == [
-        "data.shuffle_buffer: was 100, now 200", "the process count: was 2, now 1"]
-    same = resume_policy.decide(before, before, mid_epoch=True, process_counts=(2, 2))
+        "data.shuffle_buffer: was 100, now 200", "the parts the data is read in: was 2, now 1"]
+    same = resume_policy.decide(before, before, mid_epoch=True, shard_counts=(2, 2))
     assert not same.refused and not same.applied
     interleaved = {"data": {"shuffle_buffer": 100, "process_sharding": "interleaved"}}
     assert not resume_policy.decide(interleaved, interleaved, True, (2, 1)).refused
+    # another preparation of the same images has other files, read in another order
+    squares = ({"data": {"prepared": "none"}}, {"data": {"prepared": "256"}})
+    assert resume_policy.decide(*squares, mid_epoch=False).applied == {
+        "data.prepared": ("none", "256")}
+    [line] = resume_policy.decide(*squares, mid_epoch=True).refused
+    assert line.startswith("data.prepared: was 'none', now '256' (refused mid-epoch")
+    assert line.endswith("train to the epoch's end with the old value, then change it)")
     undecided = resume_policy.decide({"new_key": 1}, {"new_key": 2}, False)
     assert "no resume decision is recorded" in undecided.refused[0]
 
@@ -152,21 +160,23 @@ def rewrite_progress(workdir, step, **fields):
     path.write_text(json.dumps({**progress, **fields}))
 
 
-def test_split_sharding_resumes_mid_epoch_only_on_the_process_count_that_saved_it(
+def test_split_sharding_resumes_mid_epoch_only_on_the_layout_that_saved_it(
         config, tmp_path):
-    """Each process reads its own part of the files: a checkpoint inside an epoch, written by
-    two processes, resumed by one would repeat and skip images. At the epoch's end it may."""
+    """Each part of the data (the processes holding distinct rows of the mesh's data axis) is
+    read from its own share of the files: a checkpoint inside an epoch, written by two parts,
+    resumed as one would repeat and skip images. At the epoch's end it may."""
     train_steps(config, tmp_path, 3, **{"data.process_sharding": "split"})  # 5 steps an epoch
-    rewrite_progress(tmp_path, 3, process_count=2)
+    assert restored(tmp_path, config, 3)[1]["data_shards"] == 1
+    rewrite_progress(tmp_path, 3, data_shards=2)          # as two processes' run wrote it
     before = file_versions(tmp_path)
-    with pytest.raises(UserError, match=r"the process count: was 2, now 1 \(refused mid-epoch "
-                       r"with data.process_sharding=split"):
+    with pytest.raises(UserError, match=r"the parts the data is read in: was 2, now 1 \(refused "
+                       r"mid-epoch with data.process_sharding=split"):
         train_steps(config, tmp_path, 6)
     assert file_versions(tmp_path) == before
-    rewrite_progress(tmp_path, 3, process_count=1)
-    train_steps(config, tmp_path, 5)                      # the same count: resumes
-    rewrite_progress(tmp_path, 5, process_count=2)
-    train_steps(config, tmp_path, 6)                      # an epoch's end: any count
+    rewrite_progress(tmp_path, 3, data_shards=1)
+    train_steps(config, tmp_path, 5)                      # the same layout: resumes
+    rewrite_progress(tmp_path, 5, data_shards=2)
+    train_steps(config, tmp_path, 6)                      # an epoch's end: any layout
 
 
 def test_another_models_config_is_refused_before_its_data_is_prepared(config, tmp_path):
@@ -204,3 +214,51 @@ def test_warm_up_without_a_scaled_rate_and_lars_with_decoupled_decay_are_refused
     with pytest.raises(UserError, match="optimizer.decay_mode=decoupled is momentum SGD's"):
         train.train_and_evaluate(config, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_another_tree_at_data_path_is_refused_where_a_moved_one_is_not(config, tmp_path):
+    """data.path is where the data is (silent: a run may move), but the data must be the same:
+    another tree with the same classes and more images is refused, naming what differs."""
+    from helpers import make_image_tree  # noqa: PLC0415
+
+    train_steps(config, tmp_path / "run", 2)
+    moved = tmp_path / "moved"
+    shutil.copytree(config.data.path, moved)
+    train_steps(config, tmp_path / "run", 3, **{"data.path": str(moved)})   # the same data
+    other = make_image_tree(tmp_path / "other", train_per_class=12)
+    with pytest.raises(UserError, match=r"trained on other data than data.path names now: "
+                       r"train_examples: checkpoint 43, now 60"):
+        train_steps(config, tmp_path / "run", 4, **{"data.path": str(other)})
+
+
+def test_a_run_its_target_ended_goes_on_when_the_target_is_lowered(config, tmp_path):
+    """Applied means applied: a run ended by train.stop_at_train_error resumed with a lower
+    target (here: none) trains on, instead of saying the change applies and stopping."""
+    with config.unlocked():
+        config.train.num_epochs = 3               # 5 steps an epoch
+        config.train.final_eval_views = ()
+        config.train.stop_at_train_error = 0.99   # reached by the first epoch (5 classes)
+    train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path)["step"] == 5
+    with config.unlocked():
+        config.train.stop_at_train_error = 0.0
+    train.train_and_evaluate(config, tmp_path)
+    assert read_completion(tmp_path)["step"] == 15
+
+
+def test_the_config_in_force_is_read_from_the_optimizer_state(config):
+    """What a checkpoint records as its optimizer values comes from the state the steps use,
+    not from the config (a value the config names but the state does not hold is not in
+    force)."""
+    from alexnet_jax.model import build  # noqa: PLC0415
+    from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
+
+    with config.unlocked():
+        config.optimizer.name = "lars"
+    _, _, _, opt_state = build_train_state(config, 5, build.build_mesh(config))
+    with config.unlocked():
+        config.optimizer.trust_coefficient, config.optimizer.momentum = 0.5, 0.7
+    recorded = resume_policy.config_in_force(config, opt_state)["optimizer"]
+    assert recorded["trust_coefficient"] == pytest.approx(0.001)
+    assert recorded["momentum"] == pytest.approx(0.9)
+    assert recorded["weight_decay"] == 0.0005     # the state's float32, given as the config's

@@ -6,10 +6,10 @@ Two ways to make a training image:
 - from original files (`data.prepared=none`): decode, resize to the S x S square, subtract the
   mean image, random crop and flip, PCA lighting - all on the host, in float32;
 - from prepared S x S squares (`data.prepared=S`): the host decodes only the random crop window
-  of the stored JPEG (or slices the raw pixels) and flips it; the uint8 crop, its offsets in the
-  square, the flip and the lighting coefficients a_i go to the devices, which subtract the
-  mean image's matching window and add the colour shift (device_augment.py): a quarter of the
-  bytes, and no float work on the host.
+  of the stored JPEG (or slices the raw pixels); the uint8 crop, its offsets in the square, the
+  flip and the lighting coefficients a_i go to the devices, which subtract the mean image's
+  matching window, mirror the crop and add the colour shift (device_augment.py): a quarter of
+  the bytes, and no float work on the host.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class Preprocessing:
         return image, alphas
 
     def prepared_train_view(self, image, seed) -> dict:
-        """From a prepared square: the uint8 crop (decoding only its window of a JPEG), flipped,
-        with its offsets (top, left), flip flag and lighting coefficients for the devices."""
+        """From a prepared square: the uint8 crop (decoding only its window of a JPEG),
+        unmirrored, with its offsets (top, left), flip flag and lighting coefficients: the
+        devices mirror and finish it."""
         from alexnet_jax.data import preprocess  # noqa: PLC0415
 
         return preprocess.prepared_crop(image, seed, self.resize_size, self.crop_size,

@@ -10,6 +10,7 @@ spawned workers (a worker opens the folder's files itself).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Iterator
 
@@ -80,17 +81,12 @@ class TrainingCrop:
                 "alphas": alphas, "labels": np.asarray(label, np.int32)}
 
 
-_ORDERS: dict[tuple[int, int], Any] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def _epoch_order(count: int, key: int):
     """An epoch's permutation of `count` images (Grain's index shuffle: any position in O(1),
-    nothing materialised), cached for the epochs in use."""
-    if (count, key) not in _ORDERS:
-        if len(_ORDERS) > 4:
-            _ORDERS.clear()
-        _ORDERS[count, key] = grain_module().MapDataset.range(count).shuffle(seed=key)
-    return _ORDERS[count, key]
+    nothing materialised), cached for the epochs in use (thread-safe: the reader's threads of
+    two epochs may ask at once)."""
+    return grain_module().MapDataset.range(count).shuffle(seed=key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +120,13 @@ class Square:
         return self.folder.example("train", int(index))[0]
 
 
-def die_with_worker_parent(worker_index: int, worker_count: int) -> None:
-    """A Grain worker ends when the trainer does, however it ends (a SIGKILL included)."""
+def die_with_worker_parent(worker_index: int, worker_count: int, parent: int) -> None:
+    """A Grain worker ends when the trainer (process `parent`) does, however it ends (a
+    SIGKILL included), also when it ended while the worker was starting."""
     del worker_index, worker_count
     die_with_parent()
+    if os.getppid() != parent:  # the parent died before the death signal was set
+        os._exit(1)
 
 
 class RunStream:
@@ -149,7 +148,8 @@ class RunStream:
             stream = stream.mp_prefetch(
                 grain.multiprocessing.MultiprocessingOptions(
                     num_workers=folder.workers, per_worker_buffer_size=BATCHES_AHEAD),
-                worker_init_fn=die_with_worker_parent)
+                worker_init_fn=functools.partial(die_with_worker_parent,
+                                                 parent=os.getpid()))
         self.crop, self.next_step = crop, first_step
         self.iterator = iter(stream)
 

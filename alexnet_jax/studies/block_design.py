@@ -117,6 +117,8 @@ def power(residual_sd: float, effect: float, seeds: int, arms: int) -> float:
     degrees = (arms - 1) * (seeds - 1)
     if degrees < 1:
         return 0.0
+    if residual_sd <= 0:  # no spread measured: any effect is found (and none can be sized)
+        return 1.0 if effect else 0.0
     shift = effect / (residual_sd * math.sqrt(2 / seeds))
     critical = float(stats.t.ppf(0.5 + LEVEL / 2, degrees))
     return float(stats.nct.sf(critical, degrees, shift) + stats.nct.cdf(-critical, degrees, shift))

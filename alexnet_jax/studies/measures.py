@@ -81,3 +81,13 @@ METRICS = {  # column -> (heading, getter)
     "train_eval": ("train top-1 error (centre, after the run)",
                    lambda run: run.get("final_train_eval_error")),
 }
+
+
+def eval_resolution(results: dict[str, Any]) -> float:
+    """One validation image of an error in points (100 / the evaluation images the records
+    name; 0 when none does): the smallest step a difference of errors can take."""
+    for arm in results.get("arms", {}).values():
+        for run in arm.get("runs", {}).values():
+            if (run.get("data") or {}).get("eval_examples"):
+                return 100.0 / run["data"]["eval_examples"]
+    return 0.0

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_jax.common import provenance
-from alexnet_jax.studies import block_design
+from alexnet_jax.studies import block_design, measures
 from alexnet_jax.studies.measures import (
     METRICS,
     _final,
@@ -162,8 +162,9 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
         for name in by_arm:
             if name == results["baseline"]:
                 continue
-            contrast = block_design.block_contrast(by_arm, results["baseline"], name,
-                                                   1.0 if ratio else 0.0, ratio)
+            contrast = block_design.block_contrast(
+                by_arm, results["baseline"], name,
+                1.0 if ratio else measures.eval_resolution(results), ratio)
             if contrast is None:
                 continue
             fits.append(contrast)
@@ -200,7 +201,8 @@ def _power_table(results: dict[str, Any], by_arm: dict[str, dict[str, float]],
     """For each arm the paper gives a top-1 size for: the seeds an arm that a design of all the
     study's `arms` needs for 80% power at that size, with the residual spread of the block fit
     of the runs so far (the fit with the most degrees of freedom)."""
-    fits = [block_design.block_contrast(by_arm, results["baseline"], name)
+    fits = [block_design.block_contrast(by_arm, results["baseline"], name,
+                                        measures.eval_resolution(results))
             for name in by_arm if name != results["baseline"]]
     fits = [fit for fit in fits if fit is not None]
     sized = {name: arm["paper"]["top1"] for name, arm in results["arms"].items()
@@ -219,7 +221,8 @@ def _power_table(results: dict[str, Any], by_arm: dict[str, dict[str, float]],
             f"spread so far (s = {fit.residual_sd:.2f} points, from {len(fit.arms)} arms x "
             f"{len(fit.seeds)} seeds, df {fit.degrees}), for a design of the study's {arms} "
             "arms (5% level, two-sided):", "",
-            f"| arm | paper's effect, points | power with {seeds} seeds | seeds needed |",
+            f"| arm | paper's effect, points | power with the study's {seeds} seeds | "
+            "seeds needed |",
             "|---|---|---|---|", *rows]
 
 

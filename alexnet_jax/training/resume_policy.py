@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -98,12 +99,13 @@ POLICY: dict[str, Rule] = {
     **_rules(A, "the next steps drop units at the new rate", "model.dropout_rate"),
     **_rules(A, "the next steps compute in the new dtype (the parameters stay float32)",
              "model.dtype"),
-    **_rules(A, "the same images from the new preparation from now on", "data.prepared",
-             "data.prepared_format", "data.prepared_quality", "data.file_format"),
+    **_rules(A, "the same images from another storage (read only by data.name=prepared, "
+                "which names its folder itself)", "data.file_format"),
     **_rules(A, "the mean and the lighting's PCA from the new source from now on",
              "data.stats_source", "data.stats_sample"),
-    **_rules(E, "the order of each epoch's images depends on it", "data.shuffle_buffer",
-             "data.process_sharding"),
+    **_rules(E, "the order of each epoch's images depends on it (the preparation: through its "
+                "files)", "data.shuffle_buffer", "data.process_sharding", "data.prepared",
+             "data.prepared_format", "data.prepared_quality"),
     **_rules(R, "data order, augmentation and dropout follow it", "seed"),
     **_rules(R, "another dataset or other images", "data.name", "data.resize_size",
              "data.num_classes", "data.synthetic_examples"),
@@ -156,10 +158,12 @@ class Decision:
 
 
 def decide(previous: dict[str, Any], now: dict[str, Any], mid_epoch: bool,
-           process_counts: tuple[int | None, int] | None = None) -> Decision:
+           shard_counts: tuple[int | None, int] | None = None) -> Decision:
     """The fate of each key that differs between the checkpoint's config and this one;
-    `mid_epoch`: the checkpoint is inside an epoch; `process_counts`: (the checkpoint's, this
-    run's) process count. A key the previous config lacks (added since) is not compared."""
+    `mid_epoch`: the checkpoint is inside an epoch; `shard_counts`: (the checkpoint's, this
+    run's) number of parts the batches are read in (feeding.Shard.for_mesh: the processes
+    holding distinct rows of the mesh's data axis). A key the previous config lacks (added
+    since) is not compared."""
     previous, now = config_values(previous), config_values(now)
     decision = Decision({}, {}, [])
     for key in sorted(set(previous) & set(now)):
@@ -172,18 +176,20 @@ def decide(previous: dict[str, Any], now: dict[str, Any], mid_epoch: bool,
         elif fate is A or (fate is E and not mid_epoch):
             decision.applied[key] = (was, new)
         else:
-            where = " mid-epoch" if fate is E else ""
-            decision.refused.append(f"{key}: was {was!r}, now {new!r} (refused{where}: "
-                                    f"{rule(key).how})")
-    old_count, count = process_counts or (None, None)
+            later = ("; train to the epoch's end with the old value, then change it"
+                     if fate is E else "")
+            decision.refused.append(f"{key}: was {was!r}, now {new!r} (refused"
+                                    f"{' mid-epoch' if fate is E else ''}: {rule(key).how}"
+                                    f"{later})")
+    old_count, count = shard_counts or (None, None)
     if (mid_epoch and now.get("data.process_sharding") == "split" and old_count is not None
             and old_count != count):
         decision.refused.append(
-            f"the process count: was {old_count}, now {count} (refused mid-epoch with "
-            "data.process_sharding=split: each process reads its own part of the files, so "
-            "the rest of the epoch would repeat and skip images; resume on "
-            f"{old_count} processes to the epoch's end, or use data.process_sharding="
-            "interleaved, whose batches are the same for any process count)")
+            f"the parts the data is read in: was {old_count}, now {count} (refused mid-epoch "
+            "with data.process_sharding=split: each part reads its own share of the files, so "
+            "the rest of the epoch would repeat and skip images; resume on the same layout "
+            "(processes, mesh.model) to the epoch's end, or use data.process_sharding="
+            "interleaved, whose batches are the same for any layout)")
     return decision
 
 
@@ -223,15 +229,41 @@ def is_mid_epoch(progress: dict[str, Any]) -> bool:
 
 
 def check_resume(config: ml_collections.ConfigDict, progress: dict[str, Any],
-                 workdir: Path) -> Decision:
-    """The decision for resuming from a checkpoint whose progress record is `progress`;
-    UserError for a refused change."""
+                 workdir: Path, data_shards: int) -> Decision:
+    """The decision for resuming from a checkpoint whose progress record is `progress`, in a
+    run that reads its data in `data_shards` parts; UserError for a refused change."""
     previous, source = previous_config(progress, workdir)
     decision = decide(previous, json.loads(config.to_json_best_effort()),
-                      is_mid_epoch(progress),
-                      (progress.get("process_count"), jax.process_count()))
+                      is_mid_epoch(progress), (progress.get("data_shards"), data_shards))
     refuse(decision, source)
     return decision
+
+
+def data_identity(source) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on, to refuse other data: the
+    classes (a digest of their names) and the sizes of the splits."""
+    names = json.dumps(list(source.class_names)).encode()
+    return {"classes_sha256": hashlib.sha256(names).hexdigest()[:16],
+            "train_examples": source.num_examples(source.train_split),
+            "eval_examples": source.num_examples(source.eval_split)}
+
+
+def check_same_data(saved: dict[str, Any] | None, data: dict[str, Any], where: str,
+                    only_classes: bool = False) -> None:
+    """Refuse (UserError) a checkpoint trained on other data than the source now open: its
+    classes or (unless `only_classes`: an evaluation may use another validation set) its
+    splits' sizes differ; data.path, silent as a location, may name another tree. A checkpoint
+    that recorded none (older ones) is not compared."""
+    if not saved:
+        return
+    keys = ["classes_sha256"] if only_classes else sorted(set(saved) | set(data))
+    differences = [f"{key}: checkpoint {saved.get(key)!r}, now {data.get(key)!r}"
+                   for key in keys if saved.get(key) != data.get(key)]
+    if differences:
+        raise UserError(
+            f"the checkpoint at {where} was trained on other data than data.path names now: "
+            + "; ".join(differences) + ". Point data.path at the data the run was trained on "
+            "(it may move; it must be the same), or train on this data in a new --workdir.")
 
 
 def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
@@ -257,11 +289,20 @@ def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
 
 
 def apply(decision: Decision, config: ml_collections.ConfigDict, previous: dict[str, Any],
-          opt_state, schedule: Schedule):
-    """The optimizer state and schedule of a resumed run with the applied changes in force
-    (those the table says are read at every start need nothing here); the new opt_state."""
+          opt_state, schedule: Schedule, progress: dict[str, Any]):
+    """The optimizer state, schedule and progress of a resumed run with the applied changes in
+    force (those the table says are read at every start need nothing here); the new opt_state.
+    A run that its schedule or its training-error target ended goes on when the new values no
+    longer end it."""
     if not decision.applied:
         return opt_state
+    s = config.schedule
+    if schedule.state.finished and (s.after_last == "continue"
+                                    or schedule.state.reductions < s.max_reductions):
+        schedule.state.finished = False  # more reductions allowed, or no stop after the last
+    reached, target = progress.get("target_reached"), config.train.stop_at_train_error
+    if reached and (target <= 0 or reached["top1_error"] > target):
+        progress["target_reached"] = None  # the new target is not reached yet (or is off)
     old = config_values(previous)
     o = config.optimizer
     rate_keys = ("optimizer.learning_rate", "optimizer.lr_scaling")

@@ -121,7 +121,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
                         "without --mode=eval).")
     if not for_evaluation and (who := workdir_lock.holder(workdir)):
         raise workdir_lock.in_use_error(workdir, who)  # before any data or model work
-    check_before_data(config, workdir, resuming=not for_evaluation)
+    shards = feeding.Shard.for_mesh(mesh).count
+    check_before_data(config, workdir, shards, resuming=not for_evaluation)
     source, prep, stats = open_data(config, for_evaluation)
     graphdef, params, tx, opt_state = build_train_state(config, source.num_classes, mesh)
     create_workdir(workdir)
@@ -136,9 +137,16 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     fingerprint = model_fingerprint(config, source.num_classes)
     decisions = []
     try:
+        data = resume_policy.data_identity(source)
+
+        def check_progress(step: int, progress: dict[str, Any]) -> None:
+            resume_policy.check_same_data(progress.get("data"), data,
+                                          f"{checkpointer.directory}/{step}", for_evaluation)
+            if not for_evaluation:
+                decisions.append(resume_policy.check_resume(config, progress, workdir, shards))
+
         restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation,
-                           None if for_evaluation else lambda progress: decisions.append(
-                               resume_policy.check_resume(config, progress, workdir)))
+                           check_progress)
     except UserError:
         checkpointer.close()
         if lock:
@@ -152,7 +160,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
         if decisions:  # the restored checkpoint's (the last checked)
             decision = decisions[-1]
             previous, _ = resume_policy.previous_config(progress, workdir)
-            opt_state = resume_policy.apply(decision, config, previous, opt_state, schedule)
+            opt_state = resume_policy.apply(decision, config, previous, opt_state, schedule,
+                                            progress)
     writer = (MetricsWriter(workdir, enabled=jax.process_index() == 0) if not for_evaluation
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
@@ -178,7 +187,7 @@ def newest_progress(workdir: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_before_data(config: ml_collections.ConfigDict, workdir: Path,
+def check_before_data(config: ml_collections.ConfigDict, workdir: Path, data_shards: int,
                       resuming: bool) -> None:
     """The refusals that need only the newest checkpoint's record: another model (its class
     count aside, known once the data is open), and, when `resuming` training, a config change
@@ -189,7 +198,7 @@ def check_before_data(config: ml_collections.ConfigDict, workdir: Path,
     resume_policy.check_same_model(progress.get("fingerprint"), model_fingerprint(config, None),
                                    str(workdir / "checkpoints"), compare_classes=False)
     if resuming:
-        resume_policy.check_resume(config, progress, workdir)
+        resume_policy.check_resume(config, progress, workdir, data_shards)
 
 
 def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
@@ -210,13 +219,13 @@ def restore(checkpointer: checkpointing.Checkpointer, params, opt_state,
             fingerprint: dict[str, Any], set_aside: bool, check_progress=None):
     """(params, opt_state, progress) of the newest checkpoint that restores, or None; a
     checkpoint of another model is refused (UserError), and so is one `check_progress`
-    (called with its progress record) refuses."""
+    (called with its step and progress record) refuses."""
 
     def check(step: int, saved: dict[str, Any]) -> None:
         resume_policy.check_same_model(saved.get("fingerprint"), fingerprint,
                                        f"{checkpointer.directory}/{step}")
         if check_progress is not None:
-            check_progress(saved)
+            check_progress(step, saved)
 
     newest = checkpoint_recovery.restore_newest(
         checkpointer, checkpointing.abstract_like(params),
