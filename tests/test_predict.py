@@ -210,3 +210,22 @@ def test_a_trained_workdir_predicts_from_any_directory_without_its_dataset(train
     assert [name for name, _ in found["top5"]] == [name for name, _ in cli["top5"]]
     np.testing.assert_allclose([p for _, p in found["top5"]], [p for _, p in cli["top5"]],
                                rtol=1e-5)
+
+
+def test_a_workdir_trained_before_runs_kept_their_classes_loads_from_its_dataset(trained,
+                                                                                 tree,
+                                                                                 tmp_path):
+    """An older workdir: no class_names.json or dataset_stats.npz, and a config.json without
+    the keys added since; its classes and statistics come from the dataset its config names."""
+    workdir, _ = trained
+    old = tmp_path / "old_run"
+    shutil.copytree(workdir, old)
+    (old / "class_names.json").unlink()
+    (old / "dataset_stats.npz").unlink()
+    config = json.loads((old / "config.json").read_text())
+    del config["data"]["file_format"], config["data"]["read_workers"]
+    (old / "config.json").write_text(json.dumps(config))
+    image = str(tree / "val" / "cat" / "001.jpg")
+    [found] = predict.load_workdir(old).predict([image])
+    [expected] = predict.load_workdir(workdir).predict([image])
+    assert found["top5"] == expected["top5"]

@@ -22,6 +22,8 @@ def open_dataset(config: ml_collections.ConfigDict, preparing: bool = False):
     `preparing` (--mode=prepare or stats): ArrayRecord squares are written and returned as the
     prepared folder that reads them (tf.data cannot)."""
     d = config.data
+    # keys a config older than them lacks (a trained workdir's config.json): their defaults
+    file_format, read_workers = d.get("file_format", "tfrecord"), d.get("read_workers", -1)
     if d.name == "synthetic":
         from alexnet_jax.data.synthetic import SyntheticSource  # noqa: PLC0415
 
@@ -29,8 +31,8 @@ def open_dataset(config: ml_collections.ConfigDict, preparing: bool = False):
     if d.name == "prepared":  # a prepared folder read without TensorFlow
         from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
 
-        return PreparedFolderSource(d.path, d.resize_size, d.stats_sample, d.read_workers)
-    if d.file_format == "array_record" and not preparing:
+        return PreparedFolderSource(d.path, d.resize_size, d.stats_sample, read_workers)
+    if file_format == "array_record" and not preparing:
         from alexnet_jax.common.errors import UserError  # noqa: PLC0415
 
         raise UserError(
@@ -45,12 +47,12 @@ def open_dataset(config: ml_collections.ConfigDict, preparing: bool = False):
     if d.prepared == "none":
         return source
     source = prepared.prepare(source, int(d.prepared), d.prepared_format, d.prepared_quality,
-                              sources.default_data_dir(d.data_dir), d.file_format)
-    if d.file_format == "array_record":
+                              sources.default_data_dir(d.data_dir), file_format)
+    if file_format == "array_record":
         from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
 
         return PreparedFolderSource(source.builder.data_dir, d.resize_size, d.stats_sample,
-                                    d.read_workers)
+                                    read_workers)
     return source
 
 
