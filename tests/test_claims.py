@@ -279,7 +279,7 @@ def test_identical_differences_of_errors_keep_one_images_rounding_spread():
     results = results_with({"baseline": [0.30, 0.34], "no_lrn": [0.31, 0.35]},
                            data={"dataset": "imagenette", "eval_examples": 4000})
     contrast = claims.analyse(results, claims.TABLES["claims"][2])
-    assert claims.resolution(results, "top1") == pytest.approx(100 / 4000)
+    assert measures.metric_resolution(results, "top1") == pytest.approx(100 / 4000)
     assert contrast.low < 1.0 < contrast.high and contrast.p > 0
     assert contrast.residual_sd == pytest.approx(math.sqrt((100 / 4000) ** 2 / 12))
     assert block_design.power(0.0, 1.4, 3, 4) == 1.0 and block_design.power(0.0, 0.0, 3, 4) == 0
@@ -302,3 +302,71 @@ def test_a_difference_the_tables_family_does_not_bear_out_is_said_so(tmp_path):
     assert row.endswith(f"| {adjusted[0]:.3f} | reproduced (not after Holm) |")
     other = next(line for line in table.splitlines() if line.startswith("| two columns"))
     assert other.endswith(f"| {adjusted[1]:.3f} | inconclusive |")
+
+
+def figure1_results(relu_epochs, tanh_epochs, reached_by_arm):
+    """A cifar10_figure1 results.json: epochs per seed, and whether each arm reached 25%."""
+    def run(epochs, reached):
+        return {"complete": True, "epochs": float(epochs), "final": {},
+                "epochs_to_target": float(epochs) if reached else None,
+                "data": {"dataset": "cifar10", "eval_examples": 10000}}
+    return {"arms": {arm: {"sweep": False, "runs": {str(seed): run(epochs, reached_by_arm[arm])
+                                                    for seed, epochs in enumerate(found)}}
+                     for arm, found in (("relu", relu_epochs), ("tanh", tanh_epochs))}}
+
+
+def figure1_row(tmp_path, results):
+    (tmp_path / "cifar10_figure1").mkdir(exist_ok=True)
+    (tmp_path / "cifar10_figure1" / "results.json").write_text(json.dumps(results))
+    table = claims.table(tmp_path, "claims")
+    return next(line for line in table.splitlines() if line.startswith("| ReLU trains"))
+
+
+def test_runs_that_never_reached_the_target_give_no_size_read_off_a_bound(tmp_path):
+    """tanh stopped at 30 epochs short of 25%: its ratio is a lower bound, so the paper's 6x
+    cannot lie above it, nor be excluded by it; ReLU's runs stopping short open the other end."""
+    measured = figure1_row(tmp_path, figure1_results([6, 6, 6], [18, 18, 18],
+                                                     {"relu": True, "tanh": True}))
+    assert "| reproduced; the paper's 6x lies above the interval" in measured
+    bounded = figure1_row(tmp_path, figure1_results([6, 6, 6], [30, 30, 30],
+                                                    {"relu": True, "tanh": False}))
+    assert bounded.endswith("| reproduced |")                     # slower, by at least 4.4x
+    assert "interval's upper end as open" in bounded and "3 never reached it" in bounded
+    near = figure1_row(tmp_path, figure1_results([25, 28, 30], [30, 30, 30],
+                                                  {"relu": True, "tanh": False}))
+    contrast = claims.analyse(figure1_results([25, 28, 30], [30, 30, 30],
+                                              {"relu": True, "tanh": False}),
+                              claims.TABLES["claims"][0])
+    assert contrast.high < 6.0 and claims.verdict(contrast, 6.0) == "paper's effect excluded"
+    assert near.endswith("| inconclusive |")                      # not excluded by a bound
+    # ReLU short of the target: tanh may be less than 1.3x slower, never more than 1.4x
+    short_relu = figure1_results([30, 30, 30], [40, 41, 40], {"relu": False, "tanh": True})
+    assert claims.verdict(claims.analyse(short_relu, claims.TABLES["claims"][0]),
+                          6.0) == "reproduced"
+    slow_relu = figure1_row(tmp_path, short_relu)
+    assert slow_relu.endswith("| paper's effect excluded |")
+    assert "lower end as open" in slow_relu
+
+
+def test_an_arm_left_out_of_the_fit_is_named_in_the_row(tmp_path):
+    results = results_with({"baseline": [0.30, 0.34, 0.38], "no_lrn": [0.32, 0.355, 0.395],
+                            "one_column": [0.31, 0.35]})
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
+    rows = claims.table(tmp_path, "claims").splitlines()
+    lrn = next(line for line in rows if line.startswith("| LRN lowers ImageNet"))
+    assert "(paired, df 2; `one_column` left out of the fit: not measured on all of seeds " \
+           "0, 1, 2)" in lrn
+    column = next(line for line in rows if line.startswith("| two columns"))
+    assert "3 arms x 2 seeds, df 2; seed 2 left out: not in both arms" in column
+    assert "left out of the fit" not in column
+
+
+def test_the_gaps_rounding_step_counts_both_of_its_evaluations():
+    results = results_with({"baseline": [0.3]}, data={"dataset": "imagenette",
+                                                      "eval_examples": 3925,
+                                                      "train_examples": 9469})
+    assert measures.metric_resolution(results, "top1") == pytest.approx(100 / 3925)
+    assert measures.metric_resolution(results, "gap") == pytest.approx(
+        math.hypot(100 / 3925, 100 / 9469))
+    assert measures.metric_resolution(results, "epochs_to_target") == 1.0

@@ -5,7 +5,8 @@ claims, and a verdict read from the interval.
 The seeds are blocks (data order and augmentation are the same in every arm for a given seed):
 each claim is a contrast in its study's randomized block design (block_design.py), fitted to
 every arm of the study measured on the claim's metric; a seed missing in either compared arm is
-left out, and the row says so, as it names an arm that spreads several times more than the rest.
+left out, as is an arm that lacks one of the seeds the two share, and the row says so, as it
+names an arm that spreads several times more than the rest.
 
 Verdicts (the paper's sign is "the arm is worse": a larger error, gap or number of epochs):
     reproduced              the interval excludes 0, on the paper's side
@@ -13,13 +14,16 @@ Verdicts (the paper's sign is "the arm is worse": a larger error, gap or number 
     paper's effect excluded the interval holds 0 but not the paper's effect size
     inconclusive            the interval holds both (or the paper gives no size)
 A ratio claim (Figure 1's epochs) is fitted on the logarithm of the metric, and its interval is
-a ratio's; the verdicts then compare it with 1 and with the paper's ratio.
+a ratio's; the verdicts then compare it with 1 and with the paper's ratio. A run that never
+reached its target counts with the epochs it trained, a lower bound: the verdict then takes the
+interval as open at that end (`open_for_unreached`), so that no size is read off a bound.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -68,14 +72,6 @@ METRICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
 }
 ALPHA = 0.05
 
-
-def resolution(results: dict, metric: str) -> float:
-    """The smallest step `metric` can take: whole epochs; one validation image of an error in
-    points (100 / the evaluation images, from the records). Seeds that agree exactly still
-    carry a rounding spread (variance resolution^2 / 12, a uniform rounding error's), below
-    which the residual variance is never taken (else identical seeds would give an interval of
-    width 0 and p = 0)."""
-    return 1.0 if metric == "epochs_to_target" else measures.eval_resolution(results)
 
 CIFAR_RATES = "CIFAR-10 net, no regularisation, rates from a sweep"
 # Two tables, each its own family for Holm's correction: the claims at convergence (the paper's
@@ -136,6 +132,17 @@ def never_reached(results: dict, arm: str) -> list[float]:
             if measures.never_reached(run)] if _chosen(results, arm) else []
 
 
+def open_for_unreached(contrast: Contrast, arm_unreached: bool,
+                       baseline_unreached: bool) -> Contrast:
+    """The interval a verdict may read when runs stopped before their study's target: their
+    epochs are lower bounds, so the true contrast may be larger than measured when the arm has
+    such runs (the interval's upper end is open) and smaller when the baseline has (its lower
+    end is open, down to "no slower" for a ratio, -inf for a difference)."""
+    low = (0.0 if contrast.ratio else -math.inf) if baseline_unreached else contrast.low
+    high = math.inf if arm_unreached else contrast.high
+    return dataclasses.replace(contrast, low=low, high=high)
+
+
 def verdict(contrast: Contrast, paper_effect: float | None) -> str:
     """One of the four verdicts, from the interval: the paper's side is the arm's being larger."""
     null = 1.0 if contrast.ratio else 0.0
@@ -177,7 +184,7 @@ def _study_values(results: dict, metric: str) -> dict[str, dict[str, float]]:
 def analyse(results: dict, claim: Claim) -> Contrast | None:
     """The claim's contrast in its study's block fit; None before two shared seeds."""
     return block_contrast(_study_values(results, claim.metric), claim.baseline, claim.arm,
-                          resolution(results, claim.metric), claim.ratio)
+                          measures.metric_resolution(results, claim.metric), claim.ratio)
 
 
 def load_results(results_root: Path, study: str) -> dict:
@@ -237,15 +244,29 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
                       - set(contrast.seeds), key=int)
     if left_out:
         notes.append(f"seed {', '.join(left_out)} left out: not in both arms")
+    unfitted = [name for name in _study_values(results, claim.metric)
+                if name not in contrast.arms]
+    if unfitted:
+        notes.append(f"{', '.join(f'`{name}`' for name in unfitted)} left out of the fit: "
+                     f"not measured on all of seeds {', '.join(contrast.seeds)}")
     if warning := spread_warning(contrast):
         notes.append(warning)
-    said = verdict(contrast, claim.paper_effect)
+    unreached = {arm: bool(never_reached(results, arm)) for arm in (claim.baseline, claim.arm)}
+    if any(unreached.values()):
+        short = [arm for arm, found in unreached.items() if found]
+        ends = [end for end, arm in (("upper", claim.arm), ("lower", claim.baseline))
+                if unreached[arm]]
+        notes.append(f"runs of {' and '.join(f'`{arm}`' for arm in short)} never reached the "
+                     "target (their epochs are lower bounds): the verdict takes the interval's "
+                     f"{' and '.join(ends)} end{'s' if len(ends) > 1 else ''} as open")
+    judged = open_for_unreached(contrast, unreached[claim.arm], unreached[claim.baseline])
+    said = verdict(judged, claim.paper_effect)
     # the verdict reads the claim's own interval; a difference that the table's family of
     # tests does not bear out (Holm p at or over 5%) is said so beside it
     holm_note = (" (not after Holm)" if said in ("reproduced", "contrary") and p is not None
                  and p >= ALPHA else "")
     return (f"{len(contrast.seeds)} | {interval} ({'; '.join(notes)}) | {_p_text(p)} | "
-            f"{said}{holm_note}{size_note(contrast, claim.paper_effect)}")
+            f"{said}{holm_note}{size_note(judged, claim.paper_effect)}")
 
 
 def _p_text(p: float | None) -> str:

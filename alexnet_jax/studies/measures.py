@@ -83,11 +83,35 @@ METRICS = {  # column -> (heading, getter)
 }
 
 
-def eval_resolution(results: dict[str, Any]) -> float:
-    """One validation image of an error in points (100 / the evaluation images the records
-    name; 0 when none does): the smallest step a difference of errors can take."""
+def _data_facts(results: dict[str, Any]) -> dict[str, Any]:
+    """The dataset facts of the first run that records them ({} when none does)."""
     for arm in results.get("arms", {}).values():
         for run in arm.get("runs", {}).values():
             if (run.get("data") or {}).get("eval_examples"):
-                return 100.0 / run["data"]["eval_examples"]
-    return 0.0
+                return run["data"]
+    return {}
+
+
+def eval_resolution(results: dict[str, Any]) -> float:
+    """One validation image of an error in points (100 / the evaluation images the records
+    name; 0 when none does): the smallest step a difference of errors can take."""
+    examples = _data_facts(results).get("eval_examples")
+    return 100.0 / examples if examples else 0.0
+
+
+def metric_resolution(results: dict[str, Any], metric: str) -> float:
+    """The smallest step a study's `metric` ("top1", "gap" or "epochs_to_target") can take:
+    whole epochs; one validation image of an error in points; for the val - train gap, one
+    image of each of its two evaluations (the training images are all evaluated after the run),
+    whose rounding errors add in variance. Seeds that agree exactly still carry this rounding
+    spread (variance resolution^2 / 12, a uniform rounding error's), below which a block fit
+    never takes its residual variance (else identical seeds would give an interval of width 0
+    and p = 0)."""
+    if metric == "epochs_to_target":
+        return 1.0
+    val = eval_resolution(results)
+    if metric != "gap":
+        return val
+    train_examples = _data_facts(results).get("train_examples")
+    train = 100.0 / train_examples if train_examples else 0.0
+    return (val ** 2 + train ** 2) ** 0.5

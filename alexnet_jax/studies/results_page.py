@@ -164,7 +164,7 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
                 continue
             contrast = block_design.block_contrast(
                 by_arm, results["baseline"], name,
-                1.0 if ratio else measures.eval_resolution(results), ratio)
+                measures.metric_resolution(results, metric), ratio)
             if contrast is None:
                 continue
             fits.append(contrast)
@@ -202,7 +202,7 @@ def _power_table(results: dict[str, Any], by_arm: dict[str, dict[str, float]],
     study's `arms` needs for 80% power at that size, with the residual spread of the block fit
     of the runs so far (the fit with the most degrees of freedom)."""
     fits = [block_design.block_contrast(by_arm, results["baseline"], name,
-                                        measures.eval_resolution(results))
+                                        measures.metric_resolution(results, "top1"))
             for name in by_arm if name != results["baseline"]]
     fits = [fit for fit in fits if fit is not None]
     sized = {name: arm["paper"]["top1"] for name, arm in results["arms"].items()
