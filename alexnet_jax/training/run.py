@@ -56,6 +56,10 @@ class Run:
     # what the resume did with the config's changes (resume_policy); None for a new run
     resume: resume_policy.Decision | None = None
     stats: Any = None  # the dataset statistics the inputs use (DatasetStats), if any
+    # what each checkpoint records and a resume compares (resume_policy): the parts the data
+    # is read in, and the data itself
+    data_shards: int = 1
+    data_identity: dict[str, Any] | None = None
 
     @property
     def step(self) -> int:
@@ -135,10 +139,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     schedule = Schedule(config.schedule, optim.initial_learning_rate(
         o.learning_rate, config.train.batch_size, o.lr_scaling), warmup_start=o.learning_rate)
     fingerprint = model_fingerprint(config, source.num_classes)
+    data = resume_policy.data_identity(source)
     decisions = []
     try:
-        data = resume_policy.data_identity(source)
-
         def check_progress(step: int, progress: dict[str, Any]) -> None:
             resume_policy.check_same_data(progress.get("data"), data,
                                           f"{checkpointer.directory}/{step}", for_evaluation)
@@ -166,7 +169,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
               else MetricsWriter(workdir, enabled=jax.process_index() == 0,
                                  jsonl_name=EVAL_RESULTS_FILE, tensorboard=False))
     return Run(config, workdir, mesh, source, prep, graphdef, params, opt_state, tx, schedule,
-               checkpointer, writer, count_params(params), progress, lock, decision, stats)
+               checkpointer, writer, count_params(params), progress, lock, decision, stats,
+               shards, data)
 
 
 def newest_progress(workdir: Path) -> dict[str, Any] | None:

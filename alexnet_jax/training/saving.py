@@ -8,7 +8,6 @@ import math
 import jax
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.data import feeding
 from alexnet_jax.training import resume_policy, steps
 from alexnet_jax.training.epoch_metrics import EpochMeans
 from alexnet_jax.training.run_log import RunLog
@@ -21,9 +20,6 @@ class Saver:
         self.run, self.log, self.steps_per_epoch = run, log, steps_per_epoch
         self.epoch_means = EpochMeans()
         self.all_finite = jax.jit(steps.all_finite)
-        # what the next resume compares: the parts the data is read in, and the data itself
-        self.data_shards = feeding.Shard.for_mesh(run.mesh).count
-        self.data = resume_policy.data_identity(run.source)
 
     def save(self, step: int, top1_error: float | None = None,
               epoch_end_pending: bool = False, replace: bool = False) -> None:
@@ -37,7 +33,7 @@ class Saver:
                             # the config in force (optimizer values read from its state):
                             # what the next resume compares with (resume_policy)
                             config=resume_policy.config_in_force(run.config, run.opt_state),
-                            data_shards=self.data_shards, data=self.data,
+                            data_shards=run.data_shards, data=run.data_identity,
                             epoch_end_pending=epoch_end_pending)
         run.checkpointer.save(step, run.params, run.opt_state, run.progress, top1_error, replace)
 
