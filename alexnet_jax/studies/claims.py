@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -50,25 +49,10 @@ class Claim:
     ratio: bool = False
 
 
-def _final_top1(run: dict) -> float | None:
-    centre = (run.get("final") or {}).get("val_1crop") or {}
-    return None if centre.get("top1_error") is None else 100 * centre["top1_error"]
-
-
-def _gap(run: dict) -> float | None:
-    # the report's gap, in points (against the training images evaluated after the run: the
-    # error logged while training has dropout on, which would favour the paper's direction)
-    gap = measures.val_train_gap(run)
-    return None if gap is None else 100 * gap
-
-
-METRICS: dict[str, tuple[str, Callable[[dict], float | None]]] = {
-    "top1": ("val top-1 error %", _final_top1),
-    "gap": ("val - train top-1 error, points (train: its centre crops evaluated after the run)",
-            _gap),
-    # a run that never reached the target counts with its epochs: a lower bound, said in
-    # the table (the report's convention too)
-    "epochs_to_target": ("epochs to 25% training error", measures.epochs_to_target),
+METRICS = {  # the claims' measures (measures.FIT_GETTERS), as the table heads them
+    "top1": "val top-1 error %",
+    "gap": "val - train top-1 error, points (train: its centre crops evaluated after the run)",
+    "epochs_to_target": "epochs to 25% training error",
 }
 ALPHA = 0.05
 
@@ -106,15 +90,7 @@ TABLES: dict[str, tuple[Claim, ...]] = {
 def seed_values(results: dict, arm: str, metric: str) -> dict[str, float]:
     """{seed: the metric} of each finished run of `arm` (a study's results.json); none while
     the arm's value is still to be chosen by its sweep (its runs' protocol is not yet known)."""
-    getter = METRICS[metric][1]
-    found = {}
-    if not _chosen(results, arm):
-        return found
-    for seed, run in results["arms"].get(arm, {}).get("runs", {}).items():
-        value = getter(run) if run.get("complete") else None
-        if value is not None:
-            found[seed] = float(value)
-    return found
+    return measures.fit_values(results, metric).get(arm, {})
 
 
 def values(results: dict, arm: str, metric: str) -> list[float]:
@@ -175,15 +151,9 @@ def spread(found: list[float]) -> str:
     return f"{np.mean(found):.2f} ± {np.std(found, ddof=1):.2f}"
 
 
-def _study_values(results: dict, metric: str) -> dict[str, dict[str, float]]:
-    """{arm: {seed: value}} for every compared (non-sweep) arm of a study with the metric."""
-    return {name: found for name, arm in results["arms"].items() if not arm.get("sweep")
-            and (found := seed_values(results, name, metric))}
-
-
 def analyse(results: dict, claim: Claim) -> Contrast | None:
     """The claim's contrast in its study's block fit; None before two shared seeds."""
-    return block_contrast(_study_values(results, claim.metric), claim.baseline, claim.arm,
+    return block_contrast(measures.fit_values(results, claim.metric), claim.baseline, claim.arm,
                           measures.metric_resolution(results, claim.metric), claim.ratio)
 
 
@@ -218,7 +188,7 @@ def table(results_root: Path, name: str = "claims") -> str:
                  for arm in (claim.baseline, claim.arm)]
         protocol = "; ".join(filter(None, [measures.protocol_text(results), claim.protocol]))
         lines.append(f"| {claim.text} | {claim.paper} | {protocol} | "
-                     f"{METRICS[claim.metric][0]} | {cells[0]} | {cells[1]} | "
+                     f"{METRICS[claim.metric]} | {cells[0]} | {cells[1]} | "
                      + _result_cells(results, claim, contrast, p) + " |")
     return "\n".join(lines) + "\n"
 
@@ -244,7 +214,7 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
                       - set(contrast.seeds), key=int)
     if left_out:
         notes.append(f"seed {', '.join(left_out)} left out: not in both arms")
-    unfitted = [name for name in _study_values(results, claim.metric)
+    unfitted = [name for name in measures.fit_values(results, claim.metric)
                 if name not in contrast.arms]
     if unfitted:
         notes.append(f"{', '.join(f'`{name}`' for name in unfitted)} left out of the fit: "

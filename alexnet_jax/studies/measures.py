@@ -83,6 +83,37 @@ METRICS = {  # column -> (heading, getter)
 }
 
 
+def _points(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
+# what a block fit compares, in the units it reports: errors and the gap in points, epochs
+FIT_GETTERS = {
+    "top1": lambda run: _points(_final("val_1crop", "top1_error")(run)),
+    # against the training images evaluated after the run: the error logged while training has
+    # dropout on, which would favour the paper's direction
+    "gap": lambda run: _points(val_train_gap(run)),
+    # a run that never reached the target counts with its epochs: a lower bound, said beside it
+    "epochs_to_target": epochs_to_target,
+}
+
+
+def fit_values(results: dict[str, Any], metric: str) -> dict[str, dict[str, float]]:
+    """{arm: {seed: `metric`}} of the finished runs of every compared arm of a study (not a
+    sweep's, nor one whose value its sweep has still to choose: its runs' protocol is not yet
+    known) that has any: what its block fits, the report's and the claims table's, compare."""
+    getter = FIT_GETTERS[metric]
+    found = {}
+    for name, arm in results.get("arms", {}).items():
+        if arm.get("sweep") or arm.get("chosen") is False:
+            continue
+        values = {seed: float(value) for seed, run in arm.get("runs", {}).items()
+                  if run.get("complete") and (value := getter(run)) is not None}
+        if values:
+            found[name] = values
+    return found
+
+
 def _data_facts(results: dict[str, Any]) -> dict[str, Any]:
     """The dataset facts of the first run that records them ({} when none does)."""
     for arm in results.get("arms", {}).values():

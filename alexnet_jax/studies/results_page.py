@@ -135,10 +135,11 @@ def markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines + _block_fit(results)) + "\n"
 
 
-BLOCK_FIT_METRICS = {  # the measures a block fit is reported for: heading, getter, ratio
-    "top1": ("val top-1 error (centre), points", _final("val_1crop", "top1_error"), False),
-    "gap": ("val − train top-1 error (after the run), points", val_train_gap, False),
-    "epochs_to_target": ("epochs to the training-error target", epochs_to_target, True),
+BLOCK_FIT_METRICS = {  # the measures (measures.FIT_GETTERS) a block fit is reported for:
+    # heading, ratio
+    "top1": ("val top-1 error (centre), points", False),
+    "gap": ("val − train top-1 error (after the run), points", False),
+    "epochs_to_target": ("epochs to the training-error target", True),
 }
 
 
@@ -152,12 +153,8 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
                 and arm.get("chosen") is not False}
     lines = []
     for metric in names:
-        heading, getter, ratio = BLOCK_FIT_METRICS[metric]
-        scale = 1.0 if ratio else 100.0
-        by_arm = {name: {seed: scale * float(getter(run)) for seed, run in arm["runs"].items()
-                         if run["complete"] and getter(run) is not None}
-                  for name, arm in compared.items()}
-        by_arm = {name: found for name, found in by_arm.items() if found}
+        heading, ratio = BLOCK_FIT_METRICS[metric]
+        by_arm = measures.fit_values(results, metric)
         rows, fits = [], []
         for name in by_arm:
             if name == results["baseline"]:
