@@ -77,9 +77,13 @@ class _QuietLibraries(std_logging.Filter):
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         from alexnet_jax.training.checkpointing import is_disk_full  # noqa: PLC0415
+        from alexnet_jax.training.multihost import is_lost_peer  # noqa: PLC0415
 
-        if record.exc_info and is_disk_full(record.exc_info[1]):
-            return False  # Orbax's threads log a full disk with tracebacks; we say it once
+        if record.exc_info and (is_disk_full(record.exc_info[1])
+                                or is_lost_peer(record.exc_info[1])):
+            # Orbax's save threads log a full disk, or a peer process lost mid-save, with a
+            # traceback; the run stops on the same error and says it in one paragraph
+            return False
         message = record.getMessage()
         if (message in self.EXPECTED or message.startswith(self.EXPECTED_STARTS)
                 or any(part in message for part in self.EXPECTED_PARTS)):
@@ -151,7 +155,7 @@ def main(argv: list[str]) -> None:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 - only a lost peer is handled; the rest re-raised
         if multihost.is_lost_peer(error):
-            multihost.exit_lost_process(str(error), FLAGS.heartbeat_timeout_seconds)
+            multihost.exit_lost_process(error, FLAGS.heartbeat_timeout_seconds)
         raise
 
 

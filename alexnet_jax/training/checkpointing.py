@@ -31,7 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from alexnet_jax.common.disk import directory_bytes, format_bytes, free_bytes
-from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.errors import UserError, error_chain
 from alexnet_jax.training.checkpoint_aside import SetAside
 
 UNREADABLE_DIR = "checkpoints_unreadable"
@@ -240,16 +240,9 @@ def error_line(error: BaseException) -> str:
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether an exception (or one it came from) is a write that found no space left."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        text = str(error)
-        if "No space left on device" in text or "os_error_code='28'" in text:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any((isinstance(link, OSError) and link.errno == errno.ENOSPC)
+               or "No space left on device" in str(link) or "os_error_code='28'" in str(link)
+               for link in error_chain(error))
 
 
 def tree_bytes(*trees) -> int:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from alexnet_jax.common.errors import LOST_PROCESS_EXIT_CODE
+from alexnet_jax.common.errors import LOST_PROCESS_EXIT_CODE, error_chain
 from alexnet_jax.training import supervisor
 
 T = TypeVar("T")
@@ -73,8 +73,11 @@ def initialize(address: str, count: int, index: int, heartbeat_timeout_seconds: 
 
 
 def is_lost_peer(error: BaseException) -> bool:
-    """Whether an error of a multi-process run says that another process is gone."""
-    return jax.process_count() > 1 and any(p in str(error) for p in LOST_PEER_PATTERNS)
+    """Whether an error of a multi-process run, or one it came from, says that another process
+    is gone. (The count is asked last: before jax.distributed starts, asking would start a
+    single-process runtime.)"""
+    return any(pattern in str(link) for link in error_chain(error)
+               for pattern in LOST_PEER_PATTERNS) and jax.process_count() > 1
 
 
 def live_processes(timeout: float) -> set[int] | None:
@@ -108,10 +111,12 @@ def lost_process_message(detail: str, live: set[int] | None = None) -> str:
                                            " ".join(detail.split())[:300])
 
 
-def exit_lost_process(detail: str, heartbeat_timeout: float) -> None:
+def exit_lost_process(error: BaseException, heartbeat_timeout: float) -> None:
     """Print the lost-process message and leave with LOST_PROCESS_EXIT_CODE (JAX's orderly
     shutdown would wait for the lost process, then abort). When the error does not say which
     process is gone, ask the coordination service first (at most the heartbeat timeout)."""
+    # the runtime's own words first: a library's wrapper (Orbax's barrier timeout) adds little
+    detail = " ".join(str(link) for link in reversed(list(error_chain(error))))
     live = None
     if not supervisor.named_processes(detail, jax.process_index()):
         live = live_processes(heartbeat_timeout + 5)

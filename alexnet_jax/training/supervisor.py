@@ -34,8 +34,14 @@ def is_supervised() -> bool:
 
 
 def named_processes(text: str, me: int) -> list[int]:
-    """The process indices JAX's messages name (its tasks), this process excluded."""
-    return sorted({int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", text)} - {me})
+    """The process indices JAX's messages name (its tasks), this process excluded: "Task 1",
+    "task:1", or the coordination service's list of silent tasks, one index a line ("The
+    following tasks are unhealthy (stopped sending heartbeats):\n1\n")."""
+    named = {int(n) for n in re.findall(r"[Tt]ask:?\s*(\d+)", text)}
+    silent_list = r"stopped sending heartbeats\):[ \t]*\n((?:[ \t]*\d+[ \t]*(?:\n|$))+)"
+    for listing in re.findall(silent_list, text):
+        named.update(int(n) for n in listing.split())
+    return sorted(named - {me})
 
 
 def lost_process_message(lost: list[int], me: int, count: int | None, cause: str) -> str:
