@@ -19,7 +19,7 @@ import pytest
 from test_cli import REPO, records
 from test_resilience import command, free_port, wait_for_step
 
-from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.errors import UserError, error_chain
 from alexnet_jax.training import supervisor, train
 from alexnet_jax.training.checkpointing import load_params
 from alexnet_jax.training.metrics_writer import read_records
@@ -179,6 +179,15 @@ def test_a_real_full_disk_from_the_command_line(image_tree, tmp_path, small_file
     assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == [0, 2]
 
 
+# JAX's words for a barrier that failed because a peer died, and for one that only timed out
+LOST_PEER = RuntimeError("INTERNAL: Barrier failed because: task is set to ERROR: UNAVAILABLE: "
+                         "Task 1 heartbeat timeout.")
+SLOW_BARRIER = RuntimeError(
+    "DEADLINE_EXCEEDED: Barrier timed out. Barrier_id: _async_write_complete.4. Timed out task "
+    "names: /job:jax_worker/replica:0/task:1 "
+    "[type.googleapis.com/tensorflow.CoordinationServiceError='']")
+
+
 def test_orbax_save_thread_tracebacks_of_a_lost_peer_or_a_full_disk_stay_off_the_console(
         monkeypatch):
     """Orbax's background save thread logs its failure with a traceback, wrapping the cause in
@@ -189,24 +198,78 @@ def test_orbax_save_thread_tracebacks_of_a_lost_peer_or_a_full_disk_stay_off_the
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
 
-    def orbax_error_record(cause: BaseException) -> std_logging.LogRecord:
+    def orbax_error_record(cause: BaseException,
+                           path="/site-packages/orbax/checkpoint/async_checkpointer.py"):
         try:
             raise TimeoutError("Timed out while waiting for async_write_complete barrier.") \
                 from cause
         except TimeoutError:
             exc_info = sys.exc_info()
-        return std_logging.LogRecord(
-            "absl", std_logging.ERROR, "/site-packages/orbax/checkpoint/async_checkpointer.py",
-            263, "Failed to run 2 Handler Commit operations", None, exc_info)
+        return std_logging.LogRecord("absl", std_logging.ERROR, path, 263,
+                                     "Failed to run 2 Handler Commit operations", None, exc_info)
 
     console = _QuietLibraries()
-    lost_peer = RuntimeError("INTERNAL: Barrier failed because: task is set to ERROR: "
-                             "UNAVAILABLE: Task 1 heartbeat timeout.")
-    assert not console.filter(orbax_error_record(lost_peer))
+    assert not console.filter(orbax_error_record(LOST_PEER))
     assert not console.filter(orbax_error_record(OSError(errno.ENOSPC, "No space left")))
     assert console.filter(orbax_error_record(ValueError("a shape mismatch")))
+    # a barrier that only timed out (every process alive, a slow save) is not a loss: shown
+    assert console.filter(orbax_error_record(SLOW_BARRIER))
+    # another library's error that looks like a loss: shown, the run may not stop on it
+    assert console.filter(orbax_error_record(LOST_PEER, path="/site-packages/grpc/x.py"))
     monkeypatch.setattr(jax, "process_count", lambda: 1)  # one process has no peer to lose
-    assert console.filter(orbax_error_record(lost_peer))
+    assert console.filter(orbax_error_record(LOST_PEER))
+
+
+def test_the_survivors_message_names_the_lost_process_from_the_root_cause(monkeypatch, capsys):
+    """The main thread may meet the loss wrapped in a library's error (Orbax's barrier
+    timeout): the message is built from the whole chain, JAX's own words first."""
+    from alexnet_jax.training import multihost
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    monkeypatch.setattr(multihost, "live_processes", lambda timeout: None)
+
+    def exit_(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(multihost.os, "_exit", exit_)
+    try:
+        raise TimeoutError("Timed out while waiting for async_write_complete barrier.") \
+            from LOST_PEER
+    except TimeoutError as wrapped:
+        assert multihost.is_lost_peer(wrapped)
+        with pytest.raises(SystemExit) as exit_code:
+            multihost.exit_lost_process(wrapped, heartbeat_timeout=10)
+    assert exit_code.value.code == 3
+    message = capsys.readouterr().err
+    assert message.startswith("error: process 1 of this 2-process run was lost")
+    assert "stopped too (INTERNAL: Barrier failed" in message
+    try:
+        raise TimeoutError("Timed out while waiting for async_write_complete barrier.") \
+            from SLOW_BARRIER
+    except TimeoutError as wrapped:
+        assert not multihost.is_lost_peer(wrapped)
+
+
+def test_an_error_chain_follows_causes_and_contexts_as_pythons_traceback_does():
+    try:
+        try:
+            raise OSError("the first")
+        except OSError:
+            raise ValueError("while handling it")  # noqa: B904 - the implicit context
+    except ValueError as error:
+        assert [str(e) for e in error_chain(error)] == ["while handling it", "the first"]
+    try:
+        try:
+            raise OSError("the first")
+        except OSError:
+            raise ValueError("a fresh start") from None
+    except ValueError as error:
+        assert [str(e) for e in error_chain(error)] == ["a fresh start"]
+    looped = RuntimeError("a")
+    looped.__cause__ = RuntimeError("b")
+    looped.__cause__.__cause__ = looped
+    assert [str(e) for e in error_chain(looped)] == ["a", "b"]
 
 
 def test_the_lost_process_is_named_from_each_form_of_jax_message():

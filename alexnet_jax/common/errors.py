@@ -15,11 +15,13 @@ class UserError(Exception):
 
 
 def error_chain(error: BaseException | None) -> Iterator[BaseException]:
-    """The error, then each error it came from (`raise ... from`, or raised while handling):
-    libraries wrap the cause that says what happened (a full disk, a lost peer) in their own
-    (Orbax's "Timed out while waiting for async_write_complete barrier")."""
+    """The error, then each error it came from, as Python's traceback shows them (`raise ...
+    from`, or raised while handling one, unless `from None`): libraries wrap the cause that
+    says what happened (a full disk, a lost peer) in their own (Orbax's "Timed out while
+    waiting for async_write_complete barrier")."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         yield error
-        error = error.__cause__ or error.__context__
+        error = (error.__cause__ if error.__cause__ is not None
+                 else None if error.__suppress_context__ else error.__context__)

@@ -72,12 +72,18 @@ def initialize(address: str, count: int, index: int, heartbeat_timeout_seconds: 
                                heartbeat_timeout_seconds=heartbeat_timeout_seconds)
 
 
+# A barrier that timed out with every process alive (a slow save, a slow disk) says so; its
+# text names the coordination service too, but no process is lost and a rerun would not help.
+TIMEOUT_NOT_LOSS = "DEADLINE_EXCEEDED"
+
+
 def is_lost_peer(error: BaseException) -> bool:
     """Whether an error of a multi-process run, or one it came from, says that another process
     is gone. (The count is asked last: before jax.distributed starts, asking would start a
     single-process runtime.)"""
-    return any(pattern in str(link) for link in error_chain(error)
-               for pattern in LOST_PEER_PATTERNS) and jax.process_count() > 1
+    return any(any(pattern in text for pattern in LOST_PEER_PATTERNS)
+               and TIMEOUT_NOT_LOSS not in text
+               for text in map(str, error_chain(error))) and jax.process_count() > 1
 
 
 def live_processes(timeout: float) -> set[int] | None:
