@@ -98,15 +98,20 @@ FIT_GETTERS = {
 }
 
 
+def compared_arms(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{name: arm} of a study's arms its block fits compare, finished runs or not: not a
+    sweep's, nor one whose value its sweep has still to choose (its runs' protocol is not yet
+    known)."""
+    return {name: arm for name, arm in results.get("arms", {}).items()
+            if not arm.get("sweep") and arm.get("chosen") is not False}
+
+
 def fit_values(results: dict[str, Any], metric: str) -> dict[str, dict[str, float]]:
-    """{arm: {seed: `metric`}} of the finished runs of every compared arm of a study (not a
-    sweep's, nor one whose value its sweep has still to choose: its runs' protocol is not yet
-    known) that has any: what its block fits, the report's and the claims table's, compare."""
+    """{arm: {seed: `metric`}} of the finished runs of every compared arm of a study that has
+    any: what its block fits, the report's and the claims table's, compare."""
     getter = FIT_GETTERS[metric]
     found = {}
-    for name, arm in results.get("arms", {}).items():
-        if arm.get("sweep") or arm.get("chosen") is False:
-            continue
+    for name, arm in compared_arms(results).items():
         values = {seed: float(value) for seed, run in arm.get("runs", {}).items()
                   if run.get("complete") and (value := getter(run)) is not None}
         if values:

@@ -149,8 +149,7 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
     arms spread alike, which the pooled interval assumes."""
     target = results.get("target_train_error")
     names = ("epochs_to_target",) if target else ("top1", "gap")
-    compared = {name: arm for name, arm in results["arms"].items() if not arm["sweep"]
-                and arm.get("chosen") is not False}
+    compared = measures.compared_arms(results)
     lines = []
     for metric in names:
         heading, ratio = BLOCK_FIT_METRICS[metric]
