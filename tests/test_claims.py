@@ -270,7 +270,33 @@ def test_a_study_page_shows_the_block_fit_each_arms_spread_and_the_seeds_for_pow
             f"{contrast.high:+.2f}] | {contrast.p:.3f} |") in lines
     assert "Each arm's residual spread in the fit of 3 arms x 3 seeds" in lines
     needed = block_design.seeds_for_power(contrast.residual_sd, 1.4, 3)
-    assert f"| `no_lrn` | +1.4 | " in lines and f"| {needed} |" in lines
+    cautious = block_design.seeds_for_power(
+        block_design.residual_sd_upper(contrast.residual_sd, contrast.degrees), 1.4, 3)
+    assert cautious > needed
+    assert f"| {needed} | {cautious} |" in lines
+
+
+def test_power_is_a_probability_far_in_the_noncentral_tail():
+    """scipy's nct.cdf is nan for a large shift (df 4, shift 8.4: a small spread against the
+    paper's size); power must still be a number near 1, not nan that no seed count passes."""
+    for residual_sd, seeds in ((0.2041, 3), (0.1668, 2), (0.05, 5)):
+        value = block_design.power(residual_sd, 1.4, seeds, 3)
+        assert 0.9 < value <= 1.0
+    assert block_design.seeds_for_power(0.1668, 1.4, 3) == 2
+
+
+def test_the_spreads_upper_bound_holds_sigma_as_often_as_its_confidence_says():
+    """df s^2 / sigma^2 is chi-square on df degrees, so sigma lies below the bound in 80% of
+    samples, however few the degrees; the pilot's single degree gives about 3.95 s."""
+    assert block_design.residual_sd_upper(1.0, 1) == pytest.approx(3.9472, abs=1e-4)
+    rng = np.random.default_rng(2)
+    trials, sigma = 4000, 1.3
+    for degrees in (1, 6):
+        s = sigma * np.sqrt(rng.chisquare(degrees, trials) / degrees)
+        held = np.mean([sigma <= block_design.residual_sd_upper(x, degrees) for x in s])
+        assert held == pytest.approx(0.8, abs=3 * math.sqrt(0.16 / trials))
+    with pytest.raises(ValueError, match="degree"):
+        block_design.residual_sd_upper(1.0, 0)
 
 
 def test_identical_differences_of_errors_keep_one_images_rounding_spread():

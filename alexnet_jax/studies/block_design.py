@@ -121,7 +121,26 @@ def power(residual_sd: float, effect: float, seeds: int, arms: int) -> float:
         return 1.0 if effect else 0.0
     shift = effect / (residual_sd * math.sqrt(2 / seeds))
     critical = float(stats.t.ppf(0.5 + LEVEL / 2, degrees))
-    return float(stats.nct.sf(critical, degrees, shift) + stats.nct.cdf(-critical, degrees, shift))
+    # the lower tail P(T < -c | shift) written as P(T > c | -shift): scipy's nct.cdf returns nan
+    # far in its tail (df 4, shift 8.4), where sf of the mirrored shift gives its true ~0
+    return float(stats.nct.sf(critical, degrees, shift) + stats.nct.sf(critical, degrees, -shift))
+
+
+# the power table's cautious reading: the residual spread at its upper one-sided bound at this
+# confidence (a spread measured on few degrees of freedom is often well below the true one; the
+# pilot's 2 x 2 fit has a single degree, where s can be a quarter of sigma one time in five)
+SPREAD_BOUND_CONFIDENCE = 0.8
+
+
+def residual_sd_upper(residual_sd: float, degrees: int,
+                      confidence: float = SPREAD_BOUND_CONFIDENCE) -> float:
+    """The upper one-sided `confidence` bound of the residual standard deviation sigma, from its
+    estimate `residual_sd` on `degrees` degrees of freedom: s * sqrt(df / chi2_{1-confidence}(df)),
+    since df s^2 / sigma^2 follows chi-square with df degrees. Planning seeds at this bound
+    instead of at s guards the power table against a spread that happened to come out small."""
+    if degrees < 1:
+        raise ValueError(f"a spread needs at least one degree of freedom, not {degrees}")
+    return residual_sd * math.sqrt(degrees / float(stats.chi2.ppf(1 - confidence, degrees)))
 
 
 def seeds_for_power(residual_sd: float, effect: float, arms: int, target: float = 0.8,

@@ -206,20 +206,28 @@ def _power_table(results: dict[str, Any], by_arm: dict[str, dict[str, float]],
     if not fits or not sized:
         return []
     fit = max(fits, key=lambda f: f.degrees)
+    cautious_sd = block_design.residual_sd_upper(fit.residual_sd, fit.degrees)
     seeds = max((len(arm["runs"]) for arm in results["arms"].values()), default=0)
-    rows = []
-    for name, effect in sized.items():
-        needed = block_design.seeds_for_power(fit.residual_sd, effect, arms, POWER)
-        rows.append(f"| `{name}` | {effect:+g} | "
-                    f"{block_design.power(fit.residual_sd, effect, seeds, arms):.2f} | "
-                    f"{needed if needed is not None else 'over 100'} |")
+
+    def needed(spread: float, effect: float) -> str:
+        count = block_design.seeds_for_power(spread, effect, arms, POWER)
+        return str(count) if count is not None else "over 100"
+
+    rows = [f"| `{name}` | {effect:+g} | "
+            f"{block_design.power(fit.residual_sd, effect, seeds, arms):.2f} | "
+            f"{needed(fit.residual_sd, effect)} | {needed(cautious_sd, effect)} |"
+            for name, effect in sized.items()]
+    confidence = block_design.SPREAD_BOUND_CONFIDENCE
     return ["", f"Seeds for {POWER:.0%} power at the paper's effect size, from the residual "
             f"spread so far (s = {fit.residual_sd:.2f} points, from {len(fit.arms)} arms x "
             f"{len(fit.seeds)} seeds, df {fit.degrees}), for a design of the study's {arms} "
-            "arms (5% level, two-sided):", "",
+            "arms (5% level, two-sided). A spread measured on few degrees of freedom is "
+            f"uncertain, so the last column plans at its upper {confidence:.0%} bound "
+            f"(s = {cautious_sd:.2f}: the true spread lies below it with {confidence:.0%} "
+            "confidence):", "",
             f"| arm | paper's effect, points | power with the study's {seeds} seeds | "
-            "seeds needed |",
-            "|---|---|---|---|", *rows]
+            f"seeds needed | seeds needed at the spread's upper {confidence:.0%} bound |",
+            "|---|---|---|---|---|", *rows]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
