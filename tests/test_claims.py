@@ -283,6 +283,9 @@ def test_power_is_a_probability_far_in_the_noncentral_tail():
         value = block_design.power(residual_sd, 1.4, seeds, 3)
         assert 0.9 < value <= 1.0
     assert block_design.seeds_for_power(0.1668, 1.4, 3) == 2
+    grid = [block_design.power(sd, 1.4, seeds, arms) for sd in np.geomspace(0.005, 5, 30)
+            for seeds in (2, 3, 5, 10) for arms in (2, 4, 6)]
+    assert all(0.0 <= value <= 1.0 for value in grid)
 
 
 def test_the_spreads_upper_bound_holds_sigma_as_often_as_its_confidence_says():
