@@ -185,27 +185,21 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
                                   for arm, value in widest.arm_spread.items())
                       + (f". **{warning}**." if warning else ".")]
             if metric == "top1":
-                lines += _power_table(results, by_arm, len(compared))
+                lines += _power_table(results, widest, len(compared))
     return lines
 
 
 POWER = 0.8
 
 
-def _power_table(results: dict[str, Any], by_arm: dict[str, dict[str, float]],
-                 arms: int) -> list[str]:
+def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int) -> list[str]:
     """For each arm the paper gives a top-1 size for: the seeds an arm that a design of all the
-    study's `arms` needs for 80% power at that size, with the residual spread of the block fit
-    of the runs so far (the fit with the most degrees of freedom)."""
-    fits = [block_design.block_contrast(by_arm, results["baseline"], name,
-                                        measures.metric_resolution(results, "top1"))
-            for name in by_arm if name != results["baseline"]]
-    fits = [fit for fit in fits if fit is not None]
+    study's `arms` needs for 80% power at that size, with the residual spread of `fit`, the
+    top-1 block fit of the runs so far with the most degrees of freedom."""
     sized = {name: arm["paper"]["top1"] for name, arm in results["arms"].items()
              if (arm.get("paper") or {}).get("top1") is not None and not arm["sweep"]}
-    if not fits or not sized:
+    if not sized:
         return []
-    fit = max(fits, key=lambda f: f.degrees)
     cautious_sd = block_design.residual_sd_upper(fit.residual_sd, fit.degrees)
     seeds = max((len(arm["runs"]) for arm in results["arms"].values()), default=0)
 
