@@ -1,8 +1,10 @@
 """The README's claims tables from the recorded studies (alexnet_jax/studies/claims.py): the
 claims at convergence between <!-- claims:start --> and <!-- claims:end -->, the 128-pixel
-claims after 7 epochs between <!-- claims-early:start --> and <!-- claims-early:end -->.
+claims after 7 epochs between <!-- claims-early:start --> and <!-- claims-early:end -->, and
+the 128-pixel claims' verdicts early and at convergence side by side between
+<!-- claims-compare:start --> and <!-- claims-compare:end -->.
 
-    python experiments/claims_table.py                  # print both
+    python experiments/claims_table.py                  # print all three
     python experiments/claims_table.py --write README.md  # replace them between the markers
     python experiments/claims_table.py --check README.md  # exit 1 if they are not what --write writes
 """
@@ -32,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         claims.check_results_root(args.results)
-        tables = {name: claims.table(args.results, name) for name in claims.TABLES}
+        tables = claims.tables(args.results)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -399,3 +399,41 @@ def test_the_gaps_rounding_step_counts_both_of_its_evaluations():
     assert measures.metric_resolution(results, "gap") == pytest.approx(
         math.hypot(100 / 3925, 100 / 9469))
     assert measures.metric_resolution(results, "epochs_to_target") == 1.0
+
+
+def test_the_side_by_side_table_puts_each_claims_early_verdict_beside_its_converged_one(
+        tmp_path):
+    """The same claim's cells from the 7-epoch table and from the converged one, in one row,
+    under heads naming the protocols the records give; a claim with no converged counterpart
+    says it was not run there."""
+    early = results_with({"baseline": [0.37, 0.36, 0.38], "no_lrn": [0.34, 0.33, 0.36],
+                          "no_overlap": [0.38, 0.37, 0.39], "one_column": [0.41, 0.40, 0.43],
+                          "no_lighting": [0.36, 0.37, 0.37], "no_dropout": [0.37, 0.36, 0.38]},
+                         protocol={"crop_size": 128, "num_epochs": 7, "num_steps": -1,
+                                   "stop_at_train_error": 0.0})
+    converged = results_with({"baseline": [0.21, 0.22, 0.23], "no_lrn": [0.23, 0.235, 0.25]})
+    for study, results in (("imagenette128_ablations", early),
+                           ("imagenette128_converged", converged)):
+        (tmp_path / study).mkdir()
+        (tmp_path / study / "results.json").write_text(json.dumps(results))
+    compared = claims.side_by_side(tmp_path).splitlines()
+    assert "early training (imagenette, 128 px, 7 epochs): n" in compared[0]
+    assert "to convergence (imagenette, 128 px, 30 epochs): n" in compared[0]
+
+    def cells(name, text):
+        judged = next(j for j in claims.judge(tmp_path, name) if j.claim.text == text)
+        return (f"n {judged.cells.n}: {judged.cells.difference}, Holm p {judged.cells.holm_p} "
+                f"| {judged.cells.verdict}")
+
+    text = "LRN lowers ImageNet error (3.3)"
+    lrn = next(line for line in compared if line.startswith(f"| {text}"))
+    assert lrn.endswith(f"| {cells('claims-early', text)} | {cells('claims', text)} |")
+    assert "| contrary" in lrn and lrn.endswith("| reproduced |")   # the verdict turned round
+    pooling = next(line for line in compared if line.startswith("| overlapping pooling"))
+    assert pooling.endswith("| not run at convergence | - |")
+    column = next(line for line in compared if line.startswith("| two columns"))
+    assert column.endswith("| - | no verdict yet (finished seeds: baseline 3, one_column 0; "
+                           "2 shared seeds needed) |")
+    readme_tables = claims.tables(tmp_path)
+    assert readme_tables["claims-compare"] == "\n".join(compared) + "\n"
+    assert set(readme_tables) == {"claims", "claims-early", "claims-compare"}

@@ -173,34 +173,112 @@ def check_results_root(results_root: Path) -> None:
             "docs/results).")
 
 
-def table(results_root: Path, name: str = "claims") -> str:
-    """One claims table (a key of TABLES), from docs/results/<study>/results.json."""
+@dataclasses.dataclass(frozen=True)
+class ResultCells:
+    """A judged claim's cells as the tables print them ("-" before a verdict)."""
+
+    n: str
+    difference: str     # the estimate and its 95% interval
+    fit: str            # how it was fitted, and what the fit left out or warns of
+    holm_p: str
+    verdict: str
+
+    @property
+    def interval(self) -> str:
+        return f"{self.difference} ({self.fit})" if self.fit else self.difference
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """One claim judged in its table: its study's results, its contrast (None before two
+    shared seeds), its Holm-adjusted p over the table's claims, and its result cells."""
+
+    claim: Claim
+    results: dict
+    contrast: Contrast | None
+    p: float | None
+
+    @property
+    def cells(self) -> ResultCells:
+        return _result_cells(self.results, self.claim, self.contrast, self.p)
+
+
+def judge(results_root: Path, name: str = "claims") -> list[Judged]:
+    """Every claim of one table (a key of TABLES), judged from
+    <results_root>/<study>/results.json; Holm's correction runs over the table's claims."""
     claims = TABLES[name]
     studies = {claim.study: load_results(results_root, claim.study) for claim in claims}
     contrasts = [analyse(studies[claim.study], claim) for claim in claims]
     adjusted = holm([c.p if c else None for c in contrasts])
+    return [Judged(claim, studies[claim.study], contrast, p)
+            for claim, contrast, p in zip(claims, contrasts, adjusted)]
+
+
+def table(results_root: Path, name: str = "claims") -> str:
+    """One claims table (a key of TABLES), from docs/results/<study>/results.json."""
     lines = ["| claim (paper section) | paper | protocol | measure | baseline arm | ablated arm "
              "| n | difference, 95% interval | Holm p | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for claim, contrast, p in zip(claims, contrasts, adjusted):
-        results = studies[claim.study]
-        cells = [f"`{arm}`: {spread(values(results, arm, claim.metric))}" + _notes(results, arm)
-                 for arm in (claim.baseline, claim.arm)]
+    for judged in judge(results_root, name):
+        claim, results, cells = judged.claim, judged.results, judged.cells
+        arm_cells = [f"`{arm}`: {spread(values(results, arm, claim.metric))}"
+                     + _notes(results, arm) for arm in (claim.baseline, claim.arm)]
         protocol = "; ".join(filter(None, [measures.protocol_text(results), claim.protocol]))
         lines.append(f"| {claim.text} | {claim.paper} | {protocol} | "
-                     f"{METRICS[claim.metric]} | {cells[0]} | {cells[1]} | "
-                     + _result_cells(results, claim, contrast, p) + " |")
+                     f"{METRICS[claim.metric]} | {arm_cells[0]} | {arm_cells[1]} | "
+                     f"{cells.n} | {cells.interval} | {cells.holm_p} | {cells.verdict} |")
     return "\n".join(lines) + "\n"
 
 
+# The side-by-side table: the 128-pixel claims after 7 epochs beside the same claims at
+# convergence, matched by the claim's text.
+COMPARED = ("claims-early", "claims")
+
+
+def side_by_side(results_root: Path) -> str:
+    """Each 128-pixel claim's n, difference, interval and verdict early in training beside the
+    same claim's at convergence (each with its own table's Holm p), the columns headed by the
+    protocols their records name; a claim not run at convergence says so."""
+    early, converged = (judge(results_root, name) for name in COMPARED)
+    by_text = {judged.claim.text: judged for judged in converged}
+    matched = [by_text[judged.claim.text] for judged in early if judged.claim.text in by_text]
+    heads = []
+    for judged in (early[0], matched[0]):
+        named = measures.protocol_text(judged.results)
+        heads.append(judged.claim.protocol + (f" ({named})" if named else ""))
+    lines = ["| claim (paper section) | paper | measure | "
+             + " | ".join(f"{head}: n, difference [95% interval], Holm p | verdict"
+                          for head in heads) + " |", "|---|---|---|---|---|---|---|"]
+    for judged in early:
+        claim = judged.claim
+        later = by_text.get(claim.text)
+        halves = [_brief(judged.cells),
+                  _brief(later.cells) if later else ("not run at convergence", "-")]
+        lines.append(f"| {claim.text} | {claim.paper} | {METRICS[claim.metric]} | "
+                     + " | ".join(f"{result} | {said}" for result, said in halves) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _brief(cells: ResultCells) -> tuple[str, str]:
+    if cells.n == "-":
+        return "-", cells.verdict
+    return f"n {cells.n}: {cells.difference}, Holm p {cells.holm_p}", cells.verdict
+
+
+def tables(results_root: Path) -> dict[str, str]:
+    """Every table the README holds, by its marker name: TABLES' and the side-by-side one."""
+    return {**{name: table(results_root, name) for name in TABLES},
+            "claims-compare": side_by_side(results_root)}
+
+
 def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
-                  p: float | None) -> str:
+                  p: float | None) -> ResultCells:
     if contrast is None:
         counts = {arm: len(seed_values(results, arm, claim.metric))
                   for arm in (claim.baseline, claim.arm)}
-        return ("- | - | - | no verdict yet (finished seeds: "
-                + ", ".join(f"{arm} {n}" for arm, n in counts.items())
-                + "; 2 shared seeds needed)")
+        return ResultCells("-", "-", "", "-", "no verdict yet (finished seeds: "
+                           + ", ".join(f"{arm} {n}" for arm, n in counts.items())
+                           + "; 2 shared seeds needed)")
     if contrast.ratio:
         interval = (f"{contrast.estimate:.2f}x [{contrast.low:.2f}, {contrast.high:.2f}] "
                     "(ratio)")
@@ -229,14 +307,14 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
         notes.append(f"runs of {' and '.join(f'`{arm}`' for arm in short)} never reached the "
                      "target (their epochs are lower bounds): the verdict takes the interval's "
                      f"{' and '.join(ends)} end{'s' if len(ends) > 1 else ''} as open")
-    judged = open_for_unreached(contrast, unreached[claim.arm], unreached[claim.baseline])
-    said = verdict(judged, claim.paper_effect)
+    read = open_for_unreached(contrast, unreached[claim.arm], unreached[claim.baseline])
+    said = verdict(read, claim.paper_effect)
     # the verdict reads the claim's own interval; a difference that the table's family of
     # tests does not bear out (Holm p at or over 5%) is said so beside it
     holm_note = (" (not after Holm)" if said in ("reproduced", "contrary") and p is not None
                  and p >= ALPHA else "")
-    return (f"{len(contrast.seeds)} | {interval} ({'; '.join(notes)}) | {_p_text(p)} | "
-            f"{said}{holm_note}{size_note(judged, claim.paper_effect)}")
+    return ResultCells(str(len(contrast.seeds)), interval, "; ".join(notes), _p_text(p),
+                       f"{said}{holm_note}{size_note(read, claim.paper_effect)}")
 
 
 def _p_text(p: float | None) -> str:
