@@ -6,7 +6,8 @@
 # fed from it by every host core (data.name=prepared; no TensorFlow needed anywhere). Figures go
 # to $OUT (default: runs/gpu) as JSON and a log.
 #   [PREPARED=DIR] experiments/gpu_measurements.sh
-# On a machine without ml_collections, install its wheel first (see docs/performance.md).
+# On a machine without ml_collections, tensorflow-datasets or Grain, install the wheels of
+# experiments/device_wheels.sh first (see docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}

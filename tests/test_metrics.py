@@ -99,3 +99,24 @@ def test_a_full_disk_while_logging_is_a_message_not_a_traceback(tmp_path):
     with mock.patch.object(Path, "open", side_effect=OSError(errno.EACCES, "denied")):
         with pytest.raises(PermissionError):
             writer.write_record({"step": 1})
+
+
+def test_speed_summary_leaves_out_the_compiling_window_and_a_superseded_one(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from summarize_run import speed_line
+
+    def window(step, rate, wait):
+        return {"step": step, "split": "train", "images_per_sec": rate,
+                "data_wait_fraction": wait}
+
+    records = [{"event": "run_start", "start_step": 0}, window(25, 100.0, 0.01),
+               window(50, 3000.0, 0.5), window(75, 9999.0, 0.0),  # superseded by the resume
+               {"event": "run_start", "start_step": 50},
+               window(75, 1000.0, 0.9), window(100, 2000.0, 0.7)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert speed_line(tmp_path) == (f"{tmp_path}: 2,000 images/s (median; 1,000-3,000), "
+                                    "data wait 0.70 (0.50-0.90), 3 windows after the first")
