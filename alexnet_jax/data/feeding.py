@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import queue as queue_module
+import threading
 from typing import Iterator
 
 import jax
@@ -65,28 +67,97 @@ def eval_batches_per_process(source, global_batch: int,
     return math.ceil(per_process / (global_batch // shard.count))
 
 
-def to_device(batches: Iterator[dict], mesh: Mesh, prefetch: int = 2
+def to_device(batches: Iterator[dict], mesh: Mesh, prefetch: int = 2, thread: bool = False
               ) -> Iterator[dict[str, jax.Array]]:
     """Global batches sharded over the mesh's `data` axis, `prefetch` batches ahead; `batches`
     are this process's part of each (`Shard.for_mesh(mesh)`).
 
     Transfers are asynchronous, so the host prepares and sends batch n+1 while the devices run
-    batch n.
+    batch n. With `thread`, the host batches are made and their transfers started in a thread
+    of their own, so that this work overlaps the training loop's own host work (dispatching the
+    step, fetching metrics) instead of taking turns with it: on an H200 the loop waited for its
+    batches half of the time without it (docs/performance.md).
     """
     sharding = sharding_for(mesh, "batch")
     parts = Shard.for_mesh(mesh).count
-    queue = collections.deque()
 
-    def put(batch):
-        queue.append({key: jax.make_array_from_process_local_data(
+    def on_devices(batch):
+        return {key: jax.make_array_from_process_local_data(
             sharding, np.asarray(value), (len(value) * parts, *np.shape(value)[1:]))
-            for key, value in batch.items()})
+            for key, value in batch.items()}
 
+    if thread:
+        yield from _fed_by_thread(batches, on_devices, prefetch)
+        return
+    queue = collections.deque()
     iterator = iter(batches)
     for batch in iterator:
-        put(batch)
+        queue.append(on_devices(batch))
         del batch  # the host copy is not held while the next batch is made
         if len(queue) > prefetch:
             yield queue.popleft()
     while queue:
         yield queue.popleft()
+
+
+class _End:
+    """The feeding thread's last item: the batches ran out, or `error` was raised making one."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def _fed_by_thread(batches: Iterator[dict], on_devices, prefetch: int
+                   ) -> Iterator[dict[str, jax.Array]]:
+    """`on_devices(batch)` of each batch, made by a thread of its own at most `prefetch` + 1
+    batches ahead. An error in the thread is raised here. When the consumer stops early (a
+    stop, the last step), the thread stops before this generator returns, so nothing reads the
+    source's iterator afterwards (a prepared folder's run stream continues into the next epoch
+    only from the batch after the last one taken)."""
+    ready: queue_module.Queue = queue_module.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        """Put `item` when there is room; False if the consumer stopped meanwhile."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue_module.Full:
+                continue
+        return False
+
+    def feed() -> None:
+        iterator = iter(batches)
+        try:
+            for batch in iterator:
+                if stop.is_set() or not offer(on_devices(batch)):
+                    break
+                del batch  # the host copy is not held while the next batch is made
+            offer(_End())
+        except BaseException as error:  # noqa: BLE001 - every error reaches the consumer
+            offer(_End(error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close:
+                close()
+
+    worker = threading.Thread(target=feed, name="feed-devices", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+            del item
+    finally:
+        stop.set()
+        while worker.is_alive():  # make room for a put in progress, then wait for the thread
+            try:
+                ready.get_nowait()
+            except queue_module.Empty:
+                pass
+            worker.join(timeout=0.05)

@@ -73,6 +73,7 @@ POLICY: dict[str, Rule] = {
     **_rules(S, "the evaluation's batch (the same results)", "train.eval_batch_size"),
     **_rules(S, "the devices' layout (the same global batch and parameters)", "mesh.model"),
     **_rules(S, "how many processes read (the same batches)", "data.read_workers"),
+    **_rules(S, "which thread sends the batches (the same batches)", "data.feed_thread"),
     **_rules(A, "the schedule's current rate is scaled by new / old (its reductions are kept)",
              "optimizer.learning_rate"),
     **_rules(A, "the schedule's current rate is scaled by the new scaling over the old (linear: "

@@ -68,7 +68,8 @@ class StepRunner:
         self.epoch_means.start(epoch, run.progress.get("epoch_train") if start_batch else None)
         batches = feeding.to_device(catalog.train_batches(
             run.source, run.prep, run.config, epoch, start_batch,
-            feeding.Shard.for_mesh(run.mesh)), run.mesh)
+            feeding.Shard.for_mesh(run.mesh)), run.mesh,
+            thread=run.config.data.get("feed_thread", True))
         while step < last_step:
             self.learning_rate = run.schedule.rate_at(step, self.steps_per_epoch)
             wait_start = time.perf_counter()
