@@ -17,10 +17,15 @@ download() {
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --implementation cp "${platforms[@]}" "$@"
 }
+pinned() {  # NAME==VERSION as requirements.txt pins it, so the two cannot drift apart
+    grep -E "^$1==" requirements.txt || { echo "requirements.txt pins no $1" >&2; exit 1; }
+}
+project=()
+for name in ml-collections tensorflow-datasets grain; do project+=("$(pinned "$name")"); done
 rm -rf .whl
 mkdir -p .whl/pb
-download -d .whl ml-collections==1.1.0 tensorflow-datasets==4.9.10 tensorflow-metadata==1.21.0 \
-    array-record==0.8.6 grain==0.2.18 simplejpeg==1.9.0 dm-tree==0.1.10 immutabledict==4.3.1 \
+download -d .whl "${project[@]}" tensorflow-metadata==1.21.0 \
+    array-record==0.8.6 simplejpeg==1.9.0 dm-tree==0.1.10 immutabledict==4.3.1 \
     toml==0.10.2 termcolor==3.3.0 simple-parsing==0.1.9 docstring-parser==0.18.0 \
     googleapis-common-protos==1.76.0 portpicker==1.6.0 etils==1.15.0 importlib_resources==7.1.0
 download -d .whl/pb "protobuf>=6.31.1,<7"

@@ -69,7 +69,7 @@ class StepRunner:
         batches = feeding.to_device(catalog.train_batches(
             run.source, run.prep, run.config, epoch, start_batch,
             feeding.Shard.for_mesh(run.mesh)), run.mesh,
-            thread=run.config.data.get("feed_thread", True))
+            thread=run.config.data.feed_thread)
         while step < last_step:
             self.learning_rate = run.schedule.rate_at(step, self.steps_per_epoch)
             wait_start = time.perf_counter()
