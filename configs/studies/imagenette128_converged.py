@@ -16,8 +16,9 @@ below its validation error (the report's "train top-1 error (centre, after the r
 
 Not run here: overlapping pooling (its +0.4 points is below one model's sampling noise on
 Imagenette's 3,925 validation images: the standard error of a 20% error there is 0.64 points),
-and PCA lighting (the issue's Welch interval at 7 epochs had excluded the paper's +1; the block
-fit's, [-2.78, +2.03], does not, so lighting is the next arm to add when the budget allows).
+and PCA lighting (at 7 epochs the Welch interval, [-1.47, +0.73], had excluded the paper's +1;
+the block fit's, [-2.78, +2.03], does not, so lighting is the next arm to add when the budget
+allows).
 
 Evaluation: the centre crop after every epoch, the centre crop and the paper's 10 views at the
 end, and the training images' centre crops after the run (the study runner).
