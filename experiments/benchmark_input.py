@@ -31,20 +31,25 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the project's library: this checkout's, or with `--code DIR` (a --measure process) another's
+CODE = (sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv
+        else str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, CODE)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-if __name__ == "__main__":  # not in Grain's worker processes, which import this file again
-    # (spawned): a worker that imported TensorFlow would pay seconds and memory for nothing
+# not in the reading workers, which import this file again (spawned), nor in a --measure
+# process, which imports what its reader needs: TensorFlow would cost them seconds and memory
+if __name__ == "__main__" and "--measure" not in sys.argv:
     import tensorflow as tf  # noqa: E402
     import tensorflow_datasets as tfds  # noqa: E402
 
@@ -111,9 +116,12 @@ def cpu_seconds() -> float:
     return total
 
 
-def images_and_cpu(batches_of_epoch, batches: int, batch: int) -> tuple[float, float]:
-    """(images/s, images per CPU-second) over `batches` batches of the epochs
-    batches_of_epoch(0), (1), ..., after the first batch (the pipeline's start)."""
+def images_and_cpu(batches_of_epoch, batches: int, batch: int, warmup: int = 1
+                   ) -> tuple[float, float, float]:
+    """(images/s, images per CPU-second of this process and its workers, this process's own
+    CPU-ms an image) over `batches` batches of the epochs batches_of_epoch(0), (1), ..., after
+    `warmup` batches (the pipeline's start, and the batches its workers made while starting).
+    Each batch is dropped as it comes, as a training loop does."""
     def stream():
         epoch = 0
         while True:
@@ -121,23 +129,37 @@ def images_and_cpu(batches_of_epoch, batches: int, batch: int) -> tuple[float, f
             epoch += 1
 
     it = stream()
-    next(it)
+    for _ in range(warmup):
+        next(it)
     me = psutil.Process()
     start, cpu, own = time.perf_counter(), cpu_seconds(), sum(me.cpu_times()[:2])
     for _ in range(batches):
         next(it)
     wall, used = time.perf_counter() - start, cpu_seconds() - cpu
-    print(f"    (this process: {1000 * (sum(me.cpu_times()[:2]) - own) / (batch * batches):.3f}"
-          " CPU-ms an image)", flush=True)
-    return batch * batches / wall, batch * batches / used
+    own_ms = 1000 * (sum(me.cpu_times()[:2]) - own) / (batch * batches)
+    return batch * batches / wall, batch * batches / used, own_ms
 
 
-def compare_readers(config, args) -> list[dict]:
-    """tf.data and the TensorFlow-free reader (Grain; 1 and 2 workers) on the same JPEG squares
-    repeated args.times times, side by side in this process."""
-    from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
+# --readers: each reader measured in a process of its own, pinned to `cpus` cores
+READERS = {
+    "tf.data, 1 core": {"kind": "tf.data", "cpus": 1},
+    "in-process, 1 thread": {"kind": "prepared", "workers": 0, "cpus": 1},
+    "1 worker process": {"kind": "prepared", "workers": 1, "cpus": None},
+    "2 worker processes": {"kind": "prepared", "workers": 2, "cpus": None},
+}
+
+
+def prepare_reader_data(config, args) -> Path:
+    """The same JPEG squares as TFRecord (tf.data) and ArrayRecord (the TensorFlow-free reader)
+    folders, their training split repeated args.times times, and the preprocessing, under one
+    folder (`--root`, made once and reused)."""
+    import pickle  # noqa: PLC0415
+
     from enlarge_prepared import enlarge  # noqa: PLC0415
 
+    root = Path(args.root)
+    if (root / "prep.pkl").exists():
+        return root
     with config.unlocked():
         config.data.prepared, config.data.prepared_format = "256", "jpeg"
     tf_source = catalog.open_dataset(config)
@@ -145,38 +167,92 @@ def compare_readers(config, args) -> list[dict]:
     with config.unlocked():
         config.data.file_format = "array_record"
     array_folder = catalog.open_dataset(config, preparing=True).folder
-    root = Path(tempfile.mkdtemp(prefix="alexnet_readers_"))
     enlarge(Path(tf_source.builder.data_dir), root / "tfrecord", args.times)
     enlarge(array_folder, root / "array_record", args.times)
-    big = sources.Source(tf_source.name, tfds.builder_from_directory(root / "tfrecord"),
-                         tf_source.train_split, tf_source.eval_split, tf_source.class_names, {},
-                         prepared_size=256, prepared_storage="jpeg")
-    cores = len(ALL_CPUS)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = cores
-    options.threading.max_intra_op_parallelism = 1
-    readers = {"tf.data": lambda: lambda epoch: tfds.as_numpy(pipeline.train_dataset(
-        big, prep, args.batch, seed=0, epoch=epoch).with_options(options))}
-    for workers in (1, 2, 0):
-        def grain_reader(workers=workers):
-            folder = PreparedFolderSource(str(root / "array_record"), 256, 0, workers)
-            return lambda epoch: folder.train_batches(prep, args.batch, 0, epoch, 0,
-                                                      Shard(0, 1))
-        name = (f"Grain, {workers} worker{'s' if workers > 1 else ''}" if workers
-                else f"Grain, {cores} threads")
-        readers[name] = grain_reader
+    (root / "prep.pkl").write_bytes(pickle.dumps(prep))
+    return root
+
+
+def measure_reader(name: str, args) -> dict:
+    """One reader's figures, in this process (started by compare_readers)."""
+    import pickle  # noqa: PLC0415
+
+    reader, root = READERS[name], Path(args.root)
+    prep = pickle.loads((root / "prep.pkl").read_bytes())
+    if reader["cpus"]:
+        use_cpus(reader["cpus"])
+    if reader["kind"] == "tf.data":
+        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow_datasets as tfds  # noqa: PLC0415
+
+        from alexnet_jax.data import pipeline, sources  # noqa: PLC0415
+
+        builder = tfds.builder_from_directory(root / "tfrecord")
+        big = sources.Source("benchmark", builder, "train", "val", (), {},
+                             prepared_size=256, prepared_storage="jpeg")
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = reader["cpus"]
+        options.threading.max_intra_op_parallelism = 1
+        epochs = lambda epoch: tfds.as_numpy(pipeline.train_dataset(  # noqa: E731
+            big, prep, args.batch, seed=0, epoch=epoch).with_options(options))
+    else:
+        from alexnet_jax.data.feeding import Shard  # noqa: PLC0415
+        from alexnet_jax.data.prepared_folder import PreparedFolderSource  # noqa: PLC0415
+
+        folder = PreparedFolderSource(str(root / "array_record"), 256, 0, reader["workers"])
+        epochs = lambda epoch: folder.train_batches(  # noqa: E731
+            prep, args.batch, 0, epoch, 0, Shard(0, 1))
+    rate, per_cpu, own = images_and_cpu(epochs, args.batches, args.batch, args.warmup)
+    return {"reader": name, "images_per_sec": rate, "images_per_cpu_second": per_cpu,
+            "trainer_cpu_ms_per_image": own}
+
+
+def compare_readers(config, args) -> list[dict]:
+    """tf.data and the TensorFlow-free reader (in-process, 1 and 2 workers) on the same JPEG
+    squares, each in a process of its own, alternated over args.rounds rounds; with --code,
+    the same readers of another checkout of the project too (its library, this script)."""
+    root = prepare_reader_data(config, args)
+    trees = {"": None}
+    if args.code:
+        trees[f" [{args.code_name}]"] = args.code
+    runs: dict[str, list[dict]] = {}
+    for round_index in range(args.rounds):
+        for name in READERS:
+            for label, tree in trees.items():
+                if label and READERS[name]["kind"] == "tf.data":
+                    continue   # tf.data is the same code in both trees
+                command = [sys.executable, __file__, "--measure", name, "--root", str(root),
+                           "--batches", str(args.batches), "--batch", str(args.batch),
+                           "--warmup", str(args.warmup)] + (["--code", tree] if tree else [])
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+                if done.returncode or not lines:
+                    raise SystemExit(f"{name}{label} failed:\n{done.stderr[-3000:]}")
+                leaked = "leaked shared_memory" in done.stderr
+                figure = {**json.loads(lines[-1]), "reader": name + label,
+                          "leak_warning": leaked}
+                runs.setdefault(name + label, []).append(figure)
+                print(f"  round {round_index + 1}: {name + label:34s} "
+                      f"{figure['images_per_sec']:6.0f} images/s "
+                      f"{figure['images_per_cpu_second']:6.0f} per CPU-second  trainer "
+                      f"{figure['trainer_cpu_ms_per_image']:.4f} CPU-ms an image"
+                      + ("  LEAK WARNING" if leaked else ""), flush=True)
     results = []
-    for name, make in readers.items():
-        repeats = [images_and_cpu(make(), args.batches, args.batch)
-                   for _ in range(args.repeats)]
-        rate = float(np.median([r for r, _ in repeats]))
-        per_cpu = float(np.median([c for _, c in repeats]))
-        print(f"  {name:18s} {rate:7.0f} images/s  {per_cpu:7.0f} images per CPU-second  "
-              f"(repeats: {', '.join(f'{r:.0f}/{c:.0f}' for r, c in repeats)})", flush=True)
-        results.append({"reader": name, "images_per_sec": round(rate, 1),
-                        "images_per_cpu_second": round(per_cpu, 1),
-                        "repeats": [[round(r, 1), round(c, 1)] for r, c in repeats]})
-    shutil.rmtree(root, ignore_errors=True)
+    print(f"medians of {args.rounds} rounds [range]:")
+    for name, figures in runs.items():
+        row = {"reader": name, "rounds": figures}
+        for key in ("images_per_sec", "images_per_cpu_second", "trainer_cpu_ms_per_image"):
+            values = [f[key] for f in figures]
+            row[key] = float(np.median(values))
+            row[key + "_range"] = [float(min(values)), float(max(values))]
+        row["leak_warnings"] = sum(f["leak_warning"] for f in figures)
+        results.append(row)
+        print(f"  {name:34s} {row['images_per_sec']:6.0f} images/s "
+              f"[{row['images_per_sec_range'][0]:.0f}-{row['images_per_sec_range'][1]:.0f}]  "
+              f"{row['images_per_cpu_second']:6.0f} per CPU-second "
+              f"[{row['images_per_cpu_second_range'][0]:.0f}-"
+              f"{row['images_per_cpu_second_range'][1]:.0f}]  trainer "
+              f"{row['trainer_cpu_ms_per_image']:.4f} CPU-ms an image", flush=True)
     return results
 
 
@@ -228,9 +304,23 @@ def main() -> None:
     parser.add_argument("--readers", action="store_true",
                         help="compare tf.data and the TensorFlow-free reader (Grain, 1 and 2 "
                         "workers) on the same prepared JPEG squares")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="--readers: rounds, each reader once a round in a new process")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="--readers: batches read before the measured ones")
+    parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "alexnet_readers"),
+                        help="--readers: where the repeated squares are made once and kept")
+    parser.add_argument("--code", help="--readers: also measure the readers of this checkout "
+                        "of the project (e.g. a git worktree of an earlier commit)")
+    parser.add_argument("--code-name", default="other code",
+                        help="how the table names the --code checkout's readers")
+    parser.add_argument("--measure", choices=sorted(READERS), help=argparse.SUPPRESS)
     parser.add_argument("--times", type=int, default=10,
                         help="--readers: the training split repeated this many times")
     args = parser.parse_args()
+    if args.measure:   # one reader, in a process of its own (compare_readers starts it)
+        print(json.dumps(measure_reader(args.measure, args)), flush=True)
+        return
 
     cores = os.cpu_count()
     threads = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, cores})

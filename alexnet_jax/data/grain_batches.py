@@ -1,14 +1,17 @@
-"""The Grain pipelines of the TensorFlow-free reader (prepared_folder.py): each training
-example of a run (the epoch's order by Grain's index shuffle, the square's crop window and its
-draws), each evaluation example, and the squares the statistics need, as MapDataset transforms;
-and the run's one stream of training batches, in worker processes that die with the trainer.
+"""The TensorFlow-free reader's batches (prepared_folder.py): a run's training batches (the
+epoch's order by Grain's index shuffle, each square's crop window and draws, made a whole batch
+at a time straight into its arrays), in worker processes (batch_pool.py) or threads of the
+training process; each evaluation example and the squares the statistics need, as Grain
+MapDataset transforms.
 
-The transforms are small frozen dataclasses holding the folder, so Grain can send them to its
-spawned workers (a worker opens the folder's files itself).
+The makers are small frozen dataclasses holding the folder, so they can be sent to spawned
+workers (a worker opens the folder's files itself).
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import os
@@ -16,8 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from alexnet_jax.common.child_process import die_with_parent
-from alexnet_jax.data import augmentation
+from alexnet_jax.data import augmentation, batch_pool
 from alexnet_jax.data.feeding import Shard, epoch_seed
 
 # per worker: batches decoded ahead of the one the devices take (a 224-pixel batch of 128 is
@@ -46,11 +48,12 @@ def grain_module():
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingCrop:
-    """Local slot -> one training example of this process's part of the run's batches: the
-    epoch's order (Grain's index shuffle), the square, its crop window (unmirrored: the devices
-    mirror it), offsets, flip and lighting coefficients drawn from (the epoch's seed, the
-    image's position in the epoch)."""
+class TrainingBatches:
+    """Step -> this process's part of one global training batch: the epoch's order (Grain's
+    index shuffle), each square's crop window (unmirrored: the devices mirror it), offsets,
+    flip and lighting coefficients. The draws are made for the whole global batch from (the
+    epoch's seed, the batch) and each process takes its part, so the parts of several
+    processes are the one-process batch. Sent to the reading workers (batch_pool.py)."""
 
     folder: Any
     seed: int
@@ -62,23 +65,39 @@ class TrainingCrop:
     random_flip: bool
     lighting_strength: float
 
-    def __call__(self, slot: int) -> dict[str, np.ndarray]:
-        local = self.global_batch // self.shard.count
-        step, within = divmod(int(slot), local)
-        epoch, batch = divmod(step, self.steps_per_epoch)
-        position = batch * self.global_batch + self.shard.index * local + within
+    @property
+    def local(self) -> int:
+        return self.global_batch // self.shard.count
+
+    def fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The arrays of a batch: shape and dtype."""
+        b, c = self.local, self.crop
+        return {"pixels": ((b, c, c, 3), np.dtype(np.uint8)),
+                "offsets": ((b, 2), np.dtype(np.int32)), "flips": ((b,), np.dtype(bool)),
+                "alphas": ((b, 3), np.dtype(np.float32)), "labels": ((b,), np.dtype(np.int32))}
+
+    def fill(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write batch `step` of the run into `arrays` (fields()' shapes)."""
+        epoch, batch = divmod(int(step), self.steps_per_epoch)
         key = epoch_seed(self.seed, epoch, 0)
-        index = int(_epoch_order(self.folder.num_examples("train"), key)[position])
-        square, label = self.folder.example("train", index)
-        rng = np.random.default_rng([key, position])
-        size = square.shape[0]
-        top, left = (rng.integers(0, size - self.crop + 1, 2) if self.random_crop
-                     else ((size - self.crop) // 2,) * 2)
-        flip = bool(rng.random() < 0.5) if self.random_flip else False
-        alphas = rng.normal(0.0, 1.0, 3).astype(np.float32) * np.float32(self.lighting_strength)
-        return {"pixels": square[top:top + self.crop, left:left + self.crop],
-                "offsets": np.asarray((top, left), np.int32), "flips": np.asarray(flip),
-                "alphas": alphas, "labels": np.asarray(label, np.int32)}
+        order = _epoch_order(self.folder.num_examples("train"), key)
+        mine = slice(self.shard.index * self.local, (self.shard.index + 1) * self.local)
+        rng = np.random.default_rng([key, batch])   # one generator a batch: 0.04 CPU-ms
+        size = self.folder.prepared_size             # an image less than one an image
+        corners = (rng.integers(0, size - self.crop + 1, (self.global_batch, 2))
+                   if self.random_crop else
+                   np.full((self.global_batch, 2), (size - self.crop) // 2))[mine]
+        flips = (rng.random(self.global_batch) < 0.5 if self.random_flip
+                 else np.zeros(self.global_batch, bool))[mine]
+        alphas = rng.normal(0.0, 1.0, (self.global_batch, 3)).astype(np.float32)[mine]
+        arrays["offsets"][:] = corners
+        arrays["flips"][:] = flips
+        arrays["alphas"][:] = alphas * np.float32(self.lighting_strength)
+        first = batch * self.global_batch + mine.start
+        for row in range(self.local):
+            top, left = corners[row]
+            arrays["labels"][row] = self.folder.window_into(
+                "train", int(order[first + row]), int(top), int(left), arrays["pixels"][row])
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,46 +139,51 @@ class Square:
         return self.folder.example("train", int(index))[0]
 
 
-def die_with_worker_parent(worker_index: int, worker_count: int, parent: int) -> None:
-    """A Grain worker ends when the trainer (process `parent`) does, however it ends (a
-    SIGKILL included), also when it ended while the worker was starting."""
-    del worker_index, worker_count
-    die_with_parent()
-    if os.getppid() != parent:  # the parent died before the death signal was set
-        os._exit(1)
-
-
 class RunStream:
-    """One iterator of training batches for a run, from (epoch, batch) on: epochs follow each
-    other without a new iterator (and its workers' start)."""
+    """One stream of training batches for a run, from a step on: epochs follow each other
+    without a new stream (and its workers' start). With `folder.workers`, worker processes
+    make the batches into shared memory (batch_pool.py); without, threads of this process
+    make them (simplejpeg decodes outside the GIL)."""
 
-    def __init__(self, folder: Any, crop: TrainingCrop, first_step: int):
-        grain = grain_module()
-        local = crop.global_batch // crop.shard.count
-        dataset = grain.MapDataset.range(first_step * local, 1 << 62).map(crop).batch(local)
-        # a worker decodes in its own main thread (no reading threads of its own: with one
-        # more thread a worker takes ~1.3 cores, and workers on every core oversubscribe them,
-        # docs/performance.md); without workers, threads of this process decode
-        read = (grain.ReadOptions(num_threads=0, prefetch_buffer_size=0) if folder.workers
-                else grain.ReadOptions(num_threads=host_cores(),
-                                       prefetch_buffer_size=BATCHES_AHEAD))
-        stream = dataset.to_iter_dataset(read)
+    def __init__(self, folder: Any, batches: TrainingBatches, first_step: int):
+        self.batches, self.next_step = batches, first_step
         if folder.workers:
-            stream = stream.mp_prefetch(
-                grain.multiprocessing.MultiprocessingOptions(
-                    num_workers=folder.workers, per_worker_buffer_size=BATCHES_AHEAD),
-                worker_init_fn=functools.partial(die_with_worker_parent,
-                                                 parent=os.getpid()))
-        self.crop, self.next_step = crop, first_step
-        self.iterator = iter(stream)
+            self._workers = batch_pool.WorkerBatches(batches, folder.workers, first_step,
+                                                     BATCHES_AHEAD)
+            self._next = self._workers.next
+        else:
+            self._workers = None
+            self._threads = concurrent.futures.ThreadPoolExecutor(host_cores(),
+                                                                  "prepared-reader")
+            self._pending: collections.deque = collections.deque()
+            self._next = self._next_from_threads
 
     def take(self, count: int) -> Iterator[dict[str, np.ndarray]]:
         for _ in range(count):
-            batch = next(self.iterator)
+            batch = self._next()
             self.next_step += 1
             yield batch
 
     def close(self) -> None:
-        close = getattr(self.iterator, "close", None)
-        if close:
-            close()
+        if self._workers is not None:
+            self._workers.close()
+        else:
+            for future in self._pending:
+                future.cancel()
+            self._threads.shutdown(wait=True)
+
+    def _next_from_threads(self) -> dict[str, np.ndarray]:
+        ahead = max(BATCHES_AHEAD, host_cores())   # one batch a thread, at least
+        while len(self._pending) < ahead:
+            self._pending.append(self._threads.submit(
+                self._made, self.next_step + len(self._pending)))
+        batch = self._pending.popleft().result()
+        self._pending.append(self._threads.submit(
+            self._made, self.next_step + len(self._pending) + 1))
+        return batch
+
+    def _made(self, step: int) -> dict[str, np.ndarray]:
+        arrays = {name: np.empty(shape, dtype)
+                  for name, (shape, dtype) in self.batches.fields().items()}
+        self.batches.fill(step, arrays)
+        return arrays

@@ -30,6 +30,7 @@ way to convert it.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,9 +56,11 @@ def _example():
     return tf_example_pb2.Example
 
 
-def decode_square(stored: bytes, storage: str, size: int) -> np.ndarray:
-    """The S x S x 3 uint8 square of a stored image (raw pixels or a JPEG); UserError (its
-    text continues a sentence naming the record) if it cannot be decoded or is not S x S."""
+def decode_square(stored: bytes, storage: str, size: int,
+                  scratch: np.ndarray | None = None) -> np.ndarray:
+    """The S x S x 3 uint8 square of a stored image (raw pixels or a JPEG), decoded into
+    `scratch` (bytes, at least S * S * 3) when given; UserError (its text continues a sentence
+    naming the record) if it cannot be decoded or is not S x S."""
     if storage == "raw":
         if len(stored) != size * size * 3:
             raise UserError(f"holds {len(stored)} bytes of pixels, not the {size * size * 3} "
@@ -67,8 +70,10 @@ def decode_square(stored: bytes, storage: str, size: int) -> np.ndarray:
 
     try:
         # the fast integer IDCT: exactly what tf.data's decode_jpeg gives
-        square = simplejpeg.decode_jpeg(stored, colorspace="RGB", fastdct=True)
+        square = simplejpeg.decode_jpeg(stored, colorspace="RGB", fastdct=True, buffer=scratch)
     except ValueError as error:
+        if scratch is not None:  # too large for the scratch, or broken: say which
+            return decode_square(stored, storage, size)
         raise UserError(f"cannot be decoded ({error}); prepare the data again.") from error
     if square.shape != (size, size, 3):
         # a wrong size would shift every crop and misplace the mean's windows silently
@@ -135,6 +140,7 @@ class PreparedFolder:
                             f"--config.data.resize_size={self.prepared_size} (crops are cut from "
                             "the stored squares).")
         self._sources: dict[str, Any] = {}
+        self._scratch = threading.local()   # each reading thread's decoded square
 
     def close(self) -> None:
         """Nothing is held open but the data sources, which close with the process."""
@@ -179,8 +185,31 @@ class PreparedFolder:
             raise UserError(f"record {index} of the {split} split in "
                             f"{self.shard_file(split, index)} {error}") from None
 
-    def __getstate__(self):  # Grain's workers get the folder, not the open data sources
-        return {**self.__dict__, "_sources": {}}
+    def window_into(self, split: str, index: int, top: int, left: int,
+                    out: np.ndarray) -> int:
+        """Write the window of record `index`'s square at (top, left), out's size, into `out`;
+        its label. A JPEG is decoded into this thread's scratch square: a new one for every
+        image cost 1.26x the CPU in a worker process, the allocator handing each back to the
+        kernel and faulting it in again (docs/performance.md)."""
+        stored, label = self.record(split, index)
+        scratch = getattr(self._scratch, "square", None)
+        if scratch is None:
+            scratch = self._scratch.square = np.empty(
+                2 * self.prepared_size ** 2 * 3, np.uint8)   # room to name a wrong size
+        try:
+            square = decode_square(stored, self.prepared_storage, self.prepared_size, scratch)
+        except UserError as error:
+            raise UserError(f"record {index} of the {split} split in "
+                            f"{self.shard_file(split, index)} {error}") from None
+        out[...] = square[top:top + out.shape[0], left:left + out.shape[1]]
+        return label
+
+    def __getstate__(self):  # workers get the folder, not its open data sources or scratch
+        return {**{k: v for k, v in self.__dict__.items() if k != "_scratch"}, "_sources": {}}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._scratch = threading.local()
 
 
 def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
@@ -238,12 +267,14 @@ class PreparedFolderSource(PreparedFolder):
         format of prepared tfds batches (augmentation.py). The run's one stream continues when
         the next epoch asks for the batch after the last one given."""
         steps = self.num_examples(self.train_split) // global_batch
-        crop = grain_batches.TrainingCrop(self, seed, global_batch, shard, steps, prep.crop_size,
-                            prep.random_crop, prep.random_flip, float(prep.lighting_strength))
+        batches = grain_batches.TrainingBatches(
+            self, seed, global_batch, shard, steps, prep.crop_size, prep.random_crop,
+            prep.random_flip, float(prep.lighting_strength))
         first = epoch * steps + start_batch
-        if self._stream is None or self._stream.crop != crop or self._stream.next_step != first:
+        if (self._stream is None or self._stream.batches != batches
+                or self._stream.next_step != first):
             self.close()
-            self._stream = grain_batches.RunStream(self, crop, first)
+            self._stream = grain_batches.RunStream(self, batches, first)
         return self._stream.take(steps - start_batch)
 
     def eval_batches(self, prep, global_batch: int, views: int,

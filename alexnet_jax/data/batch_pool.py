@@ -1,0 +1,323 @@
+"""Worker processes that make training batches straight into a fixed pool of shared-memory
+batches, which the training process reads in place.
+
+Why not Grain's worker processes (`mp_prefetch`), which the reader used before: they put every
+batch into a new shared-memory segment (create, fill, open, unlink: 0.215 CPU-ms an image
+against 0.015 for a plain copy), the training process then copies it out, and their segments
+were reported leaked after every run (docs/performance.md, "The TensorFlow-free reader").
+Here each worker owns a few slots, each one batch's arrays in a memory-mapped file of its own,
+made once; a worker is told which batch to make into which slot and answers with a few bytes.
+The training process hands out NumPy arrays that view the slot (on a CPU, JAX's arrays made
+from them view it too): the slot goes back to its worker when the last array that views it is
+gone, so no batch is overwritten while anything still reads it, whoever holds it. A worker
+short of free slots (the consumer keeps many batches) gets a new one: nothing ever waits for
+the consumer to let go.
+
+Nothing is left behind: a slot's file is removed as soon as its worker has mapped it (the
+mappings live on, nameless); files of a process that died before that (a SIGKILL in the first
+second) are removed by the next pool that starts. A worker ends when the training process
+does, however it ends: it reads its orders from a pipe, whose end is gone with its parent.
+
+Batch k is made by worker k mod W, so the batches come back in order without sorting; what a
+batch holds is the maker's business (`maker.fill(step, arrays)`), a pure function of the step.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import queue
+import signal
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+FILE_PREFIX = "alexnet_jax_batch"
+ALIGN = 64                     # each field starts on a cache line
+WORKER_START_TIMEOUT_S = 300   # a worker imports NumPy and tensorflow-datasets, no more
+POLL_S = 1.0                   # how often a wait for a batch checks that its worker lives
+
+
+class BatchMaker(Protocol):
+    """What the pool needs of a batch's maker (sent to every worker, so picklable)."""
+
+    def fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Each array of a batch: its shape and dtype."""
+
+    def fill(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write batch `step` into `arrays` (every element of every array)."""
+
+
+def shared_memory_dir() -> Path:
+    """Where slot files live: RAM (/dev/shm) where the platform has it."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def remove_stale_files(directory: Path | None = None) -> list[Path]:
+    """Remove the slot files of pools whose process is gone (a trainer killed before its
+    workers mapped them); the paths removed."""
+    removed = []
+    for path in (directory or shared_memory_dir()).glob(f"{FILE_PREFIX}-*"):
+        try:
+            pid = int(path.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _layout(fields) -> tuple[dict[str, tuple[int, tuple[int, ...], np.dtype]], int]:
+    """{field: (offset, shape, dtype)} in one slot, and the slot's size in bytes."""
+    layout, offset = {}, 0
+    for name, (shape, dtype) in fields.items():
+        dtype = np.dtype(dtype)
+        layout[name] = (offset, tuple(shape), dtype)
+        offset += -(-int(np.prod(shape)) * dtype.itemsize // ALIGN) * ALIGN
+    return layout, max(offset, ALIGN)
+
+
+def _map_file(path: Path, size: int, create: bool) -> np.ndarray:
+    """The file at `path` mapped shared, as bytes (created at `size` if `create`)."""
+    import mmap  # noqa: PLC0415
+
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    descriptor = os.open(path, flags, 0o600)
+    try:
+        if create:
+            os.ftruncate(descriptor, size)
+        return np.frombuffer(mmap.mmap(descriptor, size), np.uint8)
+    finally:
+        os.close(descriptor)  # the mapping stays
+
+
+def _views(memory: np.ndarray, layout) -> dict[str, np.ndarray]:
+    return {name: memory[offset:offset + int(np.prod(shape)) * dtype.itemsize]
+            .view(dtype).reshape(shape) for name, (offset, shape, dtype) in layout.items()}
+
+
+class _Lease:
+    """One handing-out of a slot: the batch's arrays keep it alive; when it dies (the last
+    array is gone) its slot goes back to the pool."""
+
+    __slots__ = ("__weakref__",)
+
+
+class _Field:
+    """One field of a leased slot as NumPy's array interface, so that the array made from it
+    has this object as its base, and through it the lease."""
+
+    __slots__ = ("__array_interface__", "lease", "memory")
+
+    def __init__(self, lease: _Lease, memory: np.ndarray, offset: int, shape, dtype):
+        self.lease, self.memory = lease, memory
+        self.__array_interface__ = {"shape": shape, "typestr": dtype.str, "version": 3,
+                                    "data": (memory.ctypes.data + offset, False)}
+
+
+class _Slot:
+    def __init__(self, ident: int, worker: int, path: Path, memory: np.ndarray):
+        self.ident, self.worker, self.path, self.memory = ident, worker, path, memory
+
+
+def _worker_main(maker: BatchMaker, orders, slot_size: int) -> None:
+    """A worker: make the batches its orders name into the slots they name, until the
+    orders end (a stop, or the training process gone)."""
+    # No death signal tied to the parent (die_with_parent): Linux ties it to the thread that
+    # started the worker, and a run's feeding thread ends every epoch; the pipe ends instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the trainer's to handle
+    layout, _ = _layout(maker.fields())
+    slots: dict[int, dict[str, np.ndarray]] = {}
+    orders.send(("ready",))
+    while True:
+        try:
+            order = orders.recv()
+        except (EOFError, OSError):
+            return   # the training process is gone
+        if order[0] == "stop":
+            return
+        _, step, ident, path = order
+        try:
+            if ident not in slots:
+                slots[ident] = _views(_map_file(Path(path), slot_size, create=False), layout)
+            maker.fill(step, slots[ident])
+            answer = ("done", step, ident)
+        except Exception as error:  # noqa: BLE001 - raised in the training process instead
+            answer = ("error", step, ident, _picklable(error))
+        try:
+            orders.send(answer)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _picklable(error: BaseException) -> BaseException:
+    import pickle  # noqa: PLC0415
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - an error that does not pickle travels as its text
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+class WorkerBatches:
+    """Batches `first_step`, `first_step` + 1, ... made by `workers` processes, each at most
+    `ahead` batches ahead of the one taken; `next()` returns the next one, as arrays that view
+    its slot."""
+
+    def __init__(self, maker: BatchMaker, workers: int, first_step: int, ahead: int = 2):
+        remove_stale_files()
+        self.maker, self.workers, self.ahead = maker, workers, ahead
+        self.layout, self.slot_size = _layout(maker.fields())
+        self.directory = shared_memory_dir()
+        self._released: queue.SimpleQueue = queue.SimpleQueue()
+        self._free = [collections.deque() for _ in range(workers)]
+        self._slots: dict[int, _Slot] = {}
+        self._named: set[int] = set()    # slots whose file still has its name
+        self._next_step = self._next_order = first_step
+        self._closed = False
+        context = multiprocessing.get_context("spawn")
+        self._orders, self._processes = [], []
+        try:
+            for _ in range(workers):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_worker_main, daemon=True,
+                                          args=(maker, theirs, self.slot_size))
+                process.start()
+                theirs.close()
+                self._orders.append(mine)
+                self._processes.append(process)
+            for index in range(workers):
+                self._receive(index, WORKER_START_TIMEOUT_S)
+            for _ in range(workers * ahead):
+                self._order_next()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
+    def next(self) -> dict[str, np.ndarray]:
+        """The next batch, in order."""
+        step = self._next_step
+        worker = step % self.workers
+        answer = self._receive(worker, None)
+        if answer[0] == "error":
+            raise answer[3]
+        _, done, ident = answer
+        assert done == step, (done, step)
+        slot = self._slots[ident]
+        if ident in self._named:    # its worker has it mapped: the name is no longer needed
+            slot.path.unlink(missing_ok=True)
+            self._named.discard(ident)
+        self._next_step += 1
+        self._order_next()
+        return self._lease(slot)
+
+    def close(self) -> None:
+        """Stop the workers and remove every slot file; batches handed out stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        for orders in self._orders:
+            try:
+                orders.send(("stop",))
+            except OSError:
+                pass
+        for process in self._processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        for orders in self._orders:
+            orders.close()
+        for ident in list(self._named):
+            self._slots[ident].path.unlink(missing_ok=True)
+        self._named.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit, half of this may be gone
+            pass
+
+    def _order_next(self) -> None:
+        """Order the next batch not yet ordered from its worker, into one of its free slots
+        (a new one if it has none)."""
+        step = self._next_order
+        worker = step % self.workers
+        slot = self._free_slot(worker)
+        path = str(slot.path) if slot.ident in self._named else None
+        self._orders[worker].send(("make", step, slot.ident, path))
+        self._next_order += 1
+
+    def _free_slot(self, worker: int) -> _Slot:
+        while True:
+            try:
+                ident = self._released.get_nowait()
+            except queue.Empty:
+                break
+            self._free[self._slots[ident].worker].append(ident)
+        if self._free[worker]:
+            return self._slots[self._free[worker].popleft()]
+        ident = len(self._slots)
+        path = self.directory / f"{FILE_PREFIX}-{os.getpid()}-{id(self):x}-{ident}"
+        slot = _Slot(ident, worker, path, _map_file(path, self.slot_size, create=True))
+        self._slots[ident] = slot
+        self._named.add(ident)
+        return slot
+
+    def _lease(self, slot: _Slot) -> dict[str, np.ndarray]:
+        lease = _Lease()
+        finalizer = weakref.finalize(lease, self._released.put, slot.ident)
+        finalizer.atexit = False
+        return {name: np.asarray(_Field(lease, slot.memory, offset, shape, dtype))
+                for name, (offset, shape, dtype) in self.layout.items()}
+
+    def _receive(self, worker: int, timeout: float | None):
+        """The worker's next answer; RuntimeError if it died or (with `timeout`) is silent."""
+        orders, process = self._orders[worker], self._processes[worker]
+        waited = 0.0
+        while not orders.poll(POLL_S):
+            waited += POLL_S
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"reading worker {worker} (pid {process.pid}) died "
+                    f"({_ending(process.exitcode)}) without an error of its own; see the "
+                    "system log if the kernel killed it for memory.")
+            if timeout is not None and waited >= timeout:
+                raise RuntimeError(f"reading worker {worker} (pid {process.pid}) did not "
+                                   f"start in {timeout:.0f} s.")
+        try:
+            return orders.recv()
+        except EOFError:
+            process.join(timeout=5)
+            raise RuntimeError(f"reading worker {worker} (pid {process.pid}) died "
+                               f"({_ending(process.exitcode)}).") from None
+
+
+def _ending(exitcode: Any) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        return f"signal {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
