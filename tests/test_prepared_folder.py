@@ -395,3 +395,42 @@ def test_the_training_images_evaluate_like_the_validation_ones(config):
     np.testing.assert_array_equal(batches[0]["pixels"][0, 0],
                                   square[offset:offset + TINY_CROP, offset:offset + TINY_CROP])
     assert labels[0] == label
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_read_by_workers_cleanly_and_leaves_nothing(config, tmp_path):
+    """The terminal's Ctrl-C reaches the trainer and its reading workers (one process group):
+    the run saves and exits 0, no worker prints or dies first, no shared memory is left or
+    reported leaked, and the same command resumes."""
+    from test_resilience import wait_for_step  # noqa: PLC0415
+
+    from alexnet_jax.data import batch_pool  # noqa: PLC0415
+
+    _, _, folder = prepared(config, "jpeg")
+    workdir = tmp_path / "run"
+    command = tiny_run_command(workdir, "--config.data.name=prepared",
+                               f"--config.data.path={folder.folder}",
+                               "--config.data.read_workers=2", "--config.train.num_epochs=40",
+                               "--config.train.eval_batch_size=10",
+                               "--config.train.final_eval_views=[1]")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_step(workdir, 3, run)
+        os.killpg(run.pid, signal.SIGINT)
+        _, errors = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, errors[-3000:]
+    assert "SIGINT received: saved a checkpoint at step" in errors
+    assert "Traceback" not in errors and "leaked" not in errors, errors[-3000:]
+    assert not list(batch_pool.shared_memory_dir().glob(
+        f"{batch_pool.FILE_PREFIX}-{run.pid}-*"))
+    stopped = int(errors.split("saved a checkpoint at step ")[1].split(";")[0])
+    again = subprocess.run([*command, "--config.train.num_steps=" + str(stopped + 2)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["start_step"] for r in read_records(workdir) if r.get("event") == "run_start"] \
+        == [0, stopped]

@@ -309,7 +309,7 @@ class WorkerBatches:
                                    f"start in {timeout:.0f} s.")
         try:
             return orders.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):
             process.join(timeout=5)
             raise RuntimeError(f"reading worker {worker} (pid {process.pid}) died "
                                f"({_ending(process.exitcode)}).") from None
