@@ -8,6 +8,7 @@ where TensorFlow is not installed."""
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from alexnet_jax.data import augmentation, catalog, preprocess, stats, stats_fil
 from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.data.feeding import Shard
 from alexnet_jax.data.prepared_folder import PreparedFolderSource
+from alexnet_jax.data.published_stats import DatasetStats
 from alexnet_jax.training.metrics_writer import read_records
 
 
@@ -362,6 +364,82 @@ def test_damaged_or_incomplete_folders_are_refused_with_what_is_wrong(config, tm
                                          f"folder's {TINY_RESIZE} x {TINY_RESIZE}"):
         damaged.example("train", 0)
     damaged.example("train", 1)   # the others read
+
+
+def test_a_missing_file_of_the_preparation_is_called_missing(config, tmp_path):
+    """Not "damaged" when a record is read, nor read around: without label.labels.txt
+    tensorflow-datasets would name the classes '0', '1', ... and train on."""
+    _, _, good = prepared(config, "jpeg")
+    [val_shard] = good.folder.glob("*-val.array_record-*")
+    for name, what in (("dataset_info.json", "the splits and their shards"),
+                       ("features.json", "the features: image size and storage"),
+                       ("label.labels.txt", "the class names"),
+                       (val_shard.name, f"a shard of the val split, "
+                                        f"{good.num_examples('val')} records")):
+        folder = tmp_path / name
+        shutil.copytree(good.folder, folder)
+        (folder / name).unlink()
+        with pytest.raises(UserError, match=re.escape(
+                f"{folder} is missing {name} ({what}), which every prepared folder holds: copy "
+                "the whole folder again from where it was prepared, or prepare the data again."
+                )) as refused:
+            PreparedFolderSource(str(folder), TINY_RESIZE, 0)
+        assert "damaged" not in str(refused.value)
+
+
+def test_what_does_not_belong_to_the_preparation_is_refused_naming_it(config, tmp_path,
+                                                                      monkeypatch):
+    _, _, good = prepared(config, "jpeg")
+    [train_shard] = good.folder.glob("*-train.array_record-*")
+    # what runs add belongs: the statistics caches, and the temporary file of one being
+    # written while another run opens the folder
+    folder = tmp_path / "with_statistics"
+    shutil.copytree(good.folder, folder)
+    written, replace = [], os.replace
+
+    def replace_while_opened(source, destination):
+        written.append(Path(source).name)
+        assert PreparedFolderSource(str(folder), TINY_RESIZE, 0).class_names == \
+            good.class_names
+        replace(source, destination)
+
+    monkeypatch.setattr(stats_files.os, "replace", replace_while_opened)
+    stats = DatasetStats(np.zeros((TINY_RESIZE, TINY_RESIZE, 3), np.float32), np.ones(3),
+                         np.eye(3), 1)
+    stats_files.save_stats(stats, folder / stats_files.stats_file_name(TINY_RESIZE, 7))
+    monkeypatch.undo()
+    assert len(written) == 1 and written[0].endswith(".tmp.npz")
+    assert PreparedFolderSource(str(folder), TINY_RESIZE, 0).num_examples("train") == \
+        good.num_examples("train")
+
+    strays = {  # name: (a folder?, what the refusal says it is)
+        train_shard.name.replace(".array_record", ".tfrecord"): (
+            False, "a TFRecord shard among the ArrayRecord ones"),
+        "incomplete.5c1f0e_1.1.0": (
+            True, "a leftover of an interrupted tensorflow-datasets write"),
+        train_shard.name.replace("-of-00001", "-of-00002"): (
+            False, "an ArrayRecord shard that no split of dataset_info.json names"),
+        "notes": (True, "a folder"),
+        "notes.txt": (False, "a file that is not the preparation's"),
+    }
+    for index, (name, (is_folder, what)) in enumerate(strays.items()):
+        folder = tmp_path / f"stray_{index}"
+        shutil.copytree(good.folder, folder)
+        stray = folder / name
+        if is_folder:
+            stray.mkdir()
+            (stray / train_shard.name).write_bytes(train_shard.read_bytes())
+        else:
+            stray.write_bytes(train_shard.read_bytes())
+        with pytest.raises(UserError, match=re.escape(f"{folder} holds {name}: {what}") +
+                           r".* move " + re.escape(name) + " out of the folder"):
+            PreparedFolderSource(str(folder), TINY_RESIZE, 0)
+    # several: the first named, the others counted
+    (folder / "a.txt").write_text("")
+    with pytest.raises(UserError, match=re.escape(f"{folder} holds a.txt: a file that is not "
+                                                  "the preparation's. It holds 1 more that do "
+                                                  "not belong (notes.txt).") + ".* move them"):
+        PreparedFolderSource(str(folder), TINY_RESIZE, 0)
 
 
 def test_the_statistics_cache_is_shared_and_a_damaged_one_is_named(config):

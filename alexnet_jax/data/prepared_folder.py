@@ -25,6 +25,9 @@ a 10,000-image buffer). Statistics come from the folder's cache
 (`alexnet_stats_<S>_<sample>.npz`) or are computed here from the decoded squares and cached.
 A folder of TFRecord files (the default preparation, which tf.data reads) is refused with the
 way to convert it.
+
+The folder is checked as a whole when it is opened (prepared_files.py): a missing file of the
+preparation is called missing, and a file that does not belong to it is refused, naming it.
 """
 
 from __future__ import annotations
@@ -39,12 +42,11 @@ from absl import logging
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.progress import progress_bar
-from alexnet_jax.data import grain_batches, stats_files
+from alexnet_jax.data import grain_batches, prepared_files, stats_files
 from alexnet_jax.data.feeding import Shard, eval_batches_per_process
 from alexnet_jax.data.grain_batches import host_cores
 from alexnet_jax.data.published_stats import DatasetStats
 
-BUILDER_NAME = "alexnet_prepared"  # prepared.PreparedImages.name
 ARRAY_RECORD = "array_record"
 
 
@@ -118,16 +120,13 @@ class PreparedFolder:
         self.stats_sample = stats_sample
         # one core is left to the training process (its loop, the devices' dispatch)
         self.workers = max(1, host_cores() - 1) if workers < 0 else workers
-        if not (self.folder / "dataset_info.json").is_file():
-            raise UserError(
-                f"{self.folder} holds no prepared squares (no dataset_info.json): data.path "
-                "must be the folder `--mode=prepare --config.data.file_format=array_record` "
-                f"names, <data_dir>/{BUILDER_NAME}/<config>/<version> (docs/data.md).")
+        prepared_files.check_metadata_files(self.folder)
         import tensorflow_datasets as tfds  # noqa: PLC0415 - needs no TensorFlow for this
 
         try:
             self._builder = tfds.builder_from_directory(self.folder)
             self.__dict__.update(folder_metadata(self.folder, self._builder.info))
+            prepared_files.check_files(self.folder, self._builder.info)
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - whatever tfds finds wrong: the folder's

@@ -54,7 +54,9 @@ def save_stats(stats: DatasetStats, path: Path) -> None:
     """Write atomically (a reader never sees a half-written file), readable by everyone who can
     read the data folder, and leave no temporary file behind when the write fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp.npz", delete=False) as f:
+    # named as the cache is (alexnet_stats_*.npz), a file that belongs to a prepared folder
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp.npz",
+                                     delete=False) as f:
         try:
             np.savez(f, mean_image=stats.mean_image, eigenvalues=stats.eigenvalues,
                      eigenvectors=stats.eigenvectors, sample_size=stats.sample_size)
