@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     # files of the squares: tfrecord (what tf.data reads) | array_record (what data.name=prepared
     # reads without TensorFlow; written by --mode=prepare)
     data.file_format = "tfrecord"
-    data.read_workers = -1  # data.name=prepared: Grain worker processes (-1: cores - 1; 0: threads)
+    data.read_workers = -1  # data.name=prepared: reading worker processes (-1: cores - 1; 0: threads)
     data.feed_thread = True  # make and send training batches in a thread beside the training loop
     data.num_classes = 1000        # synthetic only: number of classes
     data.synthetic_examples = 12_800  # synthetic only: training images per epoch
