@@ -69,9 +69,9 @@ def test_a_slot_goes_back_only_when_its_last_array_is_gone():
         view = batch["pixels"][1:3]          # a view of a field keeps the batch's slot
         del batch
         gc.collect()
-        assert pool._released.empty()
+        assert pool._slots._released.empty()
         del view
-        assert pool._released.qsize() == 1
+        assert pool._slots._released.qsize() == 1
     finally:
         pool.close()
 

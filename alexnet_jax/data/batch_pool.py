@@ -177,127 +177,72 @@ def _picklable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-class WorkerBatches:
-    """Batches `first_step`, `first_step` + 1, ... made by `workers` processes, each at most
-    `ahead` batches ahead of the one taken; `next()` returns the next one, as arrays that view
-    its slot."""
+class _Slots:
+    """The training process's side of the slots: each made once for one worker, handed out as
+    arrays that view it, and free again when the last of those is gone."""
 
-    def __init__(self, maker: BatchMaker, workers: int, first_step: int, ahead: int = 2):
-        remove_stale_files()
-        self.maker, self.workers, self.ahead = maker, workers, ahead
-        self.layout, self.slot_size = _layout(maker.fields())
-        self.directory = shared_memory_dir()
-        self._released: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, layout, size: int, workers: int):
+        self.layout, self.size, self.directory = layout, size, shared_memory_dir()
+        self._released: queue.SimpleQueue = queue.SimpleQueue()   # from any thread
         self._free = [collections.deque() for _ in range(workers)]
-        self._slots: dict[int, _Slot] = {}
+        self._all: dict[int, _Slot] = {}
         self._named: set[int] = set()    # slots whose file still has its name
-        self._next_step = self._next_order = first_step
-        self._closed = False
-        context = multiprocessing.get_context("spawn")
-        self._orders, self._processes = [], []
-        try:
-            for _ in range(workers):
-                mine, theirs = context.Pipe()
-                process = context.Process(target=_worker_main, daemon=True,
-                                          args=(maker, theirs, self.slot_size))
-                process.start()
-                theirs.close()
-                self._orders.append(mine)
-                self._processes.append(process)
-            for index in range(workers):
-                self._receive(index, WORKER_START_TIMEOUT_S)
-            for _ in range(workers * ahead):
-                self._order_next()
-        except BaseException:
-            self.close()
-            raise
 
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._processes]
+    def __len__(self) -> int:
+        return len(self._all)
 
-    def next(self) -> dict[str, np.ndarray]:
-        """The next batch, in order."""
-        step = self._next_step
-        worker = step % self.workers
-        answer = self._receive(worker, None)
-        if answer[0] == "error":
-            raise answer[3]
-        _, done, ident = answer
-        assert done == step, (done, step)
-        slot = self._slots[ident]
-        if ident in self._named:    # its worker has it mapped: the name is no longer needed
+    def free_one(self, worker: int) -> tuple[int, str | None]:
+        """(a free slot of `worker`, the path of its file if the worker has yet to map it); a
+        new slot if none is free."""
+        while not self._released.empty():
+            ident = self._released.get_nowait()
+            self._free[self._all[ident].worker].append(ident)
+        if self._free[worker]:
+            ident = self._free[worker].popleft()
+        else:
+            ident = len(self._all)
+            path = self.directory / f"{FILE_PREFIX}-{os.getpid()}-{id(self):x}-{ident}"
+            self._all[ident] = _Slot(ident, worker, path, _map_file(path, self.size, True))
+            self._named.add(ident)
+        return ident, str(self._all[ident].path) if ident in self._named else None
+
+    def lease(self, ident: int) -> dict[str, np.ndarray]:
+        """Slot `ident`'s arrays (its worker has filled it, so has mapped it: its name goes)."""
+        slot = self._all[ident]
+        if ident in self._named:
             slot.path.unlink(missing_ok=True)
             self._named.discard(ident)
-        self._next_step += 1
-        self._order_next()
-        return self._lease(slot)
-
-    def close(self) -> None:
-        """Stop the workers and remove every slot file; batches handed out stay readable."""
-        if self._closed:
-            return
-        self._closed = True
-        for orders in self._orders:
-            try:
-                orders.send(("stop",))
-            except OSError:
-                pass
-        for process in self._processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-        for orders in self._orders:
-            orders.close()
-        for ident in list(self._named):
-            self._slots[ident].path.unlink(missing_ok=True)
-        self._named.clear()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - at interpreter exit, half of this may be gone
-            pass
-
-    def _order_next(self) -> None:
-        """Order the next batch not yet ordered from its worker, into one of its free slots
-        (a new one if it has none)."""
-        step = self._next_order
-        worker = step % self.workers
-        slot = self._free_slot(worker)
-        path = str(slot.path) if slot.ident in self._named else None
-        self._orders[worker].send(("make", step, slot.ident, path))
-        self._next_order += 1
-
-    def _free_slot(self, worker: int) -> _Slot:
-        while True:
-            try:
-                ident = self._released.get_nowait()
-            except queue.Empty:
-                break
-            self._free[self._slots[ident].worker].append(ident)
-        if self._free[worker]:
-            return self._slots[self._free[worker].popleft()]
-        ident = len(self._slots)
-        path = self.directory / f"{FILE_PREFIX}-{os.getpid()}-{id(self):x}-{ident}"
-        slot = _Slot(ident, worker, path, _map_file(path, self.slot_size, create=True))
-        self._slots[ident] = slot
-        self._named.add(ident)
-        return slot
-
-    def _lease(self, slot: _Slot) -> dict[str, np.ndarray]:
         lease = _Lease()
-        finalizer = weakref.finalize(lease, self._released.put, slot.ident)
-        finalizer.atexit = False
+        weakref.finalize(lease, self._released.put, ident).atexit = False
         return {name: np.asarray(_Field(lease, slot.memory, offset, shape, dtype))
                 for name, (offset, shape, dtype) in self.layout.items()}
 
-    def _receive(self, worker: int, timeout: float | None):
+    def remove_names(self) -> None:
+        for ident in self._named:
+            self._all[ident].path.unlink(missing_ok=True)
+        self._named.clear()
+
+
+class _Processes:
+    """The worker processes and the pipes that carry their orders and answers."""
+
+    def __init__(self, maker: BatchMaker, count: int, slot_size: int):
+        context = multiprocessing.get_context("spawn")
+        self.pipes, self.processes = [], []
+        for _ in range(count):
+            mine, theirs = context.Pipe()
+            process = context.Process(target=_worker_main, daemon=True,
+                                      args=(maker, theirs, slot_size))
+            process.start()
+            theirs.close()
+            self.pipes.append(mine)
+            self.processes.append(process)
+
+    def receive(self, worker: int, timeout: float | None):
         """The worker's next answer; RuntimeError if it died or (with `timeout`) is silent."""
-        orders, process = self._orders[worker], self._processes[worker]
+        pipe, process = self.pipes[worker], self.processes[worker]
         waited = 0.0
-        while not orders.poll(POLL_S):
+        while not pipe.poll(POLL_S):
             waited += POLL_S
             if not process.is_alive():
                 raise RuntimeError(
@@ -308,11 +253,83 @@ class WorkerBatches:
                 raise RuntimeError(f"reading worker {worker} (pid {process.pid}) did not "
                                    f"start in {timeout:.0f} s.")
         try:
-            return orders.recv()
+            return pipe.recv()
         except (EOFError, ConnectionResetError):
             process.join(timeout=5)
             raise RuntimeError(f"reading worker {worker} (pid {process.pid}) died "
                                f"({_ending(process.exitcode)}).") from None
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop",))
+            except OSError:
+                pass
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        for pipe in self.pipes:
+            pipe.close()
+
+
+class WorkerBatches:
+    """Batches `first_step`, `first_step` + 1, ... made by `workers` processes, each at most
+    `ahead` batches ahead of the one taken; `next()` returns the next one, as arrays that view
+    its slot."""
+
+    def __init__(self, maker: BatchMaker, workers: int, first_step: int, ahead: int = 2):
+        remove_stale_files()
+        self.workers = workers
+        layout, size = _layout(maker.fields())
+        self._slots = _Slots(layout, size, workers)
+        self._next_step = self._next_order = first_step
+        self._closed = False
+        self._processes = _Processes(maker, workers, size)
+        try:
+            for worker in range(workers):
+                self._processes.receive(worker, WORKER_START_TIMEOUT_S)   # "ready"
+            for _ in range(workers * ahead):
+                self._order_next()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes.processes]
+
+    def next(self) -> dict[str, np.ndarray]:
+        """The next batch, in order."""
+        answer = self._processes.receive(self._next_step % self.workers, None)
+        if answer[0] == "error":
+            raise answer[3]
+        _, step, ident = answer
+        assert step == self._next_step, (step, self._next_step)
+        self._next_step += 1
+        self._order_next()
+        return self._slots.lease(ident)
+
+    def close(self) -> None:
+        """Stop the workers and remove every slot's name; batches handed out stay readable."""
+        if not self._closed:
+            self._closed = True
+            self._processes.stop()
+            self._slots.remove_names()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit, half of this may be gone
+            pass
+
+    def _order_next(self) -> None:
+        """Order the next batch not yet ordered from its worker, into one of its slots."""
+        worker = self._next_order % self.workers
+        ident, path = self._slots.free_one(worker)
+        self._processes.pipes[worker].send(("make", self._next_order, ident, path))
+        self._next_order += 1
 
 
 def _ending(exitcode: Any) -> str:

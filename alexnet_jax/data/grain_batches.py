@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
+import threading
 from typing import Any, Iterator
 
 import numpy as np
@@ -96,8 +97,25 @@ class TrainingBatches:
         first = batch * self.global_batch + mine.start
         for row in range(self.local):
             top, left = corners[row]
-            arrays["labels"][row] = self.folder.window_into(
-                "train", int(order[first + row]), int(top), int(left), arrays["pixels"][row])
+            arrays["labels"][row] = window_into(self.folder, "train", int(order[first + row]),
+                                                int(top), int(left), arrays["pixels"][row])
+
+
+_scratch = threading.local()   # each reading thread's decoded square
+
+
+def window_into(folder: Any, split: str, index: int, top: int, left: int,
+                out: np.ndarray) -> int:
+    """Write the window at (top, left), out's size, of the square of `folder`'s record
+    `index` into `out`; its label. A JPEG is decoded into this thread's scratch square: a new
+    one for every image cost 1.26x the CPU in a worker process, the allocator handing each back
+    to the kernel and faulting it in again (docs/performance.md)."""
+    size = folder.prepared_size
+    if getattr(_scratch, "square", None) is None or _scratch.square.size < 2 * size * size * 3:
+        _scratch.square = np.empty(2 * size * size * 3, np.uint8)  # room to name a wrong size
+    square, label = folder.example(split, index, _scratch.square)
+    out[...] = square[top:top + out.shape[0], left:left + out.shape[1]]
+    return label
 
 
 @functools.lru_cache(maxsize=4)

@@ -33,7 +33,6 @@ preparation is called missing, and a file that does not belong to it is refused,
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -139,7 +138,6 @@ class PreparedFolder:
                             f"--config.data.resize_size={self.prepared_size} (crops are cut from "
                             "the stored squares).")
         self._sources: dict[str, Any] = {}
-        self._scratch = threading.local()   # each reading thread's decoded square
 
     def close(self) -> None:
         """Nothing is held open but the data sources, which close with the process."""
@@ -175,40 +173,20 @@ class PreparedFolder:
                             "folder again from a good copy, or prepare the data again."
                             ) from error
 
-    def example(self, split: str, index: int) -> tuple[np.ndarray, int]:
-        """(the S x S x 3 uint8 square, label) of one record."""
+    def example(self, split: str, index: int,
+                scratch: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """(the S x S x 3 uint8 square, label) of one record; the square decoded into
+        `scratch` (decode_square) when given."""
         stored, label = self.record(split, index)
         try:
-            return decode_square(stored, self.prepared_storage, self.prepared_size), label
+            return decode_square(stored, self.prepared_storage, self.prepared_size,
+                                 scratch), label
         except UserError as error:  # where it is, found only then (it costs a tenth of a read)
             raise UserError(f"record {index} of the {split} split in "
                             f"{self.shard_file(split, index)} {error}") from None
 
-    def window_into(self, split: str, index: int, top: int, left: int,
-                    out: np.ndarray) -> int:
-        """Write the window of record `index`'s square at (top, left), out's size, into `out`;
-        its label. A JPEG is decoded into this thread's scratch square: a new one for every
-        image cost 1.26x the CPU in a worker process, the allocator handing each back to the
-        kernel and faulting it in again (docs/performance.md)."""
-        stored, label = self.record(split, index)
-        scratch = getattr(self._scratch, "square", None)
-        if scratch is None:
-            scratch = self._scratch.square = np.empty(
-                2 * self.prepared_size ** 2 * 3, np.uint8)   # room to name a wrong size
-        try:
-            square = decode_square(stored, self.prepared_storage, self.prepared_size, scratch)
-        except UserError as error:
-            raise UserError(f"record {index} of the {split} split in "
-                            f"{self.shard_file(split, index)} {error}") from None
-        out[...] = square[top:top + out.shape[0], left:left + out.shape[1]]
-        return label
-
-    def __getstate__(self):  # workers get the folder, not its open data sources or scratch
-        return {**{k: v for k, v in self.__dict__.items() if k != "_scratch"}, "_sources": {}}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._scratch = threading.local()
+    def __getstate__(self):  # workers get the folder, not its open data sources
+        return {**self.__dict__, "_sources": {}}
 
 
 def _computed_stats(folder: PreparedFolder, resize_size: int) -> DatasetStats:
