@@ -18,6 +18,7 @@ import pytest
 from pool_makers import Counting
 from test_cli import REPO
 
+from alexnet_jax.common.errors import UserError
 from alexnet_jax.data import batch_pool
 
 
@@ -197,3 +198,14 @@ def test_after_a_sigkill_the_workers_end_and_the_next_pool_removes_what_was_left
     pool = batch_pool.WorkerBatches(Counting(), workers=1, first_step=0)
     pool.close()
     assert not left.exists()
+
+
+def test_a_full_shared_memory_is_refused_in_words_and_leaves_nothing(monkeypatch):
+    def full(descriptor, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch_pool.os, "posix_fallocate", full)
+    with pytest.raises(UserError, match=r"no room in .* for another batch of the reading "
+                                        r"workers .*--config.data.read_workers=0"):
+        batch_pool.WorkerBatches(Counting(), workers=1, first_step=0)
+    assert my_files() == []

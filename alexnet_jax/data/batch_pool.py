@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from alexnet_jax.common.errors import UserError
 
 FILE_PREFIX = "alexnet_jax_batch"
 ALIGN = 64                     # each field starts on a cache line
@@ -102,10 +103,27 @@ def _map_file(path: Path, size: int, create: bool) -> np.ndarray:
     descriptor = os.open(path, flags, 0o600)
     try:
         if create:
-            os.ftruncate(descriptor, size)
+            _reserve(descriptor, path, size)
         return np.frombuffer(mmap.mmap(descriptor, size), np.uint8)
     finally:
         os.close(descriptor)  # the mapping stays
+
+
+def _reserve(descriptor: int, path: Path, size: int) -> None:
+    """Give the new file its memory now: a full /dev/shm (a container's is 64 MB unless told
+    otherwise) refuses here, in words, instead of killing a worker with SIGBUS mid-batch."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(descriptor, 0, size)
+        else:  # macOS: no reservation; a full disk fails the worker's write instead
+            os.ftruncate(descriptor, size)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise UserError(
+            f"no room in {path.parent} for another batch of the reading workers "
+            f"({size / 2 ** 20:.0f} MB; {error.strerror}). Give it more (Docker: "
+            "--shm-size=4g), or read with fewer workers (--config.data.read_workers=N) or in "
+            "threads of the training process (--config.data.read_workers=0).") from None
 
 
 def _views(memory: np.ndarray, layout) -> dict[str, np.ndarray]:
