@@ -201,19 +201,27 @@ def test_another_models_config_is_refused_before_its_data_is_prepared(config, tm
     assert file_versions(data_dir) == prepared            # nothing prepared for the refusal
 
 
-def test_warm_up_without_a_scaled_rate_and_lars_with_decoupled_decay_are_refused(config,
-                                                                                 tmp_path):
+def test_warm_up_without_a_larger_scaled_rate_and_lars_with_decoupled_decay_are_refused(
+        config, tmp_path):
+    """A warm-up ramps up from the unscaled rate to the scaled one: without scaling there is
+    nothing to ramp, and linear scaling below the paper's batch of 128 (here 8: 0.01 x 8 / 128)
+    scales the rate down, so a warm-up would start 16x above its target and ramp down."""
     with config.unlocked():
         config.schedule.warmup_epochs = 1.0
-    with pytest.raises(UserError, match=r"schedule.warmup_epochs=1 ramps the rate .* "
+    with pytest.raises(UserError, match=r"schedule.warmup_epochs=1 ramps the rate up .* "
                        r"\(optimizer.lr_scaling=none\): there is nothing to ramp"):
         train.train_and_evaluate(config, tmp_path / "a")
     with config.unlocked():
-        config.schedule.warmup_epochs = 0.0
+        config.optimizer.lr_scaling = "linear"
+    with pytest.raises(UserError, match=r"the scaled rate is not above it \(train.batch_size=8 "
+                       r"x 0.01 / 128 = 0.000625: a warm-up would ramp the rate down\)"):
+        train.train_and_evaluate(config, tmp_path / "down")
+    with config.unlocked():
+        config.schedule.warmup_epochs, config.optimizer.lr_scaling = 0.0, "none"
         config.optimizer.name, config.optimizer.decay_mode = "lars", "decoupled"
     with pytest.raises(UserError, match="optimizer.decay_mode=decoupled is momentum SGD's"):
         train.train_and_evaluate(config, tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name in ("a", "down", "b")]
 
 
 def test_another_tree_at_data_path_is_refused_where_a_moved_one_is_not(config, tmp_path):
