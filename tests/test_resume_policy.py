@@ -181,7 +181,9 @@ def test_split_sharding_resumes_mid_epoch_only_on_the_layout_that_saved_it(
 
 def test_another_models_config_is_refused_before_its_data_is_prepared(config, tmp_path):
     """A 2x larger crop on a trained workdir: refused naming the key with both values, for
-    training and evaluation alike, and no new preparation of the data is written."""
+    training and evaluation alike, and no new preparation of the data is written. Training
+    names every refused change at once (here the seed too, and the data keys the crop came
+    with), so that one correction is enough; the crop, refused by both checks, once."""
     from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: PLC0415
 
     workdir = tmp_path / "run"
@@ -192,11 +194,17 @@ def test_another_models_config_is_refused_before_its_data_is_prepared(config, tm
         config.data.resize_size, config.data.prepared = 2 * TINY_RESIZE, str(2 * TINY_RESIZE)
         config.data.crop_size = 2 * config.data.crop_size
         config.train.num_steps = 4
-    refusal = (r"written by a different model or dataset: data.crop_size: checkpoint 67, this "
-               r"config 134\. ")
-    with pytest.raises(UserError, match=refusal):
+        config.seed = 1
+    model = (r"written by a different model or dataset: data.crop_size: checkpoint 67, this "
+             r"config 134")
+    with pytest.raises(UserError, match=model + r"; and this workdir's run cannot go on with "
+                       r"this config: data.prepared: was '76', now '152' \(refused mid-epoch.*; "
+                       r"data.resize_size: was 76, now 152 \(refused.*; seed: was 0, now 1 "
+                       r"\(refused: data order, augmentation and dropout follow it\)\. Resume"
+                       ) as refusal:
         train.train_and_evaluate(config, workdir)
-    with pytest.raises(UserError, match=refusal):
+    assert str(refusal.value).count("data.crop_size") == 1
+    with pytest.raises(UserError, match=model + r"\. Use the config"):
         evaluate_workdir(config, workdir)
     assert file_versions(data_dir) == prepared            # nothing prepared for the refusal
 

@@ -18,7 +18,9 @@ back from the optimizer state), so a resume killed before its next checkpoint le
 half-applied. Checkpoints written before that record existed are compared with the workdir's
 config.json and their optimizer record. The model's shape is the fingerprint's business
 (`check_same_model`), checked against every checkpoint before it is restored, also by
---mode=eval and --mode=predict. docs/reliability.md shows this table (a test keeps them equal).
+--mode=eval and --mode=predict; a resume names the model's differences and every refused key in
+one refusal, so that one correction is enough. docs/reliability.md shows this table (a test
+keeps them equal).
 """
 
 from __future__ import annotations
@@ -200,13 +202,22 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def refuse(decision: Decision, config_source: str) -> None:
-    """UserError naming every refused change, when there is one."""
-    if decision.refused:
-        raise UserError(
-            "this workdir's run cannot go on with this config: " + "; ".join(decision.refused)
-            + f". Resume it with the values it was trained with ({config_source}), or train "
-            "the new config in a new --workdir.")
+def refuse(decision: Decision, config_source: str, model: dict[str, str] | None = None,
+           where: str = "") -> None:
+    """UserError naming every refused change at once, when there is one: `model`, the
+    checkpoint's model differences ({key: line}, model_differences) and the decision's
+    refusals (a key named by both, once)."""
+    model = model or {}
+    others = [line for line in decision.refused if line.split(": ")[0] not in model]
+    if not others:
+        _refuse_other_model(model, where)
+        return
+    found = (f"the checkpoint at {where} was written by a different model or dataset: "
+             + "; ".join(model.values()) + "; and " if model else "")
+    raise UserError(
+        found + "this workdir's run cannot go on with this config: " + "; ".join(others)
+        + f". Resume it with the values it was trained with ({config_source}), or train "
+        "the new config in a new --workdir.")
 
 
 def previous_config(progress: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], str]:
@@ -230,13 +241,18 @@ def is_mid_epoch(progress: dict[str, Any]) -> bool:
 
 
 def check_resume(config: ml_collections.ConfigDict, progress: dict[str, Any],
-                 workdir: Path, data_shards: int) -> Decision:
+                 workdir: Path, data_shards: int, fingerprint: dict[str, Any] | None = None,
+                 where: str = "", compare_classes: bool = True) -> Decision:
     """The decision for resuming from a checkpoint whose progress record is `progress`, in a
-    run that reads its data in `data_shards` parts; UserError for a refused change."""
+    run that reads its data in `data_shards` parts; UserError naming every refused change at
+    once: a refused config key, and with `fingerprint` (this config's model, compared as
+    check_same_model does) each way the checkpoint's model differs."""
     previous, source = previous_config(progress, workdir)
     decision = decide(previous, json.loads(config.to_json_best_effort()),
                       is_mid_epoch(progress), (progress.get("data_shards"), data_shards))
-    refuse(decision, source)
+    model = ({} if fingerprint is None else
+             model_differences(progress.get("fingerprint"), fingerprint, compare_classes))
+    refuse(decision, source, model, where)
     return decision
 
 
@@ -267,25 +283,34 @@ def check_same_data(saved: dict[str, Any] | None, data: dict[str, Any], where: s
             "(it may move; it must be the same), or train on this data in a new --workdir.")
 
 
-def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
-                     where: str, compare_classes: bool = True) -> None:
-    """Refuse (UserError) a checkpoint of another model, naming each difference with the
-    checkpoint's and this config's value; `compare_classes` False before the dataset (whose
-    class count is part of the fingerprint) is open."""
-    saved = saved or {}
+def model_differences(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
+                      compare_classes: bool = True) -> dict[str, str]:
+    """{key: line} of each way a checkpoint's model (its fingerprint, `saved`) differs from
+    this config's, with both values; `compare_classes` False before the dataset (whose class
+    count is part of the fingerprint) is open."""
     names = {"crop_size": "data.crop_size", "num_classes": "the dataset's class count"}
-    ours, theirs = flatten(fingerprint), flatten(saved)
+    ours, theirs = flatten(fingerprint), flatten(saved or {})
     keys = set(ours) | set(theirs)
     if not compare_classes:
         keys.discard("num_classes")
-    differences = [f"{names.get(key, key)}: checkpoint {theirs.get(key, 'not recorded')!r}, "
-                   f"this config {ours.get(key, 'not set')!r}"
-                   for key in sorted(keys) if not _same(theirs.get(key), ours.get(key))]
+    return {names.get(key, key): f"{names.get(key, key)}: checkpoint "
+            f"{theirs.get(key, 'not recorded')!r}, this config {ours.get(key, 'not set')!r}"
+            for key in sorted(keys) if not _same(theirs.get(key), ours.get(key))}
+
+
+def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
+                     where: str, compare_classes: bool = True) -> None:
+    """Refuse (UserError) a checkpoint of another model, naming each difference with the
+    checkpoint's and this config's value (model_differences)."""
+    _refuse_other_model(model_differences(saved, fingerprint, compare_classes), where)
+
+
+def _refuse_other_model(differences: dict[str, str], where: str) -> None:
     if differences:
         raise UserError(
             f"the checkpoint at {where} was written by a different model or dataset: "
-            + "; ".join(differences) + ". Use the config the run was trained with (its "
-            "config.json, with the same --config overrides), or a new --workdir for a "
+            + "; ".join(differences.values()) + ". Use the config the run was trained with "
+            "(its config.json, with the same --config overrides), or a new --workdir for a "
             "different model.")
 
 
