@@ -145,11 +145,25 @@ def test_another_optimizer_is_refused_naming_the_key_and_writes_nothing(config, 
 
 
 def test_more_accumulation_on_resume_trains_the_same_global_batch(config, tmp_path):
-    train_steps(config, tmp_path, 2)
-    train_steps(config, tmp_path, 4, **{"train.accumulate_steps": 2})
-    [event] = applied_events(tmp_path)
+    """The policy's claim: k micro-batches give the update of the whole batch, equal up to
+    rounding, with dropout on (the default; each micro-batch takes its rows of the batch's
+    masks): resumed with k = 2, steps 3 and 4 have the losses of a run that kept k = 1 (step
+    3's: the same masks on the same parameters; step 4's: the same update too)."""
+    with config.unlocked():  # losses that follow the parameters and masks (helpers.VISIBLE_INIT)
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1
+    train_steps(config, tmp_path / "whole", 4)
+    train_steps(config, tmp_path / "run", 2)
+    train_steps(config, tmp_path / "run", 4, **{"train.accumulate_steps": 2})
+    [event] = applied_events(tmp_path / "run")
     assert event["applied"]["train.accumulate_steps"]["now"] == 2
-    assert [r["step"] for r in read_records(tmp_path) if r.get("split") == "train"][-2:] == [3, 4]
+
+    def losses(workdir):
+        return {r["step"]: r["loss"] for r in surviving_records(read_records(workdir))
+                if r.get("split") == "train"}
+
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "run")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    assert [resumed[3], resumed[4]] == pytest.approx([whole[3], whole[4]], rel=1e-5)
 
 
 def rewrite_progress(workdir, step, **fields):

@@ -97,7 +97,8 @@ POLICY: dict[str, Rule] = {
     **_rules(A, "the evaluations from now on", "train.epoch_eval_views",
              "train.final_eval_views"),
     **_rules(A, "checked at the end of each epoch from now on", "train.stop_at_train_error"),
-    **_rules(A, "the same global batch, as k micro-batches (the update equal up to rounding)",
+    **_rules(A, "the same global batch, as k micro-batches (the update equal up to rounding, "
+                "with dropout too: each micro-batch takes its rows of the batch's masks)",
              "train.accumulate_steps"),
     **_rules(A, "the next steps drop units at the new rate", "model.dropout_rate"),
     **_rules(A, "the next steps compute in the new dtype (the parameters stay float32)",
