@@ -261,19 +261,62 @@ def test_another_tree_at_data_path_is_refused_where_a_moved_one_is_not(config, t
         train_steps(config, tmp_path / "run", 4, **{"data.path": str(other)})
 
 
-def test_a_run_its_target_ended_goes_on_when_the_target_is_lowered(config, tmp_path):
-    """Applied means applied: a run ended by train.stop_at_train_error resumed with a lower
-    target (here: none) trains on, instead of saying the change applies and stopping."""
+def test_a_finished_run_says_in_one_line_what_it_does_not_apply_and_goes_on_when_it_may(
+        config, tmp_path, caplog):
+    """Applied means applied: a run ended by train.stop_at_train_error, run again with a larger
+    train.num_epochs and new final views, trains and evaluates nothing, changes no file and
+    says so in one line (why, and what would let it go on), not that the changes apply;
+    resumed with a lower target (here: none) it trains on to the new end and evaluates."""
     with config.unlocked():
-        config.train.num_epochs = 3               # 5 steps an epoch
+        config.train.num_epochs = 2               # 5 steps an epoch
         config.train.final_eval_views = ()
         config.train.stop_at_train_error = 0.99   # reached by the first epoch (5 classes)
     train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 5
+    complete, before = read_completion(tmp_path), file_versions(tmp_path)
+    assert complete["step"] == 5
+    with config.unlocked():
+        config.train.num_epochs, config.train.final_eval_views = 3, (1,)
+    caplog.clear()
+    assert train.train_and_evaluate(config, tmp_path) == complete
+    assert file_versions(tmp_path) == before
+    said = [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "applied from now on" in line]
+    [line] = [line for line in said if "already complete" in line]
+    assert line.endswith(
+        "is already complete (step 5): it reached its training-error target, so nothing runs "
+        "and the config changes are not applied (train.final_eval_views: [] -> [1]; "
+        "train.num_epochs: 2 -> 3); to train on it needs a lower train.stop_at_train_error "
+        "(0: none); a finished run is not evaluated again: --mode=eval evaluates its last "
+        "checkpoint with train.final_eval_views (into eval_results.jsonl)")
     with config.unlocked():
         config.train.stop_at_train_error = 0.0
+    outcome = train.train_and_evaluate(config, tmp_path)
+    assert outcome["step"] == 15 and len(outcome["eval"]) == 1
+
+
+def test_a_run_its_plateau_schedule_ended_is_not_extended_by_more_epochs(config, tmp_path,
+                                                                          caplog):
+    """The plateau schedule ends the run at its second evaluation (no improvement by 2, no
+    reduction left): a larger train.num_epochs changes nothing, and the one line says what
+    would let the run train on."""
+    with config.unlocked():
+        config.train.num_epochs = 3               # 5 steps an epoch
+        config.train.final_eval_views = ()
+        config.schedule.patience, config.schedule.min_improvement = 1, 2.0
+        config.schedule.max_reductions = 0
     train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 15
+    complete, before = read_completion(tmp_path), file_versions(tmp_path)
+    assert complete["step"] == 10 and complete["stopped_by_schedule"]
+    with config.unlocked():
+        config.train.num_epochs = 6
+    caplog.clear()
+    assert train.train_and_evaluate(config, tmp_path) == complete
+    assert file_versions(tmp_path) == before
+    [line] = [r.getMessage() for r in caplog.records if "already complete" in r.getMessage()]
+    assert line.endswith(
+        "(step 10): its plateau schedule ended it after its last reduction, so nothing runs and "
+        "the config changes are not applied (train.num_epochs: 3 -> 6); to train on it needs a "
+        "larger schedule.max_reductions or schedule.after_last=continue")
 
 
 def test_the_config_in_force_is_read_from_the_optimizer_state(config):

@@ -36,7 +36,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.nested import flatten
@@ -92,9 +91,11 @@ POLICY: dict[str, Rule] = {
              "schedule.step_epochs"),
     **_rules(A, "each remaining step's rate follows the new warm-up (by step number)",
              "schedule.warmup_epochs"),
-    **_rules(A, "the run trains to the new end (a finished run is extended)",
+    **_rules(A, "the run trains to the new end (a run its last step ended is extended; one its "
+                "schedule or training-error target ended only when that end is lifted too)",
              "train.num_epochs", "train.num_steps"),
-    **_rules(A, "the evaluations from now on", "train.epoch_eval_views",
+    **_rules(A, "the evaluations from now on (a finished run is not evaluated again: "
+                "--mode=eval evaluates its checkpoint with them)", "train.epoch_eval_views",
              "train.final_eval_views"),
     **_rules(A, "checked at the end of each epoch from now on", "train.stop_at_train_error"),
     **_rules(A, "the same global batch, as k micro-batches (the update equal up to rounding, "
@@ -126,6 +127,17 @@ POLICY: dict[str, Rule] = {
     **_rules(R, "the checkpoint was initialised otherwise", "model.init_std",
              "model.positive_bias"),
 }
+# A finished run does not start again: a change is applied to it only where it lifts what ended
+# it (`apply`: more steps, more reductions, a target not reached); else nothing runs, and one
+# line says so (`finished_line`): what ended the run, and what would let it train on.
+RUN_ENDS = {
+    "steps": ("it trained its last step", "a larger train.num_epochs (or train.num_steps)"),
+    "schedule": ("its plateau schedule ended it after its last reduction",
+                 "a larger schedule.max_reductions or schedule.after_last=continue"),
+    "target": ("it reached its training-error target",
+               "a lower train.stop_at_train_error (0: none)"),
+}
+EVALUATION_KEYS = ("train.epoch_eval_views", "train.final_eval_views")
 # a key whose value is a dict of free keys (layer names), decided as one key
 WHOLE_KEYS = ("optimizer.layer_weight_decay",)
 NO_DECISION = Rule(R, "no resume decision is recorded for this key (resume_policy.POLICY)")
@@ -320,7 +332,8 @@ def apply(decision: Decision, config: ml_collections.ConfigDict, previous: dict[
     """The optimizer state, schedule and progress of a resumed run with the applied changes in
     force (those the table says are read at every start need nothing here); the new opt_state.
     A run that its schedule or its training-error target ended goes on when the new values no
-    longer end it."""
+    longer end it (RUN_ENDS; the trainer logs what was applied once it knows the run goes
+    on)."""
     if not decision.applied:
         return opt_state
     s = config.schedule
@@ -346,11 +359,33 @@ def apply(decision: Decision, config: ml_collections.ConfigDict, previous: dict[
         if f"optimizer.{key}" in decision.applied and name in hyperparams:
             held = hyperparams[name]
             hyperparams[name] = jax.device_put(np.asarray(o[key], held.dtype), held.sharding)
-    logging.warning("resuming with config changes (applied from now on): %s; the learning "
-                    "rate is now %g", "; ".join(f"{k}: {w!r} -> {n!r}" for k, (w, n)
-                                                in decision.applied.items()),
-                    schedule.learning_rate)
     return opt_state._replace(hyperparams=hyperparams)
+
+
+def _changes(decision: Decision) -> str:
+    return "; ".join(f"{k}: {w!r} -> {n!r}" for k, (w, n) in decision.applied.items())
+
+
+def applied_line(decision: Decision, learning_rate: float) -> str:
+    """The line a resumed run logs as it starts to train with the applied changes."""
+    return (f"resuming with config changes (applied from now on): {_changes(decision)}; the "
+            f"learning rate is now {learning_rate:g}")
+
+
+def finished_line(decision: Decision | None, workdir: Path, step: int, ends: list[str]) -> str:
+    """The one line a finished run logs when run again: it is complete, and, when the config
+    changed, that nothing runs and the changes are not applied, why (`ends`: the RUN_ENDS that
+    hold) and what would let it train on (or evaluate the new views)."""
+    line = f"the run in {workdir} is already complete (step {step})"
+    if decision is None or not decision.applied:
+        return line
+    line += (f": {' and '.join(RUN_ENDS[end][0] for end in ends)}, so nothing runs and the "
+             f"config changes are not applied ({_changes(decision)}); to train on it needs "
+             + " and ".join(RUN_ENDS[end][1] for end in ends))
+    if any(key in decision.applied for key in EVALUATION_KEYS):
+        line += ("; a finished run is not evaluated again: --mode=eval evaluates its last "
+                 "checkpoint with train.final_eval_views (into eval_results.jsonl)")
+    return line
 
 
 def config_in_force(config: ml_collections.ConfigDict, opt_state) -> dict[str, Any]:

@@ -46,9 +46,17 @@ class Trainer:
     def completion(self) -> dict[str, Any] | None:
         """The outcome of this run if it has already finished (nothing left to do)."""
         run = self.run
-        done = run.step >= self.total_steps or self._stopped_early()
         complete = read_completion(run.workdir)
-        return complete if done and complete and complete["step"] == run.step else None
+        return complete if self.ends() and complete and complete["step"] == run.step else None
+
+    def ends(self) -> list[str]:
+        """What ends this run at its step (resume_policy.RUN_ENDS): its last step, its plateau
+        schedule, its training-error target; none while it has steps to train."""
+        run = self.run
+        return [end for end, holds in (("steps", run.step >= self.total_steps),
+                                       ("schedule", run.schedule.state.finished),
+                                       ("target", bool(run.progress.get("target_reached"))))
+                if holds]
 
     def train(self) -> dict[str, Any]:
         run, step = self.run, self.run.step
