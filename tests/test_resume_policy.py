@@ -132,6 +132,27 @@ def train_steps(config, workdir, steps, **changes):
     train.train_and_evaluate(config, workdir)
 
 
+def test_a_new_weight_decay_and_lr_scaling_are_in_force_after_a_resume(config, tmp_path):
+    """The fast tier's check of two applied optimizer values (the slow LARS test above checks
+    them all): a new optimizer.weight_decay is written into the optimizer state (read back
+    from the next checkpoint, and recorded there as in force), and a new optimizer.lr_scaling
+    rescales the schedule's rate (linear: 0.01 x 8 / 128), the rate the resumed step used."""
+    train_steps(config, tmp_path, 1)
+    train_steps(config, tmp_path, 2, **{"optimizer.weight_decay": 0.001,
+                                        "optimizer.lr_scaling": "linear"})
+    state, progress = restored(tmp_path, config, 2)
+    assert float(state.hyperparams["weight_decay"]) == pytest.approx(0.001)
+    assert progress["config"]["optimizer"]["weight_decay"] == 0.001
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.000625)
+    assert progress["schedule"]["learning_rate"] == pytest.approx(0.000625)
+    rates = {r["step"]: r["learning_rate"] for r in surviving_records(read_records(tmp_path))
+             if r.get("split") == "train"}
+    assert [rates[1], rates[2]] == pytest.approx([0.01, 0.000625])
+    [event] = applied_events(tmp_path)
+    assert sorted(event["applied"]) == ["optimizer.lr_scaling", "optimizer.weight_decay",
+                                        "train.num_steps"]
+
+
 def test_another_optimizer_is_refused_naming_the_key_and_writes_nothing(config, tmp_path):
     train_steps(config, tmp_path, 2)
     before = file_versions(tmp_path)
