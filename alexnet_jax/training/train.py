@@ -15,7 +15,7 @@ from alexnet_jax.training import resume_policy
 from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: F401 - --mode=eval
 from alexnet_jax.training.preemption import StopRequest
 from alexnet_jax.training.run import setup_run, write_run_facts
-from alexnet_jax.training.trainer import Trainer
+from alexnet_jax.training.trainer import Trainer, run_ends
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             complete = trainer.completion()
             if complete is not None:  # a finished run: say so (and what it does not apply)
                 line = resume_policy.finished_line(run.resume, run.workdir, run.step,
-                                                   trainer.ends())
+                                                   run_ends(run, trainer.total_steps))
                 changed = run.resume is not None and bool(run.resume.applied)
                 logging.log(logging.WARNING if changed else logging.INFO, "%s", line)
                 return complete
