@@ -132,6 +132,27 @@ def train_steps(config, workdir, steps, **changes):
     train.train_and_evaluate(config, workdir)
 
 
+def test_a_new_weight_decay_and_lr_scaling_are_in_force_after_a_resume(config, tmp_path):
+    """The fast tier's check of two applied optimizer values (the slow LARS test above checks
+    them all): a new optimizer.weight_decay is written into the optimizer state (read back
+    from the next checkpoint, and recorded there as in force), and a new optimizer.lr_scaling
+    rescales the schedule's rate (linear: 0.01 x 8 / 128), the rate the resumed step used."""
+    train_steps(config, tmp_path, 1)
+    train_steps(config, tmp_path, 2, **{"optimizer.weight_decay": 0.001,
+                                        "optimizer.lr_scaling": "linear"})
+    state, progress = restored(tmp_path, config, 2)
+    assert float(state.hyperparams["weight_decay"]) == pytest.approx(0.001)
+    assert progress["config"]["optimizer"]["weight_decay"] == 0.001
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.000625)
+    assert progress["schedule"]["learning_rate"] == pytest.approx(0.000625)
+    rates = {r["step"]: r["learning_rate"] for r in surviving_records(read_records(tmp_path))
+             if r.get("split") == "train"}
+    assert [rates[1], rates[2]] == pytest.approx([0.01, 0.000625])
+    [event] = applied_events(tmp_path)
+    assert sorted(event["applied"]) == ["optimizer.lr_scaling", "optimizer.weight_decay",
+                                        "train.num_steps"]
+
+
 def test_another_optimizer_is_refused_naming_the_key_and_writes_nothing(config, tmp_path):
     train_steps(config, tmp_path, 2)
     before = file_versions(tmp_path)
@@ -145,11 +166,25 @@ def test_another_optimizer_is_refused_naming_the_key_and_writes_nothing(config, 
 
 
 def test_more_accumulation_on_resume_trains_the_same_global_batch(config, tmp_path):
-    train_steps(config, tmp_path, 2)
-    train_steps(config, tmp_path, 4, **{"train.accumulate_steps": 2})
-    [event] = applied_events(tmp_path)
+    """The policy's claim: k micro-batches give the update of the whole batch, equal up to
+    rounding, with dropout on (the default; each micro-batch takes its rows of the batch's
+    masks): resumed with k = 2, steps 3 and 4 have the losses of a run that kept k = 1 (step
+    3's: the same masks on the same parameters; step 4's: the same update too)."""
+    with config.unlocked():  # losses that follow the parameters and masks (helpers.VISIBLE_INIT)
+        config.model.init_std, config.model.positive_bias = 0.1, 0.1
+    train_steps(config, tmp_path / "whole", 4)
+    train_steps(config, tmp_path / "run", 2)
+    train_steps(config, tmp_path / "run", 4, **{"train.accumulate_steps": 2})
+    [event] = applied_events(tmp_path / "run")
     assert event["applied"]["train.accumulate_steps"]["now"] == 2
-    assert [r["step"] for r in read_records(tmp_path) if r.get("split") == "train"][-2:] == [3, 4]
+
+    def losses(workdir):
+        return {r["step"]: r["loss"] for r in surviving_records(read_records(workdir))
+                if r.get("split") == "train"}
+
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "run")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    assert [resumed[3], resumed[4]] == pytest.approx([whole[3], whole[4]], rel=1e-5)
 
 
 def rewrite_progress(workdir, step, **fields):
@@ -181,7 +216,9 @@ def test_split_sharding_resumes_mid_epoch_only_on_the_layout_that_saved_it(
 
 def test_another_models_config_is_refused_before_its_data_is_prepared(config, tmp_path):
     """A 2x larger crop on a trained workdir: refused naming the key with both values, for
-    training and evaluation alike, and no new preparation of the data is written."""
+    training and evaluation alike, and no new preparation of the data is written. Training
+    names every refused change at once (here the seed too, and the data keys the crop came
+    with), so that one correction is enough; the crop, refused by both checks, once."""
     from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: PLC0415
 
     workdir = tmp_path / "run"
@@ -192,28 +229,42 @@ def test_another_models_config_is_refused_before_its_data_is_prepared(config, tm
         config.data.resize_size, config.data.prepared = 2 * TINY_RESIZE, str(2 * TINY_RESIZE)
         config.data.crop_size = 2 * config.data.crop_size
         config.train.num_steps = 4
-    refusal = (r"written by a different model or dataset: data.crop_size: checkpoint 67, this "
-               r"config 134\. ")
-    with pytest.raises(UserError, match=refusal):
+        config.seed = 1
+    model = (r"written by a different model or dataset: data.crop_size: checkpoint 67, this "
+             r"config 134")
+    with pytest.raises(UserError, match=model + r"; and this workdir's run cannot go on with "
+                       r"this config: data.prepared: was '76', now '152' \(refused mid-epoch.*; "
+                       r"data.resize_size: was 76, now 152 \(refused.*; seed: was 0, now 1 "
+                       r"\(refused: data order, augmentation and dropout follow it\)\. Resume"
+                       ) as refusal:
         train.train_and_evaluate(config, workdir)
-    with pytest.raises(UserError, match=refusal):
+    assert str(refusal.value).count("data.crop_size") == 1
+    with pytest.raises(UserError, match=model + r"\. Use the config"):
         evaluate_workdir(config, workdir)
     assert file_versions(data_dir) == prepared            # nothing prepared for the refusal
 
 
-def test_warm_up_without_a_scaled_rate_and_lars_with_decoupled_decay_are_refused(config,
-                                                                                 tmp_path):
+def test_warm_up_without_a_larger_scaled_rate_and_lars_with_decoupled_decay_are_refused(
+        config, tmp_path):
+    """A warm-up ramps up from the unscaled rate to the scaled one: without scaling there is
+    nothing to ramp, and linear scaling below the paper's batch of 128 (here 8: 0.01 x 8 / 128)
+    scales the rate down, so a warm-up would start 16x above its target and ramp down."""
     with config.unlocked():
         config.schedule.warmup_epochs = 1.0
-    with pytest.raises(UserError, match=r"schedule.warmup_epochs=1 ramps the rate .* "
+    with pytest.raises(UserError, match=r"schedule.warmup_epochs=1 ramps the rate up .* "
                        r"\(optimizer.lr_scaling=none\): there is nothing to ramp"):
         train.train_and_evaluate(config, tmp_path / "a")
     with config.unlocked():
-        config.schedule.warmup_epochs = 0.0
+        config.optimizer.lr_scaling = "linear"
+    with pytest.raises(UserError, match=r"the scaled rate is not above it \(train.batch_size=8 "
+                       r"x 0.01 / 128 = 0.000625: a warm-up would ramp the rate down\)"):
+        train.train_and_evaluate(config, tmp_path / "down")
+    with config.unlocked():
+        config.schedule.warmup_epochs, config.optimizer.lr_scaling = 0.0, "none"
         config.optimizer.name, config.optimizer.decay_mode = "lars", "decoupled"
     with pytest.raises(UserError, match="optimizer.decay_mode=decoupled is momentum SGD's"):
         train.train_and_evaluate(config, tmp_path / "b")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not [path for path in tmp_path.iterdir() if path.name in ("a", "down", "b")]
 
 
 def test_another_tree_at_data_path_is_refused_where_a_moved_one_is_not(config, tmp_path):
@@ -231,19 +282,62 @@ def test_another_tree_at_data_path_is_refused_where_a_moved_one_is_not(config, t
         train_steps(config, tmp_path / "run", 4, **{"data.path": str(other)})
 
 
-def test_a_run_its_target_ended_goes_on_when_the_target_is_lowered(config, tmp_path):
-    """Applied means applied: a run ended by train.stop_at_train_error resumed with a lower
-    target (here: none) trains on, instead of saying the change applies and stopping."""
+def test_a_finished_run_says_in_one_line_what_it_does_not_apply_and_goes_on_when_it_may(
+        config, tmp_path, caplog):
+    """Applied means applied: a run ended by train.stop_at_train_error, run again with a larger
+    train.num_epochs and new final views, trains and evaluates nothing, changes no file and
+    says so in one line (why, and what would let it go on), not that the changes apply;
+    resumed with a lower target (here: none) it trains on to the new end and evaluates."""
     with config.unlocked():
-        config.train.num_epochs = 3               # 5 steps an epoch
+        config.train.num_epochs = 2               # 5 steps an epoch
         config.train.final_eval_views = ()
         config.train.stop_at_train_error = 0.99   # reached by the first epoch (5 classes)
     train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 5
+    complete, before = read_completion(tmp_path), file_versions(tmp_path)
+    assert complete["step"] == 5
+    with config.unlocked():
+        config.train.num_epochs, config.train.final_eval_views = 3, (1,)
+    caplog.clear()
+    assert train.train_and_evaluate(config, tmp_path) == complete
+    assert file_versions(tmp_path) == before
+    said = [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "applied from now on" in line]
+    [line] = [line for line in said if "already complete" in line]
+    assert line.endswith(
+        "is already complete (step 5): it reached its training-error target, so nothing runs "
+        "and the config changes are not applied (train.final_eval_views: [] -> [1]; "
+        "train.num_epochs: 2 -> 3); to train on it needs a lower train.stop_at_train_error "
+        "(0: none); a finished run is not evaluated again: --mode=eval evaluates its last "
+        "checkpoint with train.final_eval_views (into eval_results.jsonl)")
     with config.unlocked():
         config.train.stop_at_train_error = 0.0
+    outcome = train.train_and_evaluate(config, tmp_path)
+    assert outcome["step"] == 15 and len(outcome["eval"]) == 1
+
+
+def test_a_run_its_plateau_schedule_ended_is_not_extended_by_more_epochs(config, tmp_path,
+                                                                          caplog):
+    """The plateau schedule ends the run at its second evaluation (no improvement by 2, no
+    reduction left): a larger train.num_epochs changes nothing, and the one line says what
+    would let the run train on."""
+    with config.unlocked():
+        config.train.num_epochs = 3               # 5 steps an epoch
+        config.train.final_eval_views = ()
+        config.schedule.patience, config.schedule.min_improvement = 1, 2.0
+        config.schedule.max_reductions = 0
     train.train_and_evaluate(config, tmp_path)
-    assert read_completion(tmp_path)["step"] == 15
+    complete, before = read_completion(tmp_path), file_versions(tmp_path)
+    assert complete["step"] == 10 and complete["stopped_by_schedule"]
+    with config.unlocked():
+        config.train.num_epochs = 6
+    caplog.clear()
+    assert train.train_and_evaluate(config, tmp_path) == complete
+    assert file_versions(tmp_path) == before
+    [line] = [r.getMessage() for r in caplog.records if "already complete" in r.getMessage()]
+    assert line.endswith(
+        "(step 10): its plateau schedule ended it after its last reduction, so nothing runs and "
+        "the config changes are not applied (train.num_epochs: 3 -> 6); to train on it needs a "
+        "larger schedule.max_reductions or schedule.after_last=continue")
 
 
 def test_the_config_in_force_is_read_from_the_optimizer_state(config):

@@ -139,14 +139,15 @@ def test_eval_step_masks_padding_and_averages_views():
 @pytest.mark.parametrize("mesh_shape,unroll", [((1, 1), True), ((1, 2), True),
                                                ((1, 1), False), ((1, 2), False)])
 def test_accumulated_micro_batches_give_the_parameters_of_the_whole_batch(mesh_shape, unroll):
-    """k = 4 micro-batches of 2 against one batch of 8, dropout off: the same update, with
-    the micro-batches unrolled (CPUs) and in a loop (accelerators)."""
+    """k = 4 micro-batches of 2 against one batch of 8, dropout on (each micro-batch takes
+    its rows of the batch's masks): the same update, with the micro-batches unrolled (CPUs) and
+    in a loop (accelerators)."""
     mesh = jax.make_mesh(mesh_shape, ("data", "model"),
                          devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
     results = []
     for k in (1, 4):
         graphdef, params, opt_state, tx = setup(mesh, columns=2, init_std=0.1,
-                                                positive_bias=0.1, dropout_rate=0.0)
+                                                positive_bias=0.1, dropout_rate=0.5)
         train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
                                            jax.random.key(0), accumulate_steps=k,
                                            unroll=unroll)

@@ -24,16 +24,19 @@ class ShardedNetwork(nnx.Module):
     (B, H, W, 3); pass `dropout_key` to train, without it it runs in evaluation mode.
     """
 
-    def __call__(self, images_BxHxWx3: jax.Array, *, dropout_key: jax.Array | None = None
-                 ) -> jax.Array:
-        """Logits (B, num_classes), float32, sharded over `data`."""
+    def __call__(self, images_BxHxWx3: jax.Array, *, dropout_key: jax.Array | None = None,
+                 dropout_masks: list[jax.Array] | None = None) -> jax.Array:
+        """Logits (B, num_classes), float32, sharded over `data`; `dropout_masks` (these
+        images' rows of masks `dropout_masks()` drew) instead of `dropout_key`: a micro-batch
+        takes its rows of its whole batch's masks."""
         if images_BxHxWx3.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"{type(self).__name__} built for {self.input_size}x"
                              f"{self.input_size}x3 inputs, got {images_BxHxWx3.shape[1:]}")
         # Accept any input (NumPy, one device, another layout): split the batch over `data`.
         images_BxHxWx3 = jax.sharding.reshard(images_BxHxWx3, sharding_for(self.mesh, "batch"))
         graphdef, params = nnx.split(self)
-        masks = self.dropout_masks(images_BxHxWx3.shape[0], dropout_key)
+        masks = (dropout_masks if dropout_masks is not None
+                 else self.dropout_masks(images_BxHxWx3.shape[0], dropout_key))
         return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, masks)
 
     def features(self, images_BxHxWx3: jax.Array) -> jax.Array:

@@ -158,15 +158,20 @@ def _validate_large_batch(config: ml_collections.ConfigDict) -> None:
             "paper's placement. Use optimizer.decay_mode=paper with optimizer.name=lars "
             "(optimizer.decay_biases and optimizer.layer_weight_decay apply to LARS too).")
     scaled = optim.initial_learning_rate(o.learning_rate, config.train.batch_size, o.lr_scaling)
-    if s.warmup_epochs > 0 and scaled == o.learning_rate:
+    if s.warmup_epochs > 0 and scaled <= o.learning_rate:
+        # linear scaling below the paper's batch scales the rate down: the "warm-up" would
+        # start above its target and ramp down to it
+        batch = config.train.batch_size
         raise UserError(
-            f"schedule.warmup_epochs={s.warmup_epochs:g} ramps the rate from "
-            f"optimizer.learning_rate ({o.learning_rate:g}) up to the linearly scaled rate "
-            "(Goyal et al. 2017), but here the two are equal "
+            f"schedule.warmup_epochs={s.warmup_epochs:g} ramps the rate up from "
+            f"optimizer.learning_rate ({o.learning_rate:g}) to the linearly scaled rate "
+            "(Goyal et al. 2017), but here the scaled rate is not above it "
             + ("(optimizer.lr_scaling=none)" if o.lr_scaling != "linear" else
-               f"(train.batch_size={config.train.batch_size}, the paper's 128)")
-            + ": there is nothing to ramp. Set optimizer.lr_scaling=linear with a batch larger "
-            "than 128, or schedule.warmup_epochs=0.")
+               f"(train.batch_size={batch}, the paper's 128)" if batch == optim.PAPER_BATCH else
+               f"(train.batch_size={batch} x {o.learning_rate:g} / 128 = {scaled:g}: a "
+               "warm-up would ramp the rate down)")
+            + ": there is nothing to ramp up to. Set optimizer.lr_scaling=linear with a batch "
+            "larger than 128, or schedule.warmup_epochs=0.")
 
 
 def validate_for_mesh(config: ml_collections.ConfigDict, data_axis: int) -> None:

@@ -18,7 +18,9 @@ back from the optimizer state), so a resume killed before its next checkpoint le
 half-applied. Checkpoints written before that record existed are compared with the workdir's
 config.json and their optimizer record. The model's shape is the fingerprint's business
 (`check_same_model`), checked against every checkpoint before it is restored, also by
---mode=eval and --mode=predict. docs/reliability.md shows this table (a test keeps them equal).
+--mode=eval and --mode=predict; a resume names the model's differences and every refused key in
+one refusal, so that one correction is enough. docs/reliability.md shows this table (a test
+keeps them equal).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.nested import flatten
@@ -90,12 +91,15 @@ POLICY: dict[str, Rule] = {
              "schedule.step_epochs"),
     **_rules(A, "each remaining step's rate follows the new warm-up (by step number)",
              "schedule.warmup_epochs"),
-    **_rules(A, "the run trains to the new end (a finished run is extended)",
+    **_rules(A, "the run trains to the new end (a run its last step ended is extended; one its "
+                "schedule or training-error target ended only when that end is lifted too)",
              "train.num_epochs", "train.num_steps"),
-    **_rules(A, "the evaluations from now on", "train.epoch_eval_views",
+    **_rules(A, "the evaluations from now on (a finished run is not evaluated again: "
+                "--mode=eval evaluates its checkpoint with them)", "train.epoch_eval_views",
              "train.final_eval_views"),
     **_rules(A, "checked at the end of each epoch from now on", "train.stop_at_train_error"),
-    **_rules(A, "the same global batch, as k micro-batches (the update equal up to rounding)",
+    **_rules(A, "the same global batch, as k micro-batches (the update equal up to rounding, "
+                "with dropout too: each micro-batch takes its rows of the batch's masks)",
              "train.accumulate_steps"),
     **_rules(A, "the next steps drop units at the new rate", "model.dropout_rate"),
     **_rules(A, "the next steps compute in the new dtype (the parameters stay float32)",
@@ -123,6 +127,17 @@ POLICY: dict[str, Rule] = {
     **_rules(R, "the checkpoint was initialised otherwise", "model.init_std",
              "model.positive_bias"),
 }
+# A finished run does not start again: a change is applied to it only where it lifts what ended
+# it (`apply`: more steps, more reductions, a target not reached); else nothing runs, and one
+# line says so (`finished_line`): what ended the run, and what would let it train on.
+RUN_ENDS = {
+    "steps": ("it trained its last step", "a larger train.num_epochs (or train.num_steps)"),
+    "schedule": ("its plateau schedule ended it after its last reduction",
+                 "a larger schedule.max_reductions or schedule.after_last=continue"),
+    "target": ("it reached its training-error target",
+               "a lower train.stop_at_train_error (0: none)"),
+}
+EVALUATION_KEYS = ("train.epoch_eval_views", "train.final_eval_views")
 # a key whose value is a dict of free keys (layer names), decided as one key
 WHOLE_KEYS = ("optimizer.layer_weight_decay",)
 NO_DECISION = Rule(R, "no resume decision is recorded for this key (resume_policy.POLICY)")
@@ -200,13 +215,22 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def refuse(decision: Decision, config_source: str) -> None:
-    """UserError naming every refused change, when there is one."""
-    if decision.refused:
-        raise UserError(
-            "this workdir's run cannot go on with this config: " + "; ".join(decision.refused)
-            + f". Resume it with the values it was trained with ({config_source}), or train "
-            "the new config in a new --workdir.")
+def refuse(decision: Decision, config_source: str, model: dict[str, str] | None = None,
+           where: str = "") -> None:
+    """UserError naming every refused change at once, when there is one: `model`, the
+    checkpoint's model differences ({key: line}, model_differences) and the decision's
+    refusals (a key named by both, once)."""
+    model = model or {}
+    others = [line for line in decision.refused if line.split(": ")[0] not in model]
+    if not others:
+        _refuse_other_model(model, where)
+        return
+    found = (f"the checkpoint at {where} was written by a different model or dataset: "
+             + "; ".join(model.values()) + "; and " if model else "")
+    raise UserError(
+        found + "this workdir's run cannot go on with this config: " + "; ".join(others)
+        + f". Resume it with the values it was trained with ({config_source}), or train "
+        "the new config in a new --workdir.")
 
 
 def previous_config(progress: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], str]:
@@ -230,13 +254,18 @@ def is_mid_epoch(progress: dict[str, Any]) -> bool:
 
 
 def check_resume(config: ml_collections.ConfigDict, progress: dict[str, Any],
-                 workdir: Path, data_shards: int) -> Decision:
+                 workdir: Path, data_shards: int, fingerprint: dict[str, Any] | None = None,
+                 where: str = "", compare_classes: bool = True) -> Decision:
     """The decision for resuming from a checkpoint whose progress record is `progress`, in a
-    run that reads its data in `data_shards` parts; UserError for a refused change."""
+    run that reads its data in `data_shards` parts; UserError naming every refused change at
+    once: a refused config key, and with `fingerprint` (this config's model, compared as
+    check_same_model does) each way the checkpoint's model differs."""
     previous, source = previous_config(progress, workdir)
     decision = decide(previous, json.loads(config.to_json_best_effort()),
                       is_mid_epoch(progress), (progress.get("data_shards"), data_shards))
-    refuse(decision, source)
+    model = ({} if fingerprint is None else
+             model_differences(progress.get("fingerprint"), fingerprint, compare_classes))
+    refuse(decision, source, model, where)
     return decision
 
 
@@ -267,25 +296,34 @@ def check_same_data(saved: dict[str, Any] | None, data: dict[str, Any], where: s
             "(it may move; it must be the same), or train on this data in a new --workdir.")
 
 
-def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
-                     where: str, compare_classes: bool = True) -> None:
-    """Refuse (UserError) a checkpoint of another model, naming each difference with the
-    checkpoint's and this config's value; `compare_classes` False before the dataset (whose
-    class count is part of the fingerprint) is open."""
-    saved = saved or {}
+def model_differences(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
+                      compare_classes: bool = True) -> dict[str, str]:
+    """{key: line} of each way a checkpoint's model (its fingerprint, `saved`) differs from
+    this config's, with both values; `compare_classes` False before the dataset (whose class
+    count is part of the fingerprint) is open."""
     names = {"crop_size": "data.crop_size", "num_classes": "the dataset's class count"}
-    ours, theirs = flatten(fingerprint), flatten(saved)
+    ours, theirs = flatten(fingerprint), flatten(saved or {})
     keys = set(ours) | set(theirs)
     if not compare_classes:
         keys.discard("num_classes")
-    differences = [f"{names.get(key, key)}: checkpoint {theirs.get(key, 'not recorded')!r}, "
-                   f"this config {ours.get(key, 'not set')!r}"
-                   for key in sorted(keys) if not _same(theirs.get(key), ours.get(key))]
+    return {names.get(key, key): f"{names.get(key, key)}: checkpoint "
+            f"{theirs.get(key, 'not recorded')!r}, this config {ours.get(key, 'not set')!r}"
+            for key in sorted(keys) if not _same(theirs.get(key), ours.get(key))}
+
+
+def check_same_model(saved: dict[str, Any] | None, fingerprint: dict[str, Any],
+                     where: str, compare_classes: bool = True) -> None:
+    """Refuse (UserError) a checkpoint of another model, naming each difference with the
+    checkpoint's and this config's value (model_differences)."""
+    _refuse_other_model(model_differences(saved, fingerprint, compare_classes), where)
+
+
+def _refuse_other_model(differences: dict[str, str], where: str) -> None:
     if differences:
         raise UserError(
             f"the checkpoint at {where} was written by a different model or dataset: "
-            + "; ".join(differences) + ". Use the config the run was trained with (its "
-            "config.json, with the same --config overrides), or a new --workdir for a "
+            + "; ".join(differences.values()) + ". Use the config the run was trained with "
+            "(its config.json, with the same --config overrides), or a new --workdir for a "
             "different model.")
 
 
@@ -294,7 +332,8 @@ def apply(decision: Decision, config: ml_collections.ConfigDict, previous: dict[
     """The optimizer state, schedule and progress of a resumed run with the applied changes in
     force (those the table says are read at every start need nothing here); the new opt_state.
     A run that its schedule or its training-error target ended goes on when the new values no
-    longer end it."""
+    longer end it (RUN_ENDS; the trainer logs what was applied once it knows the run goes
+    on)."""
     if not decision.applied:
         return opt_state
     s = config.schedule
@@ -320,11 +359,33 @@ def apply(decision: Decision, config: ml_collections.ConfigDict, previous: dict[
         if f"optimizer.{key}" in decision.applied and name in hyperparams:
             held = hyperparams[name]
             hyperparams[name] = jax.device_put(np.asarray(o[key], held.dtype), held.sharding)
-    logging.warning("resuming with config changes (applied from now on): %s; the learning "
-                    "rate is now %g", "; ".join(f"{k}: {w!r} -> {n!r}" for k, (w, n)
-                                                in decision.applied.items()),
-                    schedule.learning_rate)
     return opt_state._replace(hyperparams=hyperparams)
+
+
+def _changes(decision: Decision) -> str:
+    return "; ".join(f"{k}: {w!r} -> {n!r}" for k, (w, n) in decision.applied.items())
+
+
+def applied_line(decision: Decision, learning_rate: float) -> str:
+    """The line a resumed run logs as it starts to train with the applied changes."""
+    return (f"resuming with config changes (applied from now on): {_changes(decision)}; the "
+            f"learning rate is now {learning_rate:g}")
+
+
+def finished_line(decision: Decision | None, workdir: Path, step: int, ends: list[str]) -> str:
+    """The one line a finished run logs when run again: it is complete, and, when the config
+    changed, that nothing runs and the changes are not applied, why (`ends`: the RUN_ENDS that
+    hold) and what would let it train on (or evaluate the new views)."""
+    line = f"the run in {workdir} is already complete (step {step})"
+    if decision is None or not decision.applied:
+        return line
+    line += (f": {' and '.join(RUN_ENDS[end][0] for end in ends)}, so nothing runs and the "
+             f"config changes are not applied ({_changes(decision)}); to train on it needs "
+             + " and ".join(RUN_ENDS[end][1] for end in ends))
+    if any(key in decision.applied for key in EVALUATION_KEYS):
+        line += ("; a finished run is not evaluated again: --mode=eval evaluates its last "
+                 "checkpoint with train.final_eval_views (into eval_results.jsonl)")
+    return line
 
 
 def config_in_force(config: ml_collections.ConfigDict, opt_state) -> dict[str, Any]:

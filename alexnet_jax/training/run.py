@@ -142,14 +142,16 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str | Path,
     data = resume_policy.data_identity(source)
     decisions = []
     try:
-        def check_progress(step: int, progress: dict[str, Any]) -> None:
-            resume_policy.check_same_data(progress.get("data"), data,
-                                          f"{checkpointer.directory}/{step}", for_evaluation)
-            if not for_evaluation:
-                decisions.append(resume_policy.check_resume(config, progress, workdir, shards))
+        def check(step: int, progress: dict[str, Any]) -> None:
+            where = f"{checkpointer.directory}/{step}"
+            if for_evaluation:
+                resume_policy.check_same_model(progress.get("fingerprint"), fingerprint, where)
+            else:  # another model and refused keys, named at once
+                decisions.append(resume_policy.check_resume(config, progress, workdir, shards,
+                                                            fingerprint, where))
+            resume_policy.check_same_data(progress.get("data"), data, where, for_evaluation)
 
-        restored = restore(checkpointer, params, opt_state, fingerprint, not for_evaluation,
-                           check_progress)
+        restored = restore(checkpointer, params, opt_state, check, not for_evaluation)
     except UserError:
         checkpointer.close()
         if lock:
@@ -199,10 +201,13 @@ def check_before_data(config: ml_collections.ConfigDict, workdir: Path, data_sha
     progress = newest_progress(workdir)
     if progress is None:
         return
-    resume_policy.check_same_model(progress.get("fingerprint"), model_fingerprint(config, None),
-                                   str(workdir / "checkpoints"), compare_classes=False)
-    if resuming:
-        resume_policy.check_resume(config, progress, workdir, data_shards)
+    fingerprint, where = model_fingerprint(config, None), str(workdir / "checkpoints")
+    if resuming:  # another model and refused keys, named at once
+        resume_policy.check_resume(config, progress, workdir, data_shards, fingerprint, where,
+                                   compare_classes=False)
+    else:
+        resume_policy.check_same_model(progress.get("fingerprint"), fingerprint, where,
+                                       compare_classes=False)
 
 
 def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
@@ -219,18 +224,11 @@ def open_data(config: ml_collections.ConfigDict, for_evaluation: bool):
     return source, prep, stats
 
 
-def restore(checkpointer: checkpointing.Checkpointer, params, opt_state,
-            fingerprint: dict[str, Any], set_aside: bool, check_progress=None):
+def restore(checkpointer: checkpointing.Checkpointer, params, opt_state, check,
+            set_aside: bool):
     """(params, opt_state, progress) of the newest checkpoint that restores, or None; a
-    checkpoint of another model is refused (UserError), and so is one `check_progress`
-    (called with its step and progress record) refuses."""
-
-    def check(step: int, saved: dict[str, Any]) -> None:
-        resume_policy.check_same_model(saved.get("fingerprint"), fingerprint,
-                                       f"{checkpointer.directory}/{step}")
-        if check_progress is not None:
-            check_progress(step, saved)
-
+    checkpoint `check` (called with its step and progress record) refuses is refused
+    (UserError)."""
     newest = checkpoint_recovery.restore_newest(
         checkpointer, checkpointing.abstract_like(params),
         checkpointing.abstract_like(opt_state), check, set_aside=set_aside)

@@ -67,13 +67,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     `accumulate_steps` = k > 1: the batch is computed as k micro-batches (rows i, i + k, ...:
     each device keeps its own rows, nothing moves) whose gradients are averaged before the one
-    update, so the update is the whole batch's and memory that of a micro-batch. Micro-batch
-    i's dropout masks come from fold_in(key of the step, i): a pure function of seed and step.
+    update, so the update is the whole batch's and memory that of a micro-batch. The dropout
+    masks are the whole batch's too (drawn from the step's key as k = 1 draws them), each
+    micro-batch taking its rows: the update is the same for any k, with dropout on.
     `unroll`: the micro-batches unrolled (True) or in a loop (False); None: unrolled on CPUs."""
 
-    def loss_and_grads(params, images, labels, dropout_key):
+    def loss_and_grads(params, images, labels, dropout_key, dropout_masks=None):
         def loss_fn(params):
-            logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+            logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key,
+                                                 dropout_masks=dropout_masks)
             return cross_entropy(logits, labels).mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -92,10 +94,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         micro = lambda x: jnp.swapaxes(  # noqa: E731 - (B, ...) -> (k, B / k, ...)
             x.reshape(x.shape[0] // accumulate_steps, accumulate_steps, *x.shape[1:]), 0, 1)
 
+        # the whole batch's masks (a few units a row: small beside the activations)
+        masks = nnx.merge(graphdef, params).dropout_masks(images.shape[0], dropout_key)
+
         def one(total, inputs):
-            index, images_i, labels_i = inputs
-            grads, metrics = loss_and_grads(params, images_i, labels_i,
-                                            jax.random.fold_in(dropout_key, index))
+            images_i, labels_i, masks_i = inputs
+            grads, metrics = loss_and_grads(params, images_i, labels_i, None, masks_i)
             return jax.tree.map(jnp.add, total, (grads, metrics)), None
 
         # zeros laid out like what they add up (gradients sharded like the parameters)
@@ -103,7 +107,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                  {key: jnp.zeros((), jnp.float32) for key in ("loss", "top1_error",
                                                              "top5_error")})
         (grads, metrics), _ = jax.lax.scan(
-            one, zeros, (jnp.arange(accumulate_steps), micro(images), micro(labels)), unroll=unroll)
+            one, zeros, (micro(images), micro(labels), [micro(m) for m in masks]),
+            unroll=unroll)
         return jax.tree.map(lambda x: x / accumulate_steps, (grads, metrics))
 
     def train_step(params: Params, opt_state, images, labels, learning_rate, step,

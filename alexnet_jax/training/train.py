@@ -11,10 +11,11 @@ import ml_collections
 from absl import logging
 
 from alexnet_jax.common.run_files import COMPLETION_FILE
+from alexnet_jax.training import resume_policy
 from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: F401 - --mode=eval
 from alexnet_jax.training.preemption import StopRequest
 from alexnet_jax.training.run import setup_run, write_run_facts
-from alexnet_jax.training.trainer import Trainer
+from alexnet_jax.training.trainer import Trainer, run_ends
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -27,9 +28,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         with jax.set_mesh(run.mesh), StopRequest() as stop:
             trainer = Trainer(run, stop)
             complete = trainer.completion()
-            if complete is not None:  # a finished run: say so and change nothing
-                logging.info("the run in %s is already complete (step %d)", run.workdir,
-                             run.step)
+            if complete is not None:  # a finished run: say so (and what it does not apply)
+                line = resume_policy.finished_line(run.resume, run.workdir, run.step,
+                                                   run_ends(run, trainer.total_steps))
+                changed = run.resume is not None and bool(run.resume.applied)
+                logging.log(logging.WARNING if changed else logging.INFO, "%s", line)
                 return complete
             if run.lock:
                 run.lock.record_holder()
@@ -38,6 +41,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             write_run_facts(run)
             if run.resume is not None and run.resume.applied:
                 # what was applied, and how (resume_policy); silent changes move no result
+                logging.warning("%s", resume_policy.applied_line(run.resume,
+                                                                 run.schedule.learning_rate))
                 run.writer.write_record({"step": run.step, **run.resume.event(),
                                          "learning_rate": run.schedule.learning_rate})
             return trainer.train()

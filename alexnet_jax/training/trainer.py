@@ -21,6 +21,15 @@ from alexnet_jax.training.saving import Saver
 from alexnet_jax.training.stepping import StepRunner
 
 
+def run_ends(run, total_steps: int) -> list[str]:
+    """What ends a run at its step (resume_policy.RUN_ENDS): its last step, its plateau
+    schedule, its training-error target; none while it has steps to train."""
+    return [end for end, holds in (("steps", run.step >= total_steps),
+                                   ("schedule", run.schedule.state.finished),
+                                   ("target", bool(run.progress.get("target_reached"))))
+            if holds]
+
+
 class Trainer:
     """Trains one run (training.run.Run) to its end, or until a stop (then saves)."""
 
@@ -46,8 +55,8 @@ class Trainer:
     def completion(self) -> dict[str, Any] | None:
         """The outcome of this run if it has already finished (nothing left to do)."""
         run = self.run
-        done = run.step >= self.total_steps or self._stopped_early()
         complete = read_completion(run.workdir)
+        done = run_ends(run, self.total_steps)
         return complete if done and complete and complete["step"] == run.step else None
 
     def train(self) -> dict[str, Any]:
