@@ -14,6 +14,11 @@ from absl import logging
 from alexnet_jax.training import multihost, plots
 
 
+def views_text(views: int) -> str:
+    """The evaluation's views as the documentation names them: "centre crop" or "10 views"."""
+    return "centre crop" if views == 1 else f"{views} views"
+
+
 def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
                    split: str = "val") -> dict[str, Any]:
     """One evaluation line in metrics.jsonl (or eval_results.jsonl) and TensorBoard; `split`:
@@ -23,10 +28,9 @@ def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
     run.writer.write_scalars(step, {k: result[k] for k in ("top1_error", "top5_error", "loss")},
                              f"{split}_{result['crops']}crop/")
     run.writer.flush()
-    logging.info("step %d %s (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+    logging.info("step %d %s (%s): top-1 error %.4f, top-5 error %.4f", step,
                  "validation" if split == "val" else "training images, evaluated",
-                 result["crops"], "s" if result["crops"] > 1 else "", result["top1_error"],
-                 result["top5_error"])
+                 views_text(result["crops"]), result["top1_error"], result["top5_error"])
     return record
 
 
