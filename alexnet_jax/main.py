@@ -31,7 +31,7 @@ config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", l
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "stats", "prepare", "predict", "features"],
                   "train (resumes from the workdir's latest checkpoint), eval (evaluate a "
-                  "checkpoint of the workdir, centre crop and 10 crops, without training), "
+                  "checkpoint of the workdir, centre crop and 10 views, without training), "
                   "stats (compute or show the dataset's mean image and RGB PCA; no workdir) or "
                   "prepare (prepare the dataset, its 256 x 256 squares and statistics; no "
                   "workdir), predict (top-5 classes of --images with the workdir's latest "

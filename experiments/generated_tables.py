@@ -1,6 +1,7 @@
 """Tables generated into Markdown files between markers (<!-- NAME:start --> ... <!-- NAME:end -->):
-the README's claims tables (claims_table.py) and docs/reliability.md's resume table
-(resume_table.py). One way to write them and to check that a file holds what they generate."""
+the claims tables of the README and docs/results.md (claims_table.py) and docs/reliability.md's
+resume table (resume_table.py). One way to write them and to check that a file holds what they
+generate."""
 
 from __future__ import annotations
 

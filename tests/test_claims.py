@@ -12,7 +12,7 @@ from scipy import stats
 from test_cli import REPO
 
 from alexnet_jax.common import provenance
-from alexnet_jax.studies import block_design, claims, measures
+from alexnet_jax.studies import block_design, claims, claims_tables, measures
 from alexnet_jax.studies.block_design import block_contrast
 
 
@@ -148,7 +148,7 @@ def test_the_table_shows_n_the_interval_holm_p_and_the_verdict(tmp_path):
                             "one_column": [0.31, 0.35, 0.385], "no_dropout": [0.3, 0.34, 0.38]})
     (tmp_path / "imagenette128_converged").mkdir()
     (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
-    table = claims.table(tmp_path, "claims")
+    table = claims_tables.table(tmp_path, "claims")
     row = next(line for line in table.splitlines() if line.startswith("| LRN lowers ImageNet"))
     contrast = block_contrast(by_arm(baseline=[30.0, 34.0, 38.0], no_lrn=[32.0, 35.5, 39.5],
                                      one_column=[31.0, 35.0, 38.5],
@@ -326,7 +326,7 @@ def test_a_difference_the_tables_family_does_not_bear_out_is_said_so(tmp_path):
     raw = [block_contrast(by, "baseline", arm).p for arm in ("no_lrn", "one_column")]
     adjusted = block_design.holm(raw)
     assert raw[0] < 0.05 <= adjusted[0] == pytest.approx(2 * raw[0])   # 2 claims with a p
-    table = claims.table(tmp_path, "claims")
+    table = claims_tables.table(tmp_path, "claims")
     row = next(line for line in table.splitlines() if line.startswith("| LRN lowers ImageNet"))
     assert row.endswith(f"| {adjusted[0]:.3f} | reproduced (not after Holm) |")
     other = next(line for line in table.splitlines() if line.startswith("| two columns"))
@@ -347,7 +347,7 @@ def figure1_results(relu_epochs, tanh_epochs, reached_by_arm):
 def figure1_row(tmp_path, results):
     (tmp_path / "cifar10_figure1").mkdir(exist_ok=True)
     (tmp_path / "cifar10_figure1" / "results.json").write_text(json.dumps(results))
-    table = claims.table(tmp_path, "claims")
+    table = claims_tables.table(tmp_path, "claims")
     return next(line for line in table.splitlines() if line.startswith("| ReLU trains"))
 
 
@@ -382,7 +382,7 @@ def test_an_arm_left_out_of_the_fit_is_named_in_the_row(tmp_path):
                             "one_column": [0.31, 0.35]})
     (tmp_path / "imagenette128_converged").mkdir()
     (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
-    rows = claims.table(tmp_path, "claims").splitlines()
+    rows = claims_tables.table(tmp_path, "claims").splitlines()
     lrn = next(line for line in rows if line.startswith("| LRN lowers ImageNet"))
     assert "(paired, df 2; `one_column` left out of the fit: not measured on all of seeds " \
            "0, 1, 2)" in lrn
@@ -416,7 +416,7 @@ def test_the_side_by_side_table_puts_each_claims_early_verdict_beside_its_conver
                            ("imagenette128_converged", converged)):
         (tmp_path / study).mkdir()
         (tmp_path / study / "results.json").write_text(json.dumps(results))
-    compared = claims.side_by_side(tmp_path).splitlines()
+    compared = claims_tables.side_by_side(tmp_path).splitlines()
     assert "early training (imagenette, 128 px, 7 epochs): n" in compared[0]
     assert "to convergence (imagenette, 128 px, 30 epochs): n" in compared[0]
 
@@ -434,6 +434,61 @@ def test_the_side_by_side_table_puts_each_claims_early_verdict_beside_its_conver
     column = next(line for line in compared if line.startswith("| two columns"))
     assert column.endswith("| - | no verdict yet (finished seeds: baseline 3, one_column 0; "
                            "2 shared seeds needed) |")
-    readme_tables = claims.tables(tmp_path)
-    assert readme_tables["claims-compare"] == "\n".join(compared) + "\n"
-    assert set(readme_tables) == {"claims", "claims-early", "claims-compare"}
+    every_table = claims_tables.tables(tmp_path)
+    assert every_table["claims-compare"] == "\n".join(compared) + "\n"
+    assert set(every_table) == {"claims", "claims-early", "claims-compare", "claims-summary"}
+    assert {name for names in claims_tables.PAGES.values() for name in names} == set(every_table)
+
+
+def test_the_summary_has_one_row_a_claim_judged_at_convergence_where_it_was_run_there(
+        tmp_path):
+    """The README's table: every claim once, with the cells of the table that judged it (its
+    Holm correction included): the converged claims, then those run only for 7 epochs."""
+    early = results_with({"baseline": [0.37, 0.36, 0.38], "no_lrn": [0.34, 0.33, 0.36],
+                          "no_overlap": [0.38, 0.37, 0.39], "one_column": [0.41, 0.40, 0.43],
+                          "no_lighting": [0.36, 0.37, 0.37], "no_dropout": [0.37, 0.36, 0.38]},
+                         protocol={"crop_size": 128, "num_epochs": 7, "num_steps": -1,
+                                   "stop_at_train_error": 0.0})
+    converged = results_with({"baseline": [0.21, 0.22, 0.23], "no_lrn": [0.23, 0.235, 0.25],
+                              "one_column": [0.22, 0.24, 0.24]})
+    for study, results in (("imagenette128_ablations", early),
+                           ("imagenette128_converged", converged)):
+        (tmp_path / study).mkdir()
+        (tmp_path / study / "results.json").write_text(json.dumps(results))
+    rows = claims_tables.summary(tmp_path).splitlines()
+    assert rows[0] == ("| claim (paper section) | paper | measured (mean of the seeds) | "
+                       "difference, 95% interval | verdict |")
+    texts = [row.split(" | ")[0][2:] for row in rows[2:]]
+    assert texts == [claim.text for claim in claims.TABLES["claims"]] + [
+        "overlapping pooling (3.4)", "PCA lighting (4.1)"]
+
+    def judged(name, text):
+        return next(j for j in claims.judge(tmp_path, name) if j.claim.text == text)
+
+    lrn, pooling = (next(row for row in rows if row.startswith(f"| {text}"))
+                    for text in ("LRN lowers ImageNet", "overlapping pooling"))
+    cells = judged("claims", "LRN lowers ImageNet error (3.3)").cells
+    assert lrn.endswith(f" | {cells.difference} | {cells.verdict} |")
+    assert ("| `baseline`: 22.00, `no_lrn`: 23.83 (val top-1 error %; imagenette, 128 px, "
+            "30 epochs; n 3) |") in lrn
+    cells = judged("claims-early", "overlapping pooling (3.4)").cells
+    assert pooling.endswith(f" | {cells.difference} | {cells.verdict} |")
+    assert "7 epochs; n 3" in pooling
+    figure1 = next(row for row in rows if row.startswith("| ReLU"))
+    assert figure1.endswith("| `relu`: -, `tanh`: - (epochs) | - | no verdict yet (finished "
+                            "seeds: relu 0, tanh 0; 2 shared seeds needed) |")
+
+
+def test_a_column_added_to_a_list_reaches_its_tables(tmp_path, monkeypatch):
+    """How another verdict gets into the tables: one entry in the column lists."""
+    converged = results_with({"baseline": [0.21, 0.22, 0.23], "no_lrn": [0.23, 0.235, 0.25]})
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(converged))
+    extra = ("arms", lambda judged: f"{judged.claim.baseline} / {judged.claim.arm}")
+    monkeypatch.setattr(claims_tables, "SUMMARY_COLUMNS", (*claims_tables.SUMMARY_COLUMNS, extra))
+    monkeypatch.setattr(claims_tables, "FULL_COLUMNS", (*claims_tables.FULL_COLUMNS, extra))
+    for made in (claims_tables.summary(tmp_path), claims_tables.table(tmp_path, "claims")):
+        lines = made.splitlines()
+        assert lines[0].endswith("| arms |") and lines[1].count("---") == lines[0].count(" | ") + 1
+        assert next(line for line in lines if "LRN lowers ImageNet" in line).endswith(
+            "| baseline / no_lrn |")

@@ -2,7 +2,9 @@
 in the same order as from the training loop's thread, errors raised where the loop takes its
 batches, and nothing left reading the source once the loop stops early."""
 
+import queue
 import threading
+import types
 
 import jax
 import numpy as np
@@ -66,13 +68,41 @@ def test_an_error_making_a_batch_is_raised_where_the_loop_takes_it(mesh):
     assert not feeding_threads()
 
 
+class WatchedQueue(queue.Queue):
+    """The feeding thread's queue, saying when a put finds it full (the thread then waits for
+    the loop to take a batch, retrying its put every 0.1 s)."""
+
+    def __init__(self, maxsize: int):
+        super().__init__(maxsize)
+        self.put_waits = threading.Event()
+
+    def put(self, item, block=True, timeout=None):
+        if self.full():
+            self.put_waits.set()
+        super().put(item, block, timeout)
+
+
 @pytest.mark.parametrize("prefetch", [0, 2])
-def test_a_loop_that_stops_early_leaves_nothing_reading_the_source(mesh, prefetch):
+def test_a_loop_that_stops_early_leaves_nothing_reading_the_source(mesh, prefetch, monkeypatch):
+    """The stop comes in the worst case every time, not by chance: the thread has filled the
+    queue and waits to put one more batch, which the stop's drain then lets through. It read
+    ahead exactly as far as it may (the queue and the batch in its hands) and not one batch
+    further once the stop is set."""
+    queues = []
+
+    def watched(maxsize):
+        queues.append(WatchedQueue(maxsize))
+        return queues[-1]
+
+    monkeypatch.setattr(feeding, "queue_module", types.SimpleNamespace(
+        Queue=watched, Full=queue.Full, Empty=queue.Empty))
     source = CountingSource()
     batches = feeding.to_device(iter(source), mesh, prefetch=prefetch, thread=True)
     assert [int(np.asarray(next(batches)["pixels"])[0, 0, 0, 0]) for _ in range(3)] == [0, 1, 2]
+    queues[0].put_waits.clear()
+    assert queues[0].put_waits.wait(timeout=120)  # the thread waits on the full queue now
+    ahead = 3 + max(1, prefetch) + 1
+    assert source.made == ahead
     batches.close()  # as the training loop's generator is dropped at a stop
     assert not feeding_threads()
-    made = source.made
-    assert source.closed and made <= 3 + max(1, prefetch) + 1  # read ahead at most this far
-    assert source.made == made  # and no further once closed
+    assert source.closed and source.made == ahead  # and no further once closed

@@ -81,14 +81,20 @@ def readme_loading_recipe() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_loading_recipe_reads_a_saved_checkpoint(config, tmp_path, monkeypatch):
-    _, params = saved_tiny_model(config, tmp_path / "ckpt")  # sharded over 4 devices
+def test_the_readme_loading_recipe_reads_the_newest_saved_checkpoint(config, tmp_path,
+                                                                     monkeypatch):
+    """Steps 3 and 12 (the newest: a name compared as text would take 3), beside a
+    checkpoint Orbax has not finished writing."""
+    _, params = saved_tiny_model(config, tmp_path / "checkpoints" / "12")  # on 4 devices
+    older = jax.tree.map(lambda array: np.asarray(array) + 1, params)
+    ocp.PyTreeCheckpointer().save(tmp_path / "checkpoints" / "3" / "params", older)
+    (tmp_path / "checkpoints" / "15.orbax-checkpoint-tmp-1").mkdir()
     recipe = readme_loading_recipe()
-    assert "runs/imagenette/checkpoints/2220/params" in recipe
+    assert '"runs/imagenette/checkpoints"' in recipe
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(recipe.replace("runs/imagenette/checkpoints/2220/params", "ckpt/params"),  # noqa: S102
-         namespace)
+    exec(recipe.replace("runs/imagenette/checkpoints", "checkpoints"), namespace)  # noqa: S102
+    assert namespace["step"] == 12
     loaded = namespace["params"]
     assert isinstance(loaded["conv1"]["kernel"], np.ndarray)
     assert jax.tree.structure(loaded) == jax.tree.structure(params)

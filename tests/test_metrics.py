@@ -120,3 +120,25 @@ def test_speed_summary_leaves_out_the_compiling_window_and_a_superseded_one(tmp_
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     assert speed_line(tmp_path) == (f"{tmp_path}: 2,000 images/s (median; 1,000-3,000), "
                                     "data wait 0.70 (0.50-0.90), 3 windows after the first")
+
+
+def test_the_evaluation_log_line_names_its_views_as_the_docs_do(caplog):
+    """"centre crop" and "10 views", the words of the README and docs/training.md (the
+    records keep their `crops` field)."""
+    import logging
+    from types import SimpleNamespace
+
+    from alexnet_jax.training.run_log import log_evaluation
+
+    records = []
+    writer = SimpleNamespace(write_record=records.append, write_scalars=lambda *a: None,
+                             flush=lambda: None)
+    run = SimpleNamespace(writer=writer)
+    caplog.set_level(logging.INFO)
+    for views in (1, 10):
+        log_evaluation(run, 73, 1.0, {"top1_error": 0.5, "top5_error": 0.1, "loss": 1.0,
+                                      "crops": views})
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["step 73 validation (centre crop): top-1 error 0.5000, top-5 error 0.1000",
+                     "step 73 validation (10 views): top-1 error 0.5000, top-5 error 0.1000"]
+    assert [record["crops"] for record in records] == [1, 10]

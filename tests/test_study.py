@@ -209,11 +209,11 @@ def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     # the run that never reached it counts as its 4 epochs, a lower bound: (5 + 4) / 2 against
     # 3 (leaving it out would give 5 / 3, the arm looking faster than its seeds were)
     assert "| 5 (not reached: >4) | ≥1.50 | (6x the epochs) |" in tanh_row
-    from alexnet_jax.studies import claims  # noqa: PLC0415
+    from alexnet_jax.studies import claims, claims_tables  # noqa: PLC0415
 
     assert claims.values(results, "tanh", "epochs_to_target") == [5.0, 4.0]
     assert claims.never_reached(results, "tanh") == [4] and claims.never_reached(results, "relu") == []
-    assert claims._notes(results, "tanh") == "; 1 never reached it, counted as 4 (a lower bound)"
+    assert claims_tables._notes(results, "tanh") == "; 1 never reached it, counted as 4 (a lower bound)"
     assert "| 40.00 ± 0.00 | +9.00 |" in tanh_row          # relu: 30 and 32 -> 31
     assert "`optimizer.learning_rate=0.2` (chosen by the sweep)" in table
 
@@ -545,17 +545,37 @@ def test_a_reports_command_does_not_depend_on_where_it_ran(monkeypatch):
         "python experiments/run_study.py --study=configs/studies/s.py --dir=/r")
 
 
-def test_the_readme_claims_table_is_the_one_the_committed_records_give(tmp_path):
-    """The README's table is written by a command run by hand: a record landed without it
-    would leave the README saying less (or other) than the records do."""
-    command = [sys.executable, "experiments/claims_table.py", "--check"]
-    assert subprocess.run([*command, "README.md"], cwd=REPO, capture_output=True,
-                          text=True).returncode == 0
-    stale = tmp_path / "README.md"
-    stale.write_text((REPO / "README.md").read_text().replace("| ReLU trains faster",
-                                                              "| ReLU trains slower"))
-    result = subprocess.run([*command, str(stale)], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 1 and "claims_table.py --write" in result.stderr
+def test_the_claims_tables_of_both_pages_are_the_ones_the_committed_records_give(tmp_path):
+    """The README's summary and docs/results.md's full tables are written by a command run by
+    hand: a record landed without them would leave either page saying less (or other) than the
+    records do. `--check` alone checks both pages; one named page (a copy, here) is checked
+    alone."""
+    command = [sys.executable, str(REPO / "experiments" / "claims_table.py"), "--check"]
+
+    def check(*arguments, cwd=REPO):
+        return subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True)
+
+    assert check().returncode == 0
+    for page in ("README.md", "docs/results.md"):
+        stale = tmp_path / "one" / page
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        text = (REPO / page).read_text()
+        assert "| ReLU trains faster" in text
+        stale.write_text(text.replace("| ReLU trains faster", "| ReLU trains slower"))
+        result = check(str(stale))
+        assert result.returncode == 1, page
+        assert f"claims_table.py --write {stale}" in result.stderr
+    # the default pages, from where the command runs: a stale results page alone is caught
+    both = tmp_path / "both"
+    (both / "docs").mkdir(parents=True)
+    (both / "README.md").write_text((REPO / "README.md").read_text())
+    (both / "docs" / "results.md").write_text((tmp_path / "one" / "docs" / "results.md")
+                                              .read_text())
+    result = check(f"--results={REPO / 'docs' / 'results'}", cwd=both)
+    assert result.returncode == 1 and "docs/results.md are out of date" in result.stderr
+    assert "README.md" not in result.stderr
+    refused = check(str(tmp_path / "notes.md"))
+    assert refused.returncode == 2 and "none of the pages" in refused.stderr
 
 
 def test_a_recorded_run_gets_its_training_images_evaluated_while_its_checkpoint_is_here(

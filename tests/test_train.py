@@ -168,6 +168,27 @@ def test_the_last_steps_are_saved_before_the_final_evaluation(config, tmp_path):
     assert kept_steps(tmp_path) == [3]
 
 
+def test_every_fetched_step_reaches_the_log_that_times_the_estimate_of_the_time_left(
+        config, tmp_path):
+    """The progress bar's estimate is timed from the first step's end (tests/test_eta.py),
+    which the log learns when the step's metrics are fetched."""
+    from alexnet_jax.training.run_log import RunLog  # noqa: PLC0415
+
+    with config.unlocked():
+        config.train.num_steps = 3
+        config.train.final_eval_views = ()
+    fetched = []
+    original = RunLog.step_fetched
+
+    def recorded(log, step):
+        fetched.append(step)
+        original(log, step)
+
+    with mock.patch.object(RunLog, "step_fetched", recorded):
+        train.train_and_evaluate(config, tmp_path)
+    assert fetched == [1, 2, 3]
+
+
 @pytest.mark.parametrize("learning_rate", [1e8, 1e39])
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(config, tmp_path,
                                                                             learning_rate):

@@ -130,8 +130,11 @@ def _fed_by_thread(batches: Iterator[dict], on_devices, prefetch: int
     def feed() -> None:
         iterator = iter(batches)
         try:
-            for batch in iterator:
-                if stop.is_set() or not offer(on_devices(batch)):
+            # stop is looked at before each batch is asked of the source, not after: a put
+            # that the consumer's closing drain lets through must not make one batch more
+            while not stop.is_set():
+                batch = next(iterator, _End)
+                if batch is _End or not offer(on_devices(batch)):
                     break
                 del batch  # the host copy is not held while the next batch is made
             offer(_End())

@@ -1,6 +1,6 @@
-"""The paper's claims against the recorded studies: one table row per claim, with the paper's
-figure, ours, a 95% confidence interval of the difference, the Holm-adjusted p over the table's
-claims, and a verdict read from the interval.
+"""The paper's claims against the recorded studies: each claim judged with the paper's figure,
+ours, a 95% confidence interval of the difference, the Holm-adjusted p over its table's claims,
+and a verdict read from the interval (claims_tables.py lays them out in tables).
 
 The seeds are blocks (data order and augmentation are the same in every arm for a given seed):
 each claim is a contrast in its study's randomized block design (block_design.py), fitted to
@@ -26,8 +26,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.studies import measures, report
 from alexnet_jax.studies.block_design import Contrast, block_contrast, holm, spread_warning
@@ -43,17 +41,12 @@ class Claim:
     study: str
     baseline: str
     arm: str
-    metric: str                 # a key of METRICS
+    metric: str                 # a key of measures.FIT_GETTERS: top1, gap, epochs_to_target
     protocol: str               # what the records do not say (the network, the regularisation)
     paper_effect: float | None = None
     ratio: bool = False
 
 
-METRICS = {  # the claims' measures (measures.FIT_GETTERS), as the table heads them
-    "top1": "val top-1 error %",
-    "gap": "val - train top-1 error, points (train: its centre crops evaluated after the run)",
-    "epochs_to_target": "epochs to 25% training error",
-}
 ALPHA = 0.05
 
 
@@ -98,14 +91,14 @@ def values(results: dict, arm: str, metric: str) -> list[float]:
     return list(seed_values(results, arm, metric).values())
 
 
-def _chosen(results: dict, arm: str) -> bool:
+def chosen(results: dict, arm: str) -> bool:
     return results["arms"].get(arm, {}).get("chosen") is not False
 
 
 def never_reached(results: dict, arm: str) -> list[float]:
     """The epochs of the finished runs of `arm` that never reached the study's target."""
     return [run["epochs"] for run in results["arms"].get(arm, {}).get("runs", {}).values()
-            if measures.never_reached(run)] if _chosen(results, arm) else []
+            if measures.never_reached(run)] if chosen(results, arm) else []
 
 
 def open_for_unreached(contrast: Contrast, arm_unreached: bool,
@@ -141,14 +134,6 @@ def size_note(contrast: Contrast, paper_effect: float | None) -> str:
     said = f"{paper_effect:g}x" if contrast.ratio else f"{paper_effect:+g}"
     side = "above" if paper_effect > contrast.high else "below"
     return f"; the paper's {said} lies {side} the interval"
-
-
-def spread(found: list[float]) -> str:
-    if not found:
-        return "-"
-    if len(found) == 1:
-        return f"{found[0]:.2f} (1 seed)"
-    return f"{np.mean(found):.2f} ± {np.std(found, ddof=1):.2f}"
 
 
 def analyse(results: dict, claim: Claim) -> Contrast | None:
@@ -214,63 +199,6 @@ def judge(results_root: Path, name: str = "claims") -> list[Judged]:
             for claim, contrast, p in zip(claims, contrasts, adjusted)]
 
 
-def table(results_root: Path, name: str = "claims") -> str:
-    """One claims table (a key of TABLES), from docs/results/<study>/results.json."""
-    lines = ["| claim (paper section) | paper | protocol | measure | baseline arm | ablated arm "
-             "| n | difference, 95% interval | Holm p | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for judged in judge(results_root, name):
-        claim, results, cells = judged.claim, judged.results, judged.cells
-        arm_cells = [f"`{arm}`: {spread(values(results, arm, claim.metric))}"
-                     + _notes(results, arm) for arm in (claim.baseline, claim.arm)]
-        protocol = "; ".join(filter(None, [measures.protocol_text(results), claim.protocol]))
-        lines.append(f"| {claim.text} | {claim.paper} | {protocol} | "
-                     f"{METRICS[claim.metric]} | {arm_cells[0]} | {arm_cells[1]} | "
-                     f"{cells.n} | {cells.interval} | {cells.holm_p} | {cells.verdict} |")
-    return "\n".join(lines) + "\n"
-
-
-# The side-by-side table: the 128-pixel claims after 7 epochs beside the same claims at
-# convergence, matched by the claim's text.
-COMPARED = ("claims-early", "claims")
-
-
-def side_by_side(results_root: Path) -> str:
-    """Each 128-pixel claim's n, difference, interval and verdict early in training beside the
-    same claim's at convergence (each with its own table's Holm p), the columns headed by the
-    protocols their records name; a claim not run at convergence says so."""
-    early, converged = (judge(results_root, name) for name in COMPARED)
-    by_text = {judged.claim.text: judged for judged in converged}
-    matched = [by_text[judged.claim.text] for judged in early if judged.claim.text in by_text]
-    heads = []
-    for judged in (early[0], matched[0]):
-        named = measures.protocol_text(judged.results)
-        heads.append(judged.claim.protocol + (f" ({named})" if named else ""))
-    lines = ["| claim (paper section) | paper | measure | "
-             + " | ".join(f"{head}: n, difference [95% interval], Holm p | verdict"
-                          for head in heads) + " |", "|---|---|---|---|---|---|---|"]
-    for judged in early:
-        claim = judged.claim
-        later = by_text.get(claim.text)
-        halves = [_brief(judged.cells),
-                  _brief(later.cells) if later else ("not run at convergence", "-")]
-        lines.append(f"| {claim.text} | {claim.paper} | {METRICS[claim.metric]} | "
-                     + " | ".join(f"{result} | {said}" for result, said in halves) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _brief(cells: ResultCells) -> tuple[str, str]:
-    if cells.n == "-":
-        return "-", cells.verdict
-    return f"n {cells.n}: {cells.difference}, Holm p {cells.holm_p}", cells.verdict
-
-
-def tables(results_root: Path) -> dict[str, str]:
-    """Every table the README holds, by its marker name: TABLES' and the side-by-side one."""
-    return {**{name: table(results_root, name) for name in TABLES},
-            "claims-compare": side_by_side(results_root)}
-
-
 def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
                   p: float | None) -> ResultCells:
     if contrast is None:
@@ -319,13 +247,3 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
 
 def _p_text(p: float | None) -> str:
     return "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def _notes(results: dict, arm: str) -> str:
-    if not _chosen(results, arm):
-        return " (its sweep is unfinished)"
-    bounds = never_reached(results, arm)
-    if not bounds:
-        return ""
-    return (f"; {len(bounds)} never reached it, counted as "
-            + ", ".join(f"{epochs:g}" for epochs in bounds) + " (a lower bound)")

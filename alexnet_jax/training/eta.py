@@ -1,5 +1,6 @@
 """The time a run has left, its evaluations included: the remaining steps at the pace measured
-between evaluations, each remaining epoch's evaluation and the final ones at the seconds per
+between evaluations (from the first step's end: run_log.RunLog leaves the compilation out),
+each remaining epoch's evaluation and the final ones at the seconds per
 evaluated view measured so far (before the first evaluation: a third of a training image's time,
 the forward pass of a forward and backward one). The progress bar shows it; tqdm's own estimate
 counts steps only, and a run's evaluations (the final 10 views: ten times the centre crop's

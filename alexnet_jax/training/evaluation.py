@@ -21,7 +21,7 @@ from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
 from alexnet_jax.training import checkpointing, steps
 from alexnet_jax.training.run import setup_run
-from alexnet_jax.training.run_log import log_evaluation
+from alexnet_jax.training.run_log import log_evaluation, views_text
 
 
 def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
@@ -31,8 +31,7 @@ def evaluate(eval_step: Callable, params, source, prep: Preprocessing,
     views=1 is the centre crop; views=10 averages the softmax over the paper's 10 patches.
     """
     totals, mean_views = None, None
-    what = "centre crop" if views == 1 else f"{views} views"
-    description = f"evaluating {source.eval_split} ({what})"
+    description = f"evaluating {source.eval_split} ({views_text(views)})"
     with progress_bar(source.num_examples(source.eval_split), description, "img",
                       enabled=jax.process_index() == 0) as bar:
         shard = feeding.Shard.for_mesh(mesh)

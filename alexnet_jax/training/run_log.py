@@ -14,6 +14,11 @@ from absl import logging
 from alexnet_jax.training import multihost, plots
 
 
+def views_text(views: int) -> str:
+    """The evaluation's views as the documentation names them: "centre crop" or "10 views"."""
+    return "centre crop" if views == 1 else f"{views} views"
+
+
 def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
                    split: str = "val") -> dict[str, Any]:
     """One evaluation line in metrics.jsonl (or eval_results.jsonl) and TensorBoard; `split`:
@@ -23,10 +28,9 @@ def log_evaluation(run, step: int, epoch: float, result: dict[str, Any],
     run.writer.write_scalars(step, {k: result[k] for k in ("top1_error", "top5_error", "loss")},
                              f"{split}_{result['crops']}crop/")
     run.writer.flush()
-    logging.info("step %d %s (%d crop%s): top-1 error %.4f, top-5 error %.4f", step,
+    logging.info("step %d %s (%s): top-1 error %.4f, top-5 error %.4f", step,
                  "validation" if split == "val" else "training images, evaluated",
-                 result["crops"], "s" if result["crops"] > 1 else "", result["top1_error"],
-                 result["top5_error"])
+                 views_text(result["crops"]), result["top1_error"], result["top5_error"])
     return record
 
 
@@ -42,6 +46,10 @@ class RunLog:
         self.bar = None
         self.window: dict[str, float] = {}  # since the last line: start step, time, data wait
         self.reset_window(run.step)
+        # (step, time) when this process's first step was done: the estimate of the time left
+        # is timed from there, not from the start, which holds the compilation of the step and
+        # the input pipeline's first batches (minutes on a CPU: 3x the true time left)
+        self.first_step_done: tuple[int, float] | None = None
 
     def reset_window(self, step: int) -> None:
         self.window = {"step": step, "time": time.perf_counter(), "data_wait": 0.0}
@@ -49,11 +57,17 @@ class RunLog:
     def add_data_wait(self, seconds: float) -> None:
         self.window["data_wait"] += seconds
 
+    def step_fetched(self, step: int) -> None:
+        """A step's metrics reached the host, so the step is done."""
+        if self.first_step_done is None:
+            self.first_step_done = (step, time.perf_counter())
+
     def training(self, step: int, metrics: dict[str, float]) -> None:
         """One training line: the step's metrics, the rate, images/s and data wait since the
         last line."""
         run = self.run
-        elapsed = max(time.perf_counter() - self.window["time"], 1e-9)
+        now = time.perf_counter()
+        elapsed = max(now - self.window["time"], 1e-9)
         # the rate the step's update used, as its state held it (float32), written as the
         # shortest decimal that is that float32 (0.01, not 0.009999999776482582)
         rate = float(str(np.float32(metrics["learning_rate"])))
@@ -64,7 +78,10 @@ class RunLog:
         run.writer.write_record({"step": step, "epoch": epoch, "split": "train", **scalars})
         run.writer.write_scalars(step, scalars, "train/")
         if self.remaining is not None:
-            self.remaining.steps_measured(step - self.window["step"], elapsed)
+            timed_from = (self.window["step"], self.window["time"])
+            if self.first_step_done and self.first_step_done[0] > timed_from[0]:
+                timed_from = self.first_step_done  # the window holds the compilation
+            self.remaining.steps_measured(step - timed_from[0], now - timed_from[1])
         if self.bar is not None:
             left = {} if self.remaining is None else {
                 "left": self.remaining.text(step) + " with evaluations"}

@@ -102,6 +102,7 @@ class StepRunner:
             return
         (step, metrics), self.pending = self.pending, None
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        self.log.step_fetched(step)
         self.stop_agreed = self.stop_agreed or metrics.pop("stop") > 0
         if not math.isfinite(metrics["loss"]):
             self.diverged(step, f"the training loss became {metrics['loss']} at step {step}",
