@@ -8,19 +8,22 @@ alexnet_jax/data/device_augment.py) - with and without PCA lighting, on 1 core a
 core (the process pinned to them, tf.data given as many threads): augmented training images
 per second (batch 128; the median of --repeats measurements), printed per core.
 
-`--readers` instead compares, side by side in one run, the two readers of the same prepared
-JPEG squares: tf.data (TFRecord files; every core) and the TensorFlow-free reader of
-data.name=prepared (ArrayRecord files through tensorflow-datasets' data source, Grain, with 1
-and with 2 worker processes, and in threads of this process: data.read_workers=0): images per
-second and images per CPU-second (the CPU time of the process and its workers over the
-measured batches), on the training split repeated --times
-times (experiments/enlarge_prepared.py: an epoch of real length, every image decoded again).
-Optionally a short CPU training run then reports how long the loop waited for data.
+`--readers` instead compares the two readers of the same prepared JPEG squares: tf.data
+(TFRecord files, pinned to 1 core) and the TensorFlow-free reader of data.name=prepared
+(ArrayRecord files through tensorflow-datasets' data source: in 1 thread of the reading process,
+pinned to 1 core, and with 1 and 2 worker processes), each in a process of its own, alternated
+over --rounds rounds: images per second, images per CPU-second (the CPU time of the process and
+its workers over the measured batches) and the reading process's own CPU-ms an image (what the
+training process pays to receive its batches), on the training split repeated --times times
+(experiments/enlarge_prepared.py: an epoch of real length, every image decoded again). `--code
+DIR` measures another checkout's readers (e.g. a git worktree of an earlier commit) in the
+same rounds. Optionally a short CPU training run then reports how long the loop waited for data.
 
 Run:
     python experiments/benchmark_input.py --path ../shared/data/imagenet-sample-500 \
         --json runs/input_imagenet_sample.json
     python experiments/benchmark_input.py --path ../shared/data/imagenet-sample-500 --readers \
+        --times 20 --batches 200 --warmup 20 \
         --json docs/results/input_readers_imagenet_sample_500.json
 """
 
@@ -37,8 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# the project's library: this checkout's, or with `--code DIR` (a --measure process) another's
-CODE = (sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv
+# the project's library: this checkout's; a --measure process given `--code DIR`, that one's
+CODE = (sys.argv[sys.argv.index("--code") + 1] if "--code" in sys.argv and "--measure" in sys.argv
         else str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, CODE)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
