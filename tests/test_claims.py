@@ -1,6 +1,7 @@
 """The claims' statistics (a randomized block design, Holm's correction, the four verdicts), the
 provenance a report gives, and the claims table's command line. No JAX: fast."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -132,6 +133,11 @@ def test_an_arm_spreading_several_times_more_is_named():
     assert block_design.spread_warning(block_contrast(calm, "base", "a")) == ""
 
 
+def through_verdict(row: str) -> str:
+    """A full table's row up to its verdict cell (the other measures and the caveat follow)."""
+    return row.rsplit(" | ", 2)[0] + " |"
+
+
 def results_with(runs_by_arm, protocol=None, data=None):
     """A results.json with top-1 errors (fractions) per arm and seed."""
     protocol = protocol or {"crop_size": 128, "num_epochs": 30, "num_steps": -1,
@@ -160,7 +166,8 @@ def test_the_table_shows_n_the_interval_holm_p_and_the_verdict(tmp_path):
         by_arm(baseline=[30.0, 34.0, 38.0], no_lrn=[32.0, 35.5, 39.5],
                one_column=[31.0, 35.0, 38.5], no_dropout=[30.0, 34.0, 38.0]),
         "baseline", "one_column"))]
-    assert f"| {claims._p_text(block_design.holm(two)[0])} | reproduced |" in row
+    holm_p = claims._p_text(block_design.holm(two)[0])
+    assert f"| {holm_p} | " in row and row.split(" | ")[11] == "reproduced"
     # the claims whose studies have no records yet: no verdict, said
     assert "no verdict yet (finished seeds: relu 0, tanh 0" in table
 
@@ -328,9 +335,11 @@ def test_a_difference_the_tables_family_does_not_bear_out_is_said_so(tmp_path):
     assert raw[0] < 0.05 <= adjusted[0] == pytest.approx(2 * raw[0])   # 2 claims with a p
     table = claims_tables.table(tmp_path, "claims")
     row = next(line for line in table.splitlines() if line.startswith("| LRN lowers ImageNet"))
-    assert row.endswith(f"| {adjusted[0]:.3f} | reproduced (not after Holm) |")
+    assert f"| {adjusted[0]:.3f} | " in row
+    assert through_verdict(row).endswith("| reproduced (not after Holm) |")
     other = next(line for line in table.splitlines() if line.startswith("| two columns"))
-    assert other.endswith(f"| {adjusted[1]:.3f} | inconclusive |")
+    assert f"| {adjusted[1]:.3f} | " in other
+    assert through_verdict(other).endswith("| inconclusive |")
 
 
 def figure1_results(relu_epochs, tanh_epochs, reached_by_arm):
@@ -359,7 +368,7 @@ def test_runs_that_never_reached_the_target_give_no_size_read_off_a_bound(tmp_pa
     assert "| reproduced; the paper's 6x lies above the interval" in measured
     bounded = figure1_row(tmp_path, figure1_results([6, 6, 6], [30, 30, 30],
                                                     {"relu": True, "tanh": False}))
-    assert bounded.endswith("| reproduced |")                     # slower, by at least 4.4x
+    assert through_verdict(bounded).endswith("| reproduced |")   # slower, by at least 4.4x
     assert "interval's upper end as open" in bounded and "3 never reached it" in bounded
     near = figure1_row(tmp_path, figure1_results([25, 28, 30], [30, 30, 30],
                                                   {"relu": True, "tanh": False}))
@@ -367,13 +376,13 @@ def test_runs_that_never_reached_the_target_give_no_size_read_off_a_bound(tmp_pa
                                               {"relu": True, "tanh": False}),
                               claims.TABLES["claims"][0])
     assert contrast.high < 6.0 and claims.verdict(contrast, 6.0) == "paper's effect excluded"
-    assert near.endswith("| inconclusive |")                      # not excluded by a bound
+    assert through_verdict(near).endswith("| inconclusive |")    # not excluded by a bound
     # ReLU short of the target: tanh may be less than 1.3x slower, never more than 1.4x
     short_relu = figure1_results([30, 30, 30], [40, 41, 40], {"relu": False, "tanh": True})
     assert claims.verdict(claims.analyse(short_relu, claims.TABLES["claims"][0]),
                           6.0) == "reproduced"
     slow_relu = figure1_row(tmp_path, short_relu)
-    assert slow_relu.endswith("| paper's effect excluded |")
+    assert through_verdict(slow_relu).endswith("| paper's effect excluded |")
     assert "lower end as open" in slow_relu
 
 
@@ -456,8 +465,9 @@ def test_the_summary_has_one_row_a_claim_judged_at_convergence_where_it_was_run_
         (tmp_path / study).mkdir()
         (tmp_path / study / "results.json").write_text(json.dumps(results))
     rows = claims_tables.summary(tmp_path).splitlines()
-    assert rows[0] == ("| claim (paper section) | paper | measured (mean of the seeds) | "
-                       "difference, 95% interval | verdict |")
+    assert rows[0] == ("| claim (paper section) | paper | measured (means) | "
+                       "difference, 95% interval | verdict (points and relative size) | other "
+                       "measures | caveat |")
     texts = [row.split(" | ")[0][2:] for row in rows[2:]]
     assert texts == [claim.text for claim in claims.TABLES["claims"]] + [
         "overlapping pooling (3.4)", "PCA lighting (4.1)"]
@@ -468,15 +478,15 @@ def test_the_summary_has_one_row_a_claim_judged_at_convergence_where_it_was_run_
     lrn, pooling = (next(row for row in rows if row.startswith(f"| {text}"))
                     for text in ("LRN lowers ImageNet", "overlapping pooling"))
     cells = judged("claims", "LRN lowers ImageNet error (3.3)").cells
-    assert lrn.endswith(f" | {cells.difference} | {cells.verdict} |")
+    assert f" | {cells.difference} | {cells.verdict} | " in lrn
     assert ("| `baseline`: 22.00, `no_lrn`: 23.83 (val top-1 error %; imagenette, 128 px, "
             "30 epochs; n 3) |") in lrn
     cells = judged("claims-early", "overlapping pooling (3.4)").cells
-    assert pooling.endswith(f" | {cells.difference} | {cells.verdict} |")
+    assert f" | {cells.difference} | {cells.verdict} | " in pooling
     assert "7 epochs; n 3" in pooling
     figure1 = next(row for row in rows if row.startswith("| ReLU"))
-    assert figure1.endswith("| `relu`: -, `tanh`: - (epochs) | - | no verdict yet (finished "
-                            "seeds: relu 0, tanh 0; 2 shared seeds needed) |")
+    assert ("| `relu`: -, `tanh`: - (epochs) | - | no verdict yet (finished seeds: relu 0, "
+            "tanh 0; 2 shared seeds needed) |") in figure1
 
 
 def test_a_column_added_to_a_list_reaches_its_tables(tmp_path, monkeypatch):
@@ -492,3 +502,89 @@ def test_a_column_added_to_a_list_reaches_its_tables(tmp_path, monkeypatch):
         assert lines[0].endswith("| arms |") and lines[1].count("---") == lines[0].count(" | ") + 1
         assert next(line for line in lines if "LRN lowers ImageNet" in line).endswith(
             "| baseline / no_lrn |")
+
+
+def with_gap_and_views(results, train_errors, ten_view_errors):
+    """`results` whose runs also have the training images' error and 10-view error."""
+    for name, arm in results["arms"].items():
+        for seed, run in arm["runs"].items():
+            run["final_train_eval_error"] = train_errors[name][int(seed)]
+            run["final"]["val_10crop"] = {"top1_error": ten_view_errors[name][int(seed)]}
+    return results
+
+
+def test_an_effect_is_excluded_only_when_its_points_and_its_relative_size_both_are(tmp_path):
+    """The paper's 1.4 points acted on its 37.5%: on a 22% baseline the same share is 0.82
+    points. An interval below 1.4 but above 0.82 excludes the points only: inconclusive."""
+    converged = results_with({"baseline": [0.21, 0.22, 0.23], "no_lrn": [0.212, 0.225, 0.238]},
+                             data={"dataset": "imagenette", "eval_examples": 3925})
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(converged))
+    lrn = next(j for j in claims.judge(tmp_path)
+               if j.claim.text.startswith("LRN lowers ImageNet"))
+    assert lrn.relative_effect == pytest.approx(1.4 * 22.0 / 37.5)
+    assert lrn.contrast.high < 1.4 and lrn.contrast.high > lrn.relative_effect  # the case
+    assert lrn.cells.verdict == "inconclusive"
+    assert lrn.cells.by_size == ("points (+1.4): paper's effect excluded; relative (+0.82): "
+                                 "inconclusive")
+    row = next(line for line in claims_tables.table(tmp_path).splitlines()
+               if "LRN lowers ImageNet" in line)
+    assert "| +0.82 (1.4 of the paper's 37.5% is 3.7% of the error; the baseline's here: " \
+           "22.00%) |" in row
+    # where both are excluded, the verdict says so
+    assert claims.verdict(lrn.contrast, min(0.5, 1.4)) == "inconclusive"
+    narrow = dataclasses.replace(lrn.contrast, high=0.5)
+    assert claims.verdict(narrow, min(1.4, lrn.relative_effect)) == "paper's effect excluded"
+
+
+def test_each_row_shows_its_other_measures_and_its_caveat(tmp_path):
+    """The dropout row: validation error itself and the training images' error beside the gap,
+    and what the gap measures; a top-1 row: the 10 views beside the centre crop; rows whose
+    records name no commit say so."""
+    converged = with_gap_and_views(
+        results_with({"baseline": [0.21, 0.22, 0.23], "no_dropout": [0.212, 0.221, 0.233]},
+                     data={"dataset": "imagenette", "eval_examples": 3925,
+                           "train_examples": 9469}),
+        {"baseline": [0.08, 0.09, 0.10], "no_dropout": [0.05, 0.06, 0.07]},
+        {"baseline": [0.20, 0.21, 0.22], "no_dropout": [0.20, 0.215, 0.22]})
+    converged["code"] = {"unrecorded": ["no_dropout/seed1"]}
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(converged))
+    rows = {line.split(" | ")[0][2:]: line for line in claims_tables.summary(tmp_path).splitlines()}
+    dropout = rows["dropout against overfitting (4.2)"]
+    top1 = block_contrast(by_arm(baseline=[21.0, 22.0, 23.0], no_dropout=[21.2, 22.1, 23.3]),
+                          "baseline", "no_dropout", 100 / 3925)
+    fit = block_contrast(by_arm(baseline=[8.0, 9.0, 10.0], no_dropout=[5.0, 6.0, 7.0]),
+                         "baseline", "no_dropout", 100 / 9469)
+    assert (f"| val top-1 error %: {top1.estimate:+.2f} [{top1.low:+.2f}, {top1.high:+.2f}]; "
+            f"training images: {fit.estimate:+.2f} [{fit.low:+.2f}, {fit.high:+.2f}] |") in dropout
+    assert "the gap measures the training images' fit" in dropout
+    assert dropout.endswith("no commit recorded |")
+    assert "| 10 views: " not in rows["LRN lowers ImageNet error (3.3)"]  # no such arm here
+
+
+def test_a_claim_not_run_at_convergence_says_what_its_power_would_take_there(tmp_path):
+    early = results_with({"baseline": [0.37, 0.36, 0.38], "no_overlap": [0.38, 0.37, 0.39]},
+                         protocol={"crop_size": 128, "num_epochs": 7, "num_steps": -1,
+                                   "stop_at_train_error": 0.0})
+    converged = results_with({"baseline": [0.21, 0.22, 0.23], "no_lrn": [0.214, 0.226, 0.232],
+                              "one_column": [0.225, 0.232, 0.247]},
+                             data={"dataset": "imagenette", "eval_examples": 3925})
+    for arm in converged["arms"].values():
+        for run in arm["runs"].values():
+            run["wall_time_s"] = 3600.0
+    for study, results in (("imagenette128_ablations", early),
+                           ("imagenette128_converged", converged)):
+        (tmp_path / study).mkdir()
+        (tmp_path / study / "results.json").write_text(json.dumps(results))
+    fit = next(j for j in claims.judge(tmp_path)
+               if j.claim.text.startswith("LRN lowers ImageNet")).contrast
+    seeds = block_design.seeds_for_power(fit.residual_sd, 0.4, 4, 0.8)
+    relative = block_design.seeds_for_power(fit.residual_sd, 0.4 * 22.0 / 37.5, 4, 0.8)
+    pooling = next(line for line in claims_tables.summary(tmp_path).splitlines()
+                   if line.startswith("| overlapping pooling"))
+    hours = seeds + seeds - 3   # the new arm's runs and the baseline's further ones, 1 h each
+    assert (f"not run at convergence: 80% power there takes {seeds} seeds an arm (~{hours} "
+            f"CPU-hours) at +0.4, {relative} seeds an arm") in pooling
+    assert pooling.endswith(f"(s = {fit.residual_sd:.2f}); early training (7 epochs, error "
+                            "still falling) |")

@@ -556,30 +556,28 @@ def test_profile_steps_write_a_trace_for_tensorboard(config, tmp_path):
 
 
 @pytest.mark.slow
-def test_accumulated_steps_with_scaled_and_warmed_up_rate_train_and_log_each_steps_rate(
+def test_accumulated_steps_with_a_scaled_rate_train_like_the_whole_batch_and_log_its_rate(
         config, tmp_path):
+    """Linear scaling at batch 8 gives 0.01 x 8 / 128 (a warm-up to it would ramp down and is
+    refused: tests/test_resume_policy.py); the micro-batches take their rows of the whole
+    batch's dropout masks, so the accumulated run trains as the whole batch does, up to
+    rounding."""
     with config.unlocked():
         config.train.num_epochs = 2               # 5 steps per epoch
         config.train.final_eval_views = ()
         config.train.accumulate_steps = 2
         config.optimizer.lr_scaling = "linear"    # 0.01 x 8 / 128 = 0.000625
         config.schedule.name = "constant"
-        config.schedule.warmup_epochs = 1.0
     train.train_and_evaluate(config, tmp_path)
     rates = [r["learning_rate"] for r in read_records(tmp_path) if r.get("split") == "train"]
-    ramp = [0.01 + (0.000625 - 0.01) * step / 5 for step in range(5)]
     # the rates the steps' updates used (read from the optimizer state the step returns)
-    assert rates == pytest.approx(ramp + [0.000625] * 5)
-    # the micro-batches really are separate passes: micro-batch i draws its own dropout masks,
-    # so the accumulated run's losses are not the unaccumulated run's (a step that ignored
-    # the accumulation would give exactly those), though close to them
+    assert rates == pytest.approx([0.000625] * 10)
     with config.unlocked():
         config.train.accumulate_steps = 1
     train.train_and_evaluate(config, tmp_path / "whole")
     losses = {name: [r["loss"] for r in read_records(path) if r.get("split") == "train"]
               for name, path in (("micro", tmp_path), ("whole", tmp_path / "whole"))}
-    assert losses["micro"] != losses["whole"]
-    np.testing.assert_allclose(losses["micro"], losses["whole"], rtol=0.05)
+    np.testing.assert_allclose(losses["micro"], losses["whole"], rtol=1e-4)
     with config.unlocked():
         config.train.accumulate_steps = 3
     with pytest.raises(UserError, match="train.accumulate_steps=3 must be >= 1 and divide"):

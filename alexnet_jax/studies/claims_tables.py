@@ -16,8 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from alexnet_jax.studies import measures
+from alexnet_jax.studies import block_design, measures
 from alexnet_jax.studies.claims import (
+    CONVERGED_STUDY,
     TABLES,
     Judged,
     ResultCells,
@@ -28,14 +29,20 @@ from alexnet_jax.studies.claims import (
 )
 
 METRICS = {  # the claims' measures (measures.FIT_GETTERS), as the table heads them
-    "top1": "val top-1 error %",
+    # the primary measure: the centre crop, which every run evaluates after every epoch (the 10
+    # views only at the end, shown beside it)
+    "top1": "val top-1 error %, centre crop",
     "gap": "val - train top-1 error, points (train: its centre crops evaluated after the run)",
     "epochs_to_target": "epochs to 25% training error",
+    "top1_10": "val top-1 error %, 10 views",
+    "train_eval": "train top-1 error % (centre crops, after the run)",
 }
 SHORT_METRICS = {  # the same, as the README's summary names them beside its protocol
     "top1": "val top-1 error %",
     "gap": "val - train top-1 error, points",
     "epochs_to_target": "epochs",
+    "top1_10": "10 views",
+    "train_eval": "training images",
 }
 
 
@@ -83,6 +90,43 @@ def _measured(judged: Judged) -> str:
     return f"{arms} ({'; '.join(filter(None, [SHORT_METRICS[claim.metric], ran, seeds]))})"
 
 
+def _relative(judged: Judged) -> str:
+    """The paper's effect as the same share of our baseline's error as of the paper's."""
+    claim, relative = judged.claim, judged.relative_effect
+    if relative is None:
+        return "-"
+    paper = judged.paper_base_error
+    return (f"{relative:+.2f} ({claim.paper_effect:g} of the paper's {paper:g}% is "
+            f"{100 * claim.paper_effect / paper:.1f}% of the error; the baseline's here: "
+            f"{judged.baseline_mean:.2f}%)")
+
+
+def _beside(judged: Judged) -> str:
+    """The same two arms on the claim's other measures, each as the block fit gives it."""
+    claim, said = judged.claim, []
+    for metric in claim.beside:
+        fit = block_design.block_contrast(
+            measures.fit_values(judged.results, metric), claim.baseline, claim.arm,
+            measures.metric_resolution(judged.results, metric))
+        if fit is not None:
+            said.append(f"{SHORT_METRICS[metric]}: {fit.estimate:+.2f} "
+                        f"[{fit.low:+.2f}, {fit.high:+.2f}]")
+    return "; ".join(said) or "-"
+
+
+def _caveat(judged: Judged) -> str:
+    """What the row's measure says and does not, and whether its records name their code."""
+    claim, notes = judged.claim, []
+    if claim.caveat:
+        notes.append(claim.caveat.format(baseline=judged.baseline_mean or float("nan"),
+                                         paper=judged.paper_base_error or float("nan")))
+    unrecorded = {run.split("/")[0] for run in judged.results.get("code", {}).get(
+        "unrecorded", [])} & {claim.baseline, claim.arm}
+    if unrecorded:
+        notes.append("no commit recorded")
+    return "; ".join(notes) or "-"
+
+
 FULL_COLUMNS: tuple[Column, ...] = (
     ("claim (paper section)", lambda judged: judged.claim.text),
     ("paper", lambda judged: judged.claim.paper),
@@ -93,14 +137,20 @@ FULL_COLUMNS: tuple[Column, ...] = (
     ("n", lambda judged: judged.cells.n),
     ("difference, 95% interval", lambda judged: judged.cells.interval),
     ("Holm p", lambda judged: judged.cells.holm_p),
+    ("the paper's size relative to the baseline's error", _relative),
+    ("verdict, each size", lambda judged: judged.cells.by_size),
     ("verdict", lambda judged: judged.cells.verdict),
+    ("the same arms on other measures", _beside),
+    ("caveat", _caveat),
 )
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     ("claim (paper section)", lambda judged: judged.claim.text),
     ("paper", lambda judged: judged.claim.paper),
-    ("measured (mean of the seeds)", _measured),
+    ("measured (means)", _measured),
     ("difference, 95% interval", lambda judged: judged.cells.difference),
-    ("verdict", lambda judged: judged.cells.verdict),
+    ("verdict (points and relative size)", lambda judged: judged.cells.verdict),
+    ("other measures", _beside),
+    ("caveat", _caveat),
 )
 
 
@@ -119,13 +169,59 @@ def table(results_root: Path, name: str = "claims") -> str:
 
 def summary(results_root: Path) -> str:
     """The README's table: one row a claim, as judged in the first of TABLES that holds it
-    (at convergence, or after 7 epochs for the claims not run at convergence), each with its
-    own table's Holm correction."""
+    (at convergence, or after 7 epochs for the claims not run at convergence, with what running
+    it there would take), each with its own table's Holm correction."""
     rows: list[Judged] = []
-    for name in TABLES:
+    first, *later = TABLES
+    converged = judge(results_root, first)
+    rows += converged
+    notes: dict[str, str] = {}
+    for name in later:
         said = {judged.claim.text for judged in rows}
-        rows += [judged for judged in judge(results_root, name) if judged.claim.text not in said]
-    return markdown_table(SUMMARY_COLUMNS, rows)
+        for judged in judge(results_root, name):
+            if judged.claim.text not in said:
+                rows.append(judged)
+                notes[judged.claim.text] = _what_convergence_takes(judged, converged)
+    def caveat(judged: Judged) -> str:
+        return "; ".join(filter(None, [notes.get(judged.claim.text, ""), _caveat(judged)]))
+
+    columns = tuple((head, caveat if head == "caveat" else cell)
+                    for head, cell in SUMMARY_COLUMNS)
+    return markdown_table(columns, rows)
+
+
+POWER = 0.8
+
+
+def _what_convergence_takes(judged: Judged, converged: list[Judged]) -> str:
+    """For a claim not run at convergence: the seeds an arm its paper's size would need there
+    for 80% power, at the converged study's residual spread (its block fit of the same metric),
+    and the CPU-hours, at that study's mean run time; "" where the paper gives no size."""
+    claim = judged.claim
+    same = [other for other in converged
+            if other.claim.study == CONVERGED_STUDY.get(claim.study)
+            and other.claim.metric == claim.metric and other.contrast is not None]
+    if claim.paper_effect is None or not same or same[0].relative_effect is None:
+        return ""
+    fit, results = same[0].contrast, same[0].results
+    relative = same[0].relative_effect / same[0].claim.paper_effect * claim.paper_effect
+    arms = len(fit.arms) + 1
+    needed = [block_design.seeds_for_power(fit.residual_sd, size, arms, POWER)
+              for size in (claim.paper_effect, relative)]
+    times = [run["wall_time_s"] for arm in results["arms"].values()
+             for run in arm.get("runs", {}).values() if run.get("wall_time_s")]
+    hours = float(np.mean(times)) / 3600 if times else float("nan")
+    shared = len(fit.seeds)
+
+    def cost(seeds):
+        if seeds is None:
+            return "over 100 seeds an arm"
+        runs = seeds + max(0, seeds - shared)
+        return f"{seeds} seeds an arm (~{runs * hours:.0f} CPU-hours)"
+
+    return (f"not run at convergence: 80% power there takes {cost(needed[0])} at "
+            f"+{claim.paper_effect:g}, {cost(needed[1])} at the relative {relative:+.2f} "
+            f"(s = {fit.residual_sd:.2f})")
 
 
 # The side-by-side table: the 128-pixel claims after 7 epochs beside the same claims at

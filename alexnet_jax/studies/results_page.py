@@ -207,10 +207,20 @@ def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int)
         count = block_design.seeds_for_power(spread, effect, arms, POWER)
         return str(count) if count is not None else "over 100"
 
-    rows = [f"| `{name}` | {effect:+g} | "
+    baseline = measures.fit_values(results, "top1").get(results.get("baseline"), {})
+    paper_error = measures.paper_base_error(results)
+    base_error = (float(np.mean(list(baseline.values())))
+                  if baseline and paper_error else None)
+    sizes = []
+    for name, effect in sized.items():
+        sizes.append((name, f"{effect:+g}", effect))
+        if base_error is not None:  # the same share of our baseline's error as of the paper's
+            relative = measures.relative_effect(effect, base_error, paper_error)
+            sizes.append((name, f"{relative:+.2f} (relative)", relative))
+    rows = [f"| `{name}` | {said} | "
             f"{block_design.power(fit.residual_sd, effect, seeds, arms):.2f} | "
             f"{needed(fit.residual_sd, effect)} | {needed(cautious_sd, effect)} |"
-            for name, effect in sized.items()]
+            for name, said, effect in sizes]
     confidence = block_design.SPREAD_BOUND_CONFIDENCE
     return ["", f"Seeds for {POWER:.0%} power at the paper's effect size, from the residual "
             f"spread so far (s = {fit.residual_sd:.2f} points, from {len(fit.arms)} arms x "
@@ -218,7 +228,9 @@ def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int)
             "arms (5% level, two-sided). A spread measured on few degrees of freedom is "
             f"uncertain, so the last column plans at its upper {confidence:.0%} bound "
             f"(s = {cautious_sd:.2f}: the true spread lies below it with {confidence:.0%} "
-            "confidence):", "",
+            "confidence). Each size twice where the paper's error is known: its points, and "
+            "the same share of the baseline's error as of the paper's "
+            f"({paper_error or float('nan'):g}%: relative):", "",
             f"| arm | paper's effect, points | power with the study's {seeds} seeds | "
             f"seeds needed | seeds needed at the spread's upper {confidence:.0%} bound |",
             "|---|---|---|---|---|", *rows]
