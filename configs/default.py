@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
     # platform (GPU, TPU: slices and space_to_depth; CPU: matmul and direct; docs/performance.md)
     model.lrn_impl = "auto"     # LRN window sums: auto | matmul (banded matrix) | slices (n adds)
     model.conv1_impl = "auto"   # conv1: auto | direct (11x11/4) | space_to_depth (3x3 over 4x4)
+    model.conv_grad_impl = "auto"  # conv kernel gradients: auto | xla | matmul (a product a tap)
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax.common import sharding  # noqa: E402
+from alexnet_jax.common import provenance, sharding  # noqa: E402
 from alexnet_jax.model import build  # noqa: E402
 from alexnet_jax.training import steps  # noqa: E402
 from alexnet_jax.training.state import build_train_state  # noqa: E402
@@ -100,13 +100,14 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
     w7, w8, f7 = arr(4096, 4096, scale=0.01), arr(4096, 1000, scale=0.01), arr(batch, 4096)
     relu_lrn = lambda impl: lambda x: layers.local_response_norm(  # noqa: E731
         jax.nn.relu(x), 2, lrn, impl)
-    rows = [
-        ("conv1", "direct", forward_backward_ms(lambda x, k: layers.conv(x, k, 4, pad1),
-                                                image, k1, steps_timed=steps_timed)),
-        ("conv1", "space_to_depth", forward_backward_ms(
-            lambda x, k: layers.conv_space_to_depth(x, k, 4, pad1), image, k1,
-            steps_timed=steps_timed)),
-    ]
+    rows = []
+    for grads in ("xla", "matmul"):   # the kernels' gradients: XLA's, or matrix products
+        rows += [(f"conv1 ({grads} kernel grad)", "direct", forward_backward_ms(
+                     lambda x, k: layers.conv(x, k, 4, pad1, grad_impl=grads), image, k1,
+                     steps_timed=steps_timed)),
+                 (f"conv1 ({grads} kernel grad)", "space_to_depth", forward_backward_ms(
+                     lambda x, k: layers.conv_space_to_depth(x, k, 4, pad1, grads), image, k1,
+                     steps_timed=steps_timed))]
     for impl in ("matmul", "slices"):
         rows.append(("ReLU + LRN1", impl, forward_backward_ms(relu_lrn(impl), x1,
                                                                steps_timed=steps_timed)))
@@ -116,16 +117,16 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
     rows += [("pool1", "reduce_window", forward_backward_ms(pool, x1, steps_timed=steps_timed)),
              ("pool2", "reduce_window", forward_backward_ms(pool, x2, steps_timed=steps_timed)),
              ("pool5", "reduce_window", forward_backward_ms(pool, x5, steps_timed=steps_timed))]
-    for impl in ("split", "grouped"):
-        own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl)  # noqa: E731
-        rows += [("conv2", impl, forward_backward_ms(lambda x, k: own(x, k, ((2, 2), (2, 2))),
-                                                     p1, k2, steps_timed=steps_timed)),
-                 ("conv4", impl, forward_backward_ms(lambda x, k: own(x, k, ((1, 1), (1, 1))),
-                                                     x3, k4, steps_timed=steps_timed)),
-                 ("conv5", impl, forward_backward_ms(lambda x, k: own(x, k, ((1, 1), (1, 1))),
-                                                     x3, k5, steps_timed=steps_timed))]
-    rows.append(("conv3", "direct", forward_backward_ms(
-        lambda x, k: layers.conv(x, k, 1, ((1, 1), (1, 1))), p2, k3, steps_timed=steps_timed)))
+    for impl, grads in (("split", "xla"), ("grouped", "xla"), ("split", "matmul")):
+        own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl, grads)  # noqa: E731
+        rows += [(f"conv{n} ({grads} kernel grad)", impl, forward_backward_ms(
+                     lambda x, k: own(x, k, pad), x, k, steps_timed=steps_timed))
+                 for n, pad, x, k in ((2, ((2, 2), (2, 2)), p1, k2), (4, ((1, 1), (1, 1)), x3, k4),
+                                      (5, ((1, 1), (1, 1)), x3, k5))]
+    for grads in ("xla", "matmul"):
+        rows.append((f"conv3 ({grads} kernel grad)", "direct", forward_backward_ms(
+            lambda x, k: layers.conv(x, k, 1, ((1, 1), (1, 1)), grad_impl=grads), p2, k3,
+            steps_timed=steps_timed)))
     rows.append(("fc6 + fc7 + fc8", "dot", forward_backward_ms(
         lambda x, a, b, c: jax.nn.relu(jax.nn.relu(x @ a) @ b) @ c, f6, w6, w7, w8,
         steps_timed=steps_timed)))
@@ -186,11 +187,12 @@ def main() -> None:
     args = parser.parse_args()
 
     device = jax.devices()[0]
+    host = provenance.host_processor()
     print(f"JAX {jax.__version__} on {jax.device_count()} x {device.device_kind} "
           f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up; "
-          f"host CPUs {os.cpu_count()}", flush=True)
-    results = {"device": device.device_kind, "platform": device.platform,
+          f"{args.steps} timed steps after {args.warmup} warm-up; host CPUs {os.cpu_count()}, "
+          f"{host['model']} ({host['instruction_set']})", flush=True)
+    results = {"device": device.device_kind, "platform": device.platform, "host": host,
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "images_per_sec": {}}
     for variant in args.variants.split(","):
@@ -220,8 +222,9 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
 
-VARIANTS = {  # name -> model config overrides
+VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's fastest)
     "split": {"column_impl": "split"},
+    "xla_grads": {"column_impl": "split", "conv_grad_impl": "xla"},
     "grouped": {"column_impl": "grouped"},
     "lrn_slices": {"lrn_impl": "slices"},
     "space_to_depth": {"conv1_impl": "space_to_depth"},

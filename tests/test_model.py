@@ -247,16 +247,60 @@ def test_the_whole_network_is_the_same_with_the_fast_formulations():
     np.testing.assert_allclose(np.asarray(fast), np.asarray(base), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, padding, dtype", [
+    (1, ((2, 2), (2, 2)), np.float32), (4, ((2, 1), (2, 1)), np.float32),
+    (1, "VALID", np.float32), (1, ((1, 1), (1, 1)), jnp.bfloat16)])
+def test_kernel_gradients_by_matmul_are_xlas(stride, padding, dtype):
+    rng = np.random.RandomState(1)
+    x = jnp.asarray(rng.normal(0, 1, (3, 19, 19, 5)), dtype)
+    kernel = jnp.asarray(rng.normal(0, 0.1, (5, 5, 5, 7)), dtype)
+
+    def grads(impl):
+        loss = lambda x, k: jnp.sum(jnp.sin(layers.conv(x, k, stride, padding,  # noqa: E731
+                                                        grad_impl=impl).astype(jnp.float32)))
+        return jax.jit(jax.grad(loss, (0, 1)))(x, kernel)
+
+    tolerance = 1e-5 if dtype == np.float32 else 2e-2
+    for mine, xlas in zip(grads("matmul"), grads("xla")):
+        assert mine.dtype == xlas.dtype
+        np.testing.assert_allclose(np.asarray(mine, np.float32), np.asarray(xlas, np.float32),
+                                   rtol=tolerance, atol=tolerance * float(jnp.max(jnp.abs(
+                                       xlas.astype(jnp.float32)))))
+
+
+def test_the_whole_networks_gradients_are_the_same_with_kernel_gradients_by_matmul():
+    from flax import nnx  # noqa: PLC0415
+
+    from alexnet_jax.model.alexnet import AlexNet  # noqa: PLC0415
+
+    x = np.random.RandomState(5).uniform(-100, 100, (2, 67, 67, 3)).astype(np.float32)
+    small = dict(input_size=67, conv_widths=(8, 16, 16, 16, 16), fc_widths=(32, 32),
+                 num_classes=5, init_std=0.05, positive_bias=0.1)
+
+    def gradients(**impl):
+        model = AlexNet(**small, **impl, rngs=nnx.Rngs(0))
+        return nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))))(model)
+
+    base, mine = gradients(), gradients(conv_grad_impl="matmul")
+    for path, value in nnx.to_flat_state(nnx.state(base, nnx.Param)):
+        other = dict(nnx.to_flat_state(nnx.state(mine, nnx.Param)))[path]
+        np.testing.assert_allclose(np.asarray(other.value), np.asarray(value.value), rtol=2e-4,
+                                   atol=2e-5 * float(np.max(np.abs(value.value))) + 1e-8,
+                                   err_msg=str(path))
+
+
 def test_auto_formulations_are_the_fastest_measured_on_each_platform():
     from configs.default import get_config  # noqa: PLC0415
 
     from alexnet_jax.model import build  # noqa: PLC0415
 
     config = get_config()
-    assert config.model.lrn_impl == config.model.conv1_impl == "auto"
+    assert config.model.lrn_impl == config.model.conv1_impl == config.model.conv_grad_impl == "auto"
     assert build.formulations(config, "gpu") == {"lrn_impl": "slices",
-                                                 "conv1_impl": "space_to_depth"}
-    assert build.formulations(config, "cpu") == {"lrn_impl": "matmul", "conv1_impl": "direct"}
+                                                 "conv1_impl": "space_to_depth",
+                                                 "conv_grad_impl": "xla"}
+    assert build.formulations(config, "cpu") == {"lrn_impl": "matmul", "conv1_impl": "direct",
+                                                 "conv_grad_impl": "matmul"}
     assert build.formulations(config) == build.formulations(config, "cpu")  # these tests: CPU
     with config.unlocked():
         config.model.lrn_impl = "slices"          # an explicit choice is kept everywhere

@@ -56,12 +56,33 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+# the vector instruction sets that decide XLA:CPU's and oneDNN's kernels, widest first
+INSTRUCTION_SETS = ("avx512f", "avx2", "avx", "sse4_2", "neon", "asimd")
+
+
+def host_processor() -> dict[str, str]:
+    """The host's processor model and its widest vector instruction set (Linux's
+    /proc/cpuinfo; the platform's processor name elsewhere): CPU timings differ by host."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine()):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    widest = next((name for name in INSTRUCTION_SETS if name in flags), "unknown")
+    return {"model": model, "instruction_set": widest}
+
+
 def provenance(repo: Path = REPO) -> dict[str, Any]:
     """The code version, package versions and platform of this process, for a run's first
     record (the devices and processes are recorded beside it by the run)."""
     return {"code": code_version(repo), "versions": package_versions(),
             "platform": {"system": platform.platform(), "machine": platform.machine(),
-                         "python": sys.version.split()[0]}}
+                         "python": sys.version.split()[0], "processor": host_processor()}}
 
 
 def changed_paths(first: str, second: str, paths=MEASURED_CODE,

@@ -17,6 +17,10 @@ EVAL_RESULTS_FILE = "eval_results.jsonl"
 # what running the trained network on new images needs besides the config (predict.load_workdir)
 CLASS_NAMES_FILE = "class_names.json"
 STATS_FILE = "dataset_stats.npz"
+# config.json's model keys that choose how the network computes, never what it computes (the
+# same values to float rounding: tests/test_model.py; model/build.py resolves their `auto`): a
+# resume may change them, a checkpoint does not depend on them, a study does not compare them
+FORMULATION_KEYS = ("column_impl", "lrn_impl", "conv1_impl", "conv_grad_impl")
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:

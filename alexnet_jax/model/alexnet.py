@@ -92,6 +92,7 @@ class AlexNet(ShardedNetwork):
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  lrn_impl: str = "matmul", conv1_impl: str = "direct",
+                 conv_grad_impl: str = "xla",
                  dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
@@ -101,6 +102,7 @@ class AlexNet(ShardedNetwork):
         self.activation, self.conv1_geometry = activation, conv1_geometry
         self.column_impl = column_impl
         self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
+        self.conv_grad_impl = conv_grad_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
         if map_sizes["pool5"] < 1:
@@ -133,22 +135,24 @@ class AlexNet(ShardedNetwork):
         b = lambda p: p.bias[...].reshape(-1).astype(self.dtype)  # noqa: E731
 
         x = images.astype(self.dtype)
+        grads = self.conv_grad_impl
         if self.conv1_impl == "space_to_depth":
             conv1 = layers.conv_space_to_depth(x, layers.merge_columns_out(w(self.conv1)), 4,
-                                               self.conv1_pad)
+                                               self.conv1_pad, grads)
         else:
-            conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad)
+            conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad, grads)
         x = act(conv1 + b(self.conv1))
         x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
-        x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl)
-                + b(self.conv2))
+        x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl,
+                                       grads) + b(self.conv2))
         x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
         x = gather_columns(x)                                  # GPUs talk: into conv3
-        x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1))) + b(self.conv3))
-        x = act(layers.conv_own_column(x, w(self.conv4), 1, ((1, 1), (1, 1)), self.column_impl)
-                + b(self.conv4))
-        x = act(layers.conv_own_column(x, w(self.conv5), 1, ((1, 1), (1, 1)), self.column_impl)
-                + b(self.conv5))
+        x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1)), grads)
+                + b(self.conv3))
+        x = act(layers.conv_own_column(x, w(self.conv4), 1, ((1, 1), (1, 1)), self.column_impl,
+                                       grads) + b(self.conv4))
+        x = act(layers.conv_own_column(x, w(self.conv5), 1, ((1, 1), (1, 1)), self.column_impl,
+                                       grads) + b(self.conv5))
         x = layers.max_pool(x, self.overlap_pool)
         x = gather_columns(x).reshape(x.shape[0], -1)         # into fc6: all 6x6x256 features
         x = act(x @ layers.merge_columns_out(w(self.fc6)) + b(self.fc6))

@@ -12,6 +12,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from alexnet_jax.common import sharding
+from alexnet_jax.common.run_files import FORMULATION_KEYS
 from alexnet_jax.model.alexnet import AlexNet
 from alexnet_jax.model.cifar import CifarConvLocal
 from alexnet_jax.model.layers import LRNParams
@@ -35,18 +36,23 @@ def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
 # bfloat16, forward + backward) LRN as shifted slices 0.34 ms against 1.13 ms and conv1 as
 # space-to-depth 0.37 ms against 0.91 ms; on the CPU the banded matmul and the direct
 # convolution are faster. Both pairs compute the same values (tests/test_model.py).
-FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth"},
-           "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth"},
-           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct"}}
+# On the CPU the convolutions' kernel gradients as matrix products (layers.conv): XLA:CPU's
+# backward-filter convolutions took 6-9 times their forward pass (AVX2 host, 2026-12-07); on
+# GPUs XLA's own (cuDNN's), unchanged.
+FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
+                   "conv_grad_impl": "xla"},
+           "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
+                   "conv_grad_impl": "xla"},
+           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct", "conv_grad_impl": "matmul"}}
 
 
 def formulations(config: ml_collections.ConfigDict, platform: str | None = None
                  ) -> dict[str, str]:
-    """model.lrn_impl and model.conv1_impl with `auto` resolved for `platform` (default: the
-    platform JAX runs on)."""
+    """model.lrn_impl, model.conv1_impl and model.conv_grad_impl with `auto` resolved for
+    `platform` (default: the platform JAX runs on)."""
     fastest = FASTEST.get(platform or jax.default_backend(), FASTEST["cpu"])
-    return {key: fastest[key] if config.model[key] == "auto" else config.model[key]
-            for key in ("lrn_impl", "conv1_impl")}
+    return {key: fastest[key] if config.model.get(key, "auto") == "auto" else config.model[key]
+            for key in FORMULATION_KEYS if key != "column_impl"}
 
 
 def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh):

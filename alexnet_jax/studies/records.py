@@ -26,6 +26,7 @@ from alexnet_jax.common.run_files import (
     COMPLETION_FILE,
     CONFIG_FILE,
     EVAL_RESULTS_FILE,
+    FORMULATION_KEYS,
     METRICS_FILE,
 )
 
@@ -37,7 +38,7 @@ RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE, EVAL_RESULTS_FILE)
 # implementation switches compute the same function (tests/test_model.py checks they are equal);
 # logging and checkpoint cadence change no parameter.
 NOT_PROTOCOL_KEYS = frozenset({
-    "data.path", "data.data_dir", "model.column_impl", "model.lrn_impl", "model.conv1_impl",
+    "data.path", "data.data_dir", *(f"model.{key}" for key in FORMULATION_KEYS),
     "train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.eval_batch_size", "train.profile_steps",
 })

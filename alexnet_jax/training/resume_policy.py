@@ -39,7 +39,7 @@ import numpy as np
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.nested import flatten
-from alexnet_jax.common.run_files import CONFIG_FILE
+from alexnet_jax.common.run_files import CONFIG_FILE, FORMULATION_KEYS
 from alexnet_jax.training import optim
 from alexnet_jax.training.schedule import Schedule
 
@@ -67,8 +67,8 @@ STATE_HYPERPARAMS = {"momentum": "momentum", "weight_decay": "weight_decay",
                      "trust_coefficient": "trust_coefficient"}
 POLICY: dict[str, Rule] = {
     **_rules(S, "where the data and files are", "data.path", "data.data_dir"),
-    **_rules(S, "exactly-equal formulations (tests/test_model.py)", "model.column_impl",
-             "model.lrn_impl", "model.conv1_impl"),
+    **_rules(S, "exactly-equal formulations (tests/test_model.py)",
+             *(f"model.{key}" for key in FORMULATION_KEYS)),
     **_rules(S, "logging, checkpoint and profiling cadence", "train.log_every_steps",
              "train.checkpoint_every_steps", "train.keep_checkpoints", "train.profile_steps"),
     **_rules(S, "the evaluation's batch (the same results)", "train.eval_batch_size"),

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from alexnet_jax.common import disk, provenance, sharding
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import (CLASS_NAMES_FILE, CONFIG_FILE, EVAL_RESULTS_FILE,
-                                          STATS_FILE, write_atomically)
+                                          FORMULATION_KEYS, STATS_FILE, write_atomically)
 from alexnet_jax.data import catalog, feeding, stats_files
 from alexnet_jax.data.augmentation import (Preprocessing, dataset_statistics,
                                            preprocessing_from_stats)
@@ -75,7 +75,7 @@ def model_fingerprint(config: ml_collections.ConfigDict,
     """What a checkpoint's arrays depend on: restoring into a different model is refused
     (resume_policy.check_same_model; `num_classes` None before the dataset is open)."""
     model = json.loads(config.model.to_json())
-    for key in ("column_impl", "lrn_impl", "conv1_impl", "dtype",
+    for key in (*FORMULATION_KEYS, "dtype",
                 "dropout_rate"):  # how it computes, not what it stores
         model.pop(key, None)
     return {"model": model, "crop_size": config.data.crop_size, "num_classes": num_classes}
