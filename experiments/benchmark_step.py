@@ -224,7 +224,8 @@ def main() -> None:
 
 VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's fastest)
     "split": {"column_impl": "split"},
-    "xla_grads": {"column_impl": "split", "conv_grad_impl": "xla"},
+    # the CPU's formulations before 2026-12-07: conv1 direct, XLA's kernel gradients
+    "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla"},
     "grouped": {"column_impl": "grouped"},
     "lrn_slices": {"lrn_impl": "slices"},
     "space_to_depth": {"conv1_impl": "space_to_depth"},

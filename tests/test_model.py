@@ -251,6 +251,7 @@ def test_the_whole_network_is_the_same_with_the_fast_formulations():
     (1, ((2, 2), (2, 2)), np.float32), (4, ((2, 1), (2, 1)), np.float32),
     (1, "VALID", np.float32), (1, ((1, 1), (1, 1)), jnp.bfloat16)])
 def test_kernel_gradients_by_matmul_are_xlas(stride, padding, dtype):
+    """Stride 1 as matrix products; a strided convolution keeps XLA's (the same either way)."""
     rng = np.random.RandomState(1)
     x = jnp.asarray(rng.normal(0, 1, (3, 19, 19, 5)), dtype)
     kernel = jnp.asarray(rng.normal(0, 0.1, (5, 5, 5, 7)), dtype)
@@ -260,6 +261,10 @@ def test_kernel_gradients_by_matmul_are_xlas(stride, padding, dtype):
                                                         grad_impl=impl).astype(jnp.float32)))
         return jax.jit(jax.grad(loss, (0, 1)))(x, kernel)
 
+    by_matmul = jax.grad(lambda k: jnp.sum(layers.conv(x, k, stride, padding,
+                                                       grad_impl="matmul")))
+    program = str(jax.make_jaxpr(by_matmul)(kernel))   # the kernel's gradient: matrix products
+    assert ("dot_general" in program) == (stride == 1)
     tolerance = 1e-5 if dtype == np.float32 else 2e-2
     for mine, xlas in zip(grads("matmul"), grads("xla")):
         assert mine.dtype == xlas.dtype
@@ -299,7 +304,8 @@ def test_auto_formulations_are_the_fastest_measured_on_each_platform():
     assert build.formulations(config, "gpu") == {"lrn_impl": "slices",
                                                  "conv1_impl": "space_to_depth",
                                                  "conv_grad_impl": "xla"}
-    assert build.formulations(config, "cpu") == {"lrn_impl": "matmul", "conv1_impl": "direct",
+    assert build.formulations(config, "cpu") == {"lrn_impl": "matmul",
+                                                 "conv1_impl": "direct",
                                                  "conv_grad_impl": "matmul"}
     assert build.formulations(config) == build.formulations(config, "cpu")  # these tests: CPU
     with config.unlocked():

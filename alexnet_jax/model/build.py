@@ -36,9 +36,11 @@ def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
 # bfloat16, forward + backward) LRN as shifted slices 0.34 ms against 1.13 ms and conv1 as
 # space-to-depth 0.37 ms against 0.91 ms; on the CPU the banded matmul and the direct
 # convolution are faster. Both pairs compute the same values (tests/test_model.py).
-# On the CPU the convolutions' kernel gradients as matrix products (layers.conv): XLA:CPU's
-# backward-filter convolutions took 6-9 times their forward pass (AVX2 host, 2026-12-07); on
-# GPUs XLA's own (cuDNN's), unchanged.
+# On the CPU the stride-1 convolutions' kernel gradients as matrix products (layers.conv):
+# XLA:CPU's backward-filter convolutions took 6-9 times their forward pass (forward + backward
+# of conv2: 2,374 ms against 5,225; AVX2 host, 2026-12-07, docs/performance.md). conv1 stays
+# direct with XLA's gradient there (2,059 ms; as space-to-depth with matrix products 1,806 in
+# isolation, but the whole step was slower). On GPUs XLA's own (cuDNN's) gradients, unchanged.
 FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
                    "conv_grad_impl": "xla"},
            "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",

@@ -86,8 +86,11 @@ def conv(x: jax.Array, kernel_HWIO: jax.Array, stride: int, padding, groups: int
          grad_impl: str = "xla") -> jax.Array:
     """A 2-D convolution on NHWC input with an HWIO kernel. `grad_impl`: how its kernel's
     gradient is computed, `xla` (XLA's backward-filter convolution) or `matmul` (one matrix
-    product a kernel position, conv_kernel_grad_by_matmul); the same values to rounding."""
-    if grad_impl == "matmul" and groups == 1:
+    product a kernel position, conv_kernel_grad_by_matmul, for stride 1); the same values to
+    rounding."""
+    # a strided convolution keeps XLA's gradient: as matrix products over strided windows
+    # conv1's took 2,736 ms against XLA's 2,059 (forward + backward, AVX2 host)
+    if grad_impl == "matmul" and groups == 1 and stride == 1:
         x, kernel_HWIO = _varying_alike(x, kernel_HWIO)
         return _conv_matmul_kernel_grad(x, kernel_HWIO, stride, _explicit(padding))
     if grad_impl not in ("xla", "matmul"):
