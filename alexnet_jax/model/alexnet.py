@@ -92,17 +92,16 @@ class AlexNet(ShardedNetwork):
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  lrn_impl: str = "matmul", conv1_impl: str = "direct",
-                 conv_grad_impl: str = "xla",
-                 dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
+                 conv_grad_impl: str = "xla", dtype=jnp.float32, mesh: Mesh | None = None,
+                 rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
         widths = tuple(conv_widths) if columns == 2 else one_column_widths(tuple(conv_widths))
         self.columns, self.num_classes, self.input_size = columns, num_classes, input_size
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry = activation, conv1_geometry
-        self.column_impl = column_impl
+        self.column_impl, self.conv_grad_impl = column_impl, conv_grad_impl
         self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
-        self.conv_grad_impl = conv_grad_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
         if map_sizes["pool5"] < 1:
@@ -143,16 +142,14 @@ class AlexNet(ShardedNetwork):
             conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad, grads)
         x = act(conv1 + b(self.conv1))
         x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
-        x = act(layers.conv_own_column(x, w(self.conv2), 1, ((2, 2), (2, 2)), self.column_impl,
-                                       grads) + b(self.conv2))
+        own = partial(layers.conv_own_column, impl=self.column_impl, grad_impl=grads)
+        x = act(own(x, w(self.conv2), 1, ((2, 2), (2, 2))) + b(self.conv2))
         x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
         x = gather_columns(x)                                  # GPUs talk: into conv3
         x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1)), grads)
                 + b(self.conv3))
-        x = act(layers.conv_own_column(x, w(self.conv4), 1, ((1, 1), (1, 1)), self.column_impl,
-                                       grads) + b(self.conv4))
-        x = act(layers.conv_own_column(x, w(self.conv5), 1, ((1, 1), (1, 1)), self.column_impl,
-                                       grads) + b(self.conv5))
+        x = act(own(x, w(self.conv4), 1, ((1, 1), (1, 1))) + b(self.conv4))
+        x = act(own(x, w(self.conv5), 1, ((1, 1), (1, 1))) + b(self.conv5))
         x = layers.max_pool(x, self.overlap_pool)
         x = gather_columns(x).reshape(x.shape[0], -1)         # into fc6: all 6x6x256 features
         x = act(x @ layers.merge_columns_out(w(self.fc6)) + b(self.fc6))
