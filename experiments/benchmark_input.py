@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,9 +56,8 @@ if __name__ == "__main__" and "--measure" not in sys.argv:
     import tensorflow_datasets as tfds  # noqa: E402
 
     from alexnet_jax.common import provenance  # noqa: E402
-    from alexnet_jax.data import catalog, file_survey, pipeline, sources  # noqa: E402
+    from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
     from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
-    from alexnet_jax.data.feeding import Shard  # noqa: E402
     from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
     from configs.imagenette import get_config  # noqa: E402
 

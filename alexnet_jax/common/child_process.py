@@ -6,10 +6,10 @@ import signal
 
 
 def die_with_parent() -> None:
-    """In a child process (a supervised run, a Grain worker): be killed when the parent dies
-    (a SIGKILL of the parent ends the child too). Linux ties the signal to the parent's thread
-    that started the child: a Grain worker ends with the reading thread that started it, which
-    lives as long as the run's reading does."""
+    """In a child process (a supervised run): be killed when the parent dies (a SIGKILL of the
+    parent ends the child too). Linux ties the signal to the parent's thread that started the
+    child, so a child started from a short-lived thread would die with that thread (the reading
+    workers of data/batch_pool.py end when their pipe closes instead)."""
     try:
         import ctypes  # noqa: PLC0415
 

@@ -204,7 +204,8 @@ def _what_convergence_takes(judged: Judged, converged: list[Judged]) -> str:
     if claim.paper_effect is None or not same or same[0].relative_effect is None:
         return ""
     fit, results = same[0].contrast, same[0].results
-    relative = same[0].relative_effect / same[0].claim.paper_effect * claim.paper_effect
+    relative = measures.relative_effect(claim.paper_effect, same[0].baseline_mean,
+                                        same[0].paper_base_error)
     arms = len(fit.arms) + 1
     needed = [block_design.seeds_for_power(fit.residual_sd, size, arms, POWER)
               for size in (claim.paper_effect, relative)]
