@@ -273,9 +273,22 @@ class _Processes:
         try:
             return pipe.recv()
         except (EOFError, ConnectionResetError):
-            process.join(timeout=5)
-            raise RuntimeError(f"reading worker {worker} (pid {process.pid}) died "
-                               f"({_ending(process.exitcode)}).") from None
+            raise self._died(worker) from None
+
+    def send(self, worker: int, order: tuple) -> None:
+        """Give the worker an order; RuntimeError naming it if it died (its pipe is broken)."""
+        try:
+            self.pipes[worker].send(order)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._died(worker) from None
+
+    def _died(self, worker: int) -> RuntimeError:
+        # A worker that died between two orders is seen first by whichever of send and
+        # receive touches its pipe next; both name it the same way.
+        process = self.processes[worker]
+        process.join(timeout=5)
+        return RuntimeError(f"reading worker {worker} (pid {process.pid}) died "
+                            f"({_ending(process.exitcode)}).")
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -346,7 +359,7 @@ class WorkerBatches:
         """Order the next batch not yet ordered from its worker, into one of its slots."""
         worker = self._next_order % self.workers
         ident, path = self._slots.free_one(worker)
-        self._processes.pipes[worker].send(("make", self._next_order, ident, path))
+        self._processes.send(worker, ("make", self._next_order, ident, path))
         self._next_order += 1
 
 
