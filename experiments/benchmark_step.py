@@ -35,9 +35,9 @@ from alexnet_jax.training.state import build_train_state  # noqa: E402
 from configs.default import get_config  # noqa: E402
 
 
-def jax_images_per_sec(overrides: dict, dtype: str, batch: int, steps_timed: int,
-                       warmup: int, mesh_model: int) -> tuple[float, dict]:
-    """The training step's images/s with the model config `overrides` (e.g. lrn_impl)."""
+def jax_stepper(overrides: dict, dtype: str, batch: int, warmup: int, mesh_model: int):
+    """The jitted training step with the model config `overrides` (e.g. lrn_impl), compiled
+    and warmed up: (a function that times `n` steps and returns their seconds, the mesh)."""
     config = get_config()
     with config.unlocked():
         for key, value in overrides.items():
@@ -53,18 +53,25 @@ def jax_images_per_sec(overrides: dict, dtype: str, batch: int, steps_timed: int
         put = lambda x: jax.device_put(x, sharding.sharding_for(mesh, "batch"))  # noqa: E731
         images = put(rng.uniform(-100, 100, (batch, 224, 224, 3)).astype(np.float32))
         labels = put(rng.randint(0, 1000, batch).astype(np.int32))
-        lr = jnp.float32(0.01)
-        for i in range(warmup):
-            params, opt_state, metrics = train_step(params, opt_state, images, labels, lr,
-                                                    jnp.int32(i))
-        jax.block_until_ready((params, metrics))
-        start = time.perf_counter()
-        for i in range(steps_timed):
-            params, opt_state, metrics = train_step(params, opt_state, images, labels, lr,
-                                                    jnp.int32(warmup + i))
-        jax.block_until_ready((params, metrics))
-        elapsed = time.perf_counter() - start
-    return batch * steps_timed / elapsed, sharding.describe(mesh)
+    state = {"params": params, "opt_state": opt_state, "step": 0}
+
+    def run(n: int) -> float:
+        with jax.set_mesh(mesh):
+            params, opt_state = state["params"], state["opt_state"]
+            jax.block_until_ready(params)
+            start = time.perf_counter()
+            for _ in range(n):
+                params, opt_state, metrics = train_step(params, opt_state, images, labels,
+                                                        jnp.float32(0.01),
+                                                        jnp.int32(state["step"]))
+                state["step"] += 1
+            jax.block_until_ready((params, metrics))
+            elapsed = time.perf_counter() - start
+        state["params"], state["opt_state"] = params, opt_state
+        return elapsed
+
+    run(warmup)
+    return run, sharding.describe(mesh)
 
 
 def forward_backward_ms(function, *args, steps_timed: int = 10) -> float:
@@ -113,10 +120,10 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
                                                                steps_timed=steps_timed)))
         rows.append(("ReLU + LRN2", impl, forward_backward_ms(relu_lrn(impl), x2,
                                                                steps_timed=steps_timed)))
-    pool = lambda x: layers.max_pool(x, True)  # noqa: E731
-    rows += [("pool1", "reduce_window", forward_backward_ms(pool, x1, steps_timed=steps_timed)),
-             ("pool2", "reduce_window", forward_backward_ms(pool, x2, steps_timed=steps_timed)),
-             ("pool5", "reduce_window", forward_backward_ms(pool, x5, steps_timed=steps_timed))]
+    for impl in ("reduce_window", "slices"):
+        pool = lambda x: layers.max_pool(x, True, impl)  # noqa: E731
+        rows += [(name, impl, forward_backward_ms(pool, x, steps_timed=steps_timed))
+                 for name, x in (("pool1", x1), ("pool2", x2), ("pool5", x5))]
     for impl, grads in (("split", "xla"), ("grouped", "xla"), ("split", "matmul")):
         own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl, grads)  # noqa: E731
         rows += [(f"conv{n} ({grads} kernel grad)", impl, forward_backward_ms(
@@ -145,7 +152,9 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
     return rows
 
 
-def torch_images_per_sec(batch: int, steps_timed: int, warmup: int) -> float:
+def torch_stepper(batch: int, warmup: int):
+    """PyTorch's training step of the same network (experiments/torch_alexnet.py), warmed up:
+    a function that times `n` steps and returns their seconds."""
     import torch  # noqa: PLC0415
 
     from experiments.torch_alexnet import TorchAlexNet  # noqa: PLC0415
@@ -162,18 +171,22 @@ def torch_images_per_sec(batch: int, steps_timed: int, warmup: int) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps_timed):
-        step()
-    return batch * steps_timed / (time.perf_counter() - start)
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        return time.perf_counter() - start
+
+    run(warmup)
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds, each timing every variant (and PyTorch) in turn")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--variants", default="split,grouped",
                         help="comma-separated model variants to time: split, grouped (column "
@@ -189,35 +202,49 @@ def main() -> None:
     device = jax.devices()[0]
     host = provenance.host_processor()
     print(f"JAX {jax.__version__} on {jax.device_count()} x {device.device_kind} "
-          f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; "
-          f"{args.steps} timed steps after {args.warmup} warm-up; host CPUs {os.cpu_count()}, "
+          f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; {args.rounds} "
+          f"rounds of {args.steps} timed steps after {args.warmup} warm-up; host CPUs {os.cpu_count()}, "
           f"{host['model']} ({host['instruction_set']})", flush=True)
     results = {"device": device.device_kind, "platform": device.platform, "host": host,
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
-               "jax": jax.__version__, "images_per_sec": {}}
-    for variant in args.variants.split(","):
-        rate, mesh = jax_images_per_sec(VARIANTS[variant], args.dtype, args.batch, args.steps,
-                                        args.warmup, args.mesh_model)
-        results["images_per_sec"][f"jax_{variant}"] = rate
-        results["mesh"] = mesh
-        print(f"  jax  {variant:15s} {VARIANTS[variant]} mesh={mesh}: {rate:9.1f} images/s",
-              flush=True)
+               "jax": jax.__version__, "rounds": args.rounds, "images_per_sec": {},
+               "images_per_sec_by_round": {}}
+    variants = args.variants.split(",")
+    steppers = {}
+    for variant in variants:
+        steppers[f"jax_{variant}"], results["mesh"] = jax_stepper(
+            VARIANTS[variant], args.dtype, args.batch, args.warmup, args.mesh_model)
+    if args.torch:
+        import torch  # noqa: PLC0415
+        steppers["torch"] = torch_stepper(args.batch, args.warmup)
+        results["torch"] = torch.__version__
+    # Rounds alternate every contender, so a slow spell of the machine falls on all of them.
+    by_round = {name: [] for name in steppers}
+    for round_index in range(args.rounds):
+        for name, run in steppers.items():
+            by_round[name].append(args.batch * args.steps / run(args.steps))
+        print(f"  round {round_index + 1}: " + ", ".join(
+            f"{name} {rates[-1]:.1f}" for name, rates in by_round.items()) + " images/s",
+            flush=True)
+    results["images_per_sec_by_round"] = by_round
+    for name, rates in by_round.items():
+        results["images_per_sec"][name] = float(np.median(rates))
+        print(f"  {name:18s} {VARIANTS.get(name[4:], '')} median {np.median(rates):9.1f} "
+              f"images/s [{min(rates):.1f}-{max(rates):.1f}]", flush=True)
+    if args.torch:
+        print(f"  torch {results['torch']} ({torch.get_num_threads()} threads, grouped convs)")
+        for variant in variants:
+            ratios = [j / t for j, t in zip(by_round[f"jax_{variant}"], by_round["torch"])]
+            results[f"ratio_jax_{variant}_to_torch"] = float(np.median(ratios))
+            results[f"ratio_jax_{variant}_to_torch_by_round"] = ratios
+            print(f"  ratio jax {variant} / torch, same round: median "
+                  f"{np.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
     if args.layers:
         rows = layer_table(args.batch, args.dtype, args.steps)
         results["layers_ms"] = [{"piece": p, "impl": i, "ms": ms} for p, i, ms in rows]
         print("| piece | implementation | forward + backward (ms) |\n|---|---|---|")
         for piece, impl, ms in rows:
             print(f"| {piece} | {impl} | {ms:.2f} |")
-    if args.torch:
-        import torch  # noqa: PLC0415
-        rate = torch_images_per_sec(args.batch, args.steps, args.warmup)
-        results["images_per_sec"]["torch"] = rate
-        print(f"  torch {torch.__version__} ({torch.get_num_threads()} threads, grouped convs): "
-              f"{rate:9.1f} images/s", flush=True)
-        for variant in args.variants.split(","):
-            ratio = results["images_per_sec"][f"jax_{variant}"] / rate
-            results[f"ratio_jax_{variant}_to_torch"] = ratio
-            print(f"  ratio jax {variant} / torch: {ratio:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
@@ -225,7 +252,10 @@ def main() -> None:
 VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's fastest)
     "split": {"column_impl": "split"},
     # the CPU's formulations before 2026-12-07: conv1 direct, XLA's kernel gradients
-    "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla"},
+    "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla",
+                  "pool_impl": "reduce_window"},
+    # the CPU's formulations before pooling by strided slices (2026-12-07): XLA's pooling
+    "xla_pool": {"column_impl": "split", "pool_impl": "reduce_window"},
     "grouped": {"column_impl": "grouped"},
     "lrn_slices": {"lrn_impl": "slices"},
     "space_to_depth": {"conv1_impl": "space_to_depth"},

@@ -92,7 +92,8 @@ class AlexNet(ShardedNetwork):
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  lrn_impl: str = "matmul", conv1_impl: str = "direct",
-                 conv_grad_impl: str = "xla", dtype=jnp.float32, mesh: Mesh | None = None,
+                 conv_grad_impl: str = "xla", pool_impl: str = "reduce_window",
+                 dtype=jnp.float32, mesh: Mesh | None = None,
                  rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
@@ -101,6 +102,7 @@ class AlexNet(ShardedNetwork):
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry = activation, conv1_geometry
         self.column_impl, self.conv_grad_impl = column_impl, conv_grad_impl
+        self.pool_impl = pool_impl
         self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
@@ -135,27 +137,28 @@ class AlexNet(ShardedNetwork):
 
         x = images.astype(self.dtype)
         grads = self.conv_grad_impl
+        pool = partial(layers.max_pool, overlapping=self.overlap_pool, impl=self.pool_impl)
         if self.conv1_impl == "space_to_depth":
             conv1 = layers.conv_space_to_depth(x, layers.merge_columns_out(w(self.conv1)), 4,
                                                self.conv1_pad, grads)
         else:
             conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad, grads)
         x = act(conv1 + b(self.conv1))
-        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
+        x = pool(self._lrn(x, cols))
         own = partial(layers.conv_own_column, impl=self.column_impl, grad_impl=grads)
         x = act(own(x, w(self.conv2), 1, ((2, 2), (2, 2))) + b(self.conv2))
-        x = layers.max_pool(self._lrn(x, cols), self.overlap_pool)
+        x = pool(self._lrn(x, cols))
         x = gather_columns(x)                                  # GPUs talk: into conv3
         x = act(layers.conv_shared_input(x, w(self.conv3), 1, ((1, 1), (1, 1)), grads)
                 + b(self.conv3))
         x = act(own(x, w(self.conv4), 1, ((1, 1), (1, 1))) + b(self.conv4))
         x = act(own(x, w(self.conv5), 1, ((1, 1), (1, 1))) + b(self.conv5))
-        x = layers.max_pool(x, self.overlap_pool)
+        x = pool(x)
         x = gather_columns(x).reshape(x.shape[0], -1)         # into fc6: all 6x6x256 features
-        x = act(x @ layers.merge_columns_out(w(self.fc6)) + b(self.fc6))
+        x = act(layers.dense_shared_input(x, w(self.fc6)) + b(self.fc6))
         x = x * masks[0] if masks else x
         x = gather_columns(x)                                  # into fc7: all 4096 units
-        x = act(x @ layers.merge_columns_out(w(self.fc7)) + b(self.fc7))
+        x = act(layers.dense_shared_input(x, w(self.fc7)) + b(self.fc7))
         x = x * masks[1] if masks else x
         if features:
             return x.astype(jnp.float32)
