@@ -66,13 +66,11 @@ def get_config() -> ml_collections.ConfigDict:
     model.init_std = 0.01       # weights ~ N(0, init_std^2)
     model.positive_bias = 1.0   # bias of conv2, conv4, conv5, fc6, fc7 (Caffe used 0.1)
     model.column_impl = "split"  # own-column convs: split (one conv per column) | grouped
-    # Equal formulations, chosen by speed: auto = the one measured fastest on the platform
-    # (GPU, TPU: slices, space_to_depth, xla, reduce_window; CPU: matmul, direct, matmul,
-    # slices; docs/performance.md)
+    # Exactly equal formulations, chosen by speed: auto = the one measured fastest on the
+    # platform (GPU, TPU: slices and space_to_depth; CPU: matmul and direct; docs/performance.md)
     model.lrn_impl = "auto"     # LRN window sums: auto | matmul (banded matrix) | slices (n adds)
     model.conv1_impl = "auto"   # conv1: auto | direct (11x11/4) | space_to_depth (3x3 over 4x4)
     model.conv_grad_impl = "auto"  # conv kernel gradients: auto | xla | matmul (a product a tap)
-    model.pool_impl = "auto"    # max-pooling: auto | reduce_window | slices (max of strided slices)
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

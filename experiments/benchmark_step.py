@@ -120,10 +120,9 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
                                                                steps_timed=steps_timed)))
         rows.append(("ReLU + LRN2", impl, forward_backward_ms(relu_lrn(impl), x2,
                                                                steps_timed=steps_timed)))
-    for impl in ("reduce_window", "slices"):
-        pool = lambda x: layers.max_pool(x, True, impl)  # noqa: E731
-        rows += [(name, impl, forward_backward_ms(pool, x, steps_timed=steps_timed))
-                 for name, x in (("pool1", x1), ("pool2", x2), ("pool5", x5))]
+    pool = lambda x: layers.max_pool(x, True)  # noqa: E731
+    rows += [(name, "reduce_window", forward_backward_ms(pool, x, steps_timed=steps_timed))
+             for name, x in (("pool1", x1), ("pool2", x2), ("pool5", x5))]
     for impl, grads in (("split", "xla"), ("grouped", "xla"), ("split", "matmul")):
         own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl, grads)  # noqa: E731
         rows += [(f"conv{n} ({grads} kernel grad)", impl, forward_backward_ms(
@@ -252,10 +251,7 @@ def main() -> None:
 VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's fastest)
     "split": {"column_impl": "split"},
     # the CPU's formulations before 2026-12-07: conv1 direct, XLA's kernel gradients
-    "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla",
-                  "pool_impl": "reduce_window"},
-    # the CPU's formulations before pooling by strided slices (2026-12-07): XLA's pooling
-    "xla_pool": {"column_impl": "split", "pool_impl": "reduce_window"},
+    "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla"},
     "grouped": {"column_impl": "grouped"},
     "lrn_slices": {"lrn_impl": "slices"},
     "space_to_depth": {"conv1_impl": "space_to_depth"},

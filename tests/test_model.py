@@ -248,26 +248,6 @@ def test_the_whole_network_is_the_same_with_the_fast_formulations():
     np.testing.assert_allclose(np.asarray(fast), np.asarray(base), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("overlapping", [True, False])
-def test_max_pooling_by_strided_slices_is_reduce_windows(overlapping):
-    """The same values; the same gradients where no two inputs of a window tie (ties only at
-    zeros after a ReLU here, whose gradient the ReLU below them stops either way)."""
-    rng = np.random.RandomState(2)
-    pre = jnp.asarray(rng.normal(0, 1, (2, 27, 26, 6)), jnp.float32)   # odd and even sizes
-
-    def pooled_loss(pre, impl):
-        return jnp.sum(jnp.sin(layers.max_pool(jax.nn.relu(pre), overlapping, impl)))
-
-    want = layers.max_pool(jax.nn.relu(pre), overlapping, "reduce_window")
-    got = layers.max_pool(jax.nn.relu(pre), overlapping, "slices")
-    assert got.shape == want.shape
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    grads = [jax.grad(pooled_loss)(pre, impl) for impl in ("reduce_window", "slices")]
-    np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(grads[0]), rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="pooling implementation"):
-        layers.max_pool(pre, overlapping, "cudnn")
-
-
 @pytest.mark.parametrize("stride, padding, dtype", [
     (1, ((2, 2), (2, 2)), np.float32), (4, ((2, 1), (2, 1)), np.float32),
     (1, "VALID", np.float32), (1, ((1, 1), (1, 1)), jnp.bfloat16)])
@@ -307,7 +287,7 @@ def test_the_whole_networks_gradients_are_the_same_with_kernel_gradients_by_matm
         model = AlexNet(**small, **impl, rngs=nnx.Rngs(0))
         return nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))))(model)
 
-    base, mine = gradients(), gradients(conv_grad_impl="matmul", pool_impl="slices")
+    base, mine = gradients(), gradients(conv_grad_impl="matmul")
     for path, value in nnx.to_flat_state(nnx.state(base, nnx.Param)):
         other = dict(nnx.to_flat_state(nnx.state(mine, nnx.Param)))[path]
         np.testing.assert_allclose(np.asarray(other.value), np.asarray(value.value), rtol=2e-4,
@@ -322,15 +302,12 @@ def test_auto_formulations_are_the_fastest_measured_on_each_platform():
 
     config = get_config()
     assert config.model.lrn_impl == config.model.conv1_impl == config.model.conv_grad_impl == "auto"
-    assert config.model.pool_impl == "auto"
     assert build.formulations(config, "gpu") == {"lrn_impl": "slices",
                                                  "conv1_impl": "space_to_depth",
-                                                 "conv_grad_impl": "xla",
-                                                 "pool_impl": "reduce_window"}
+                                                 "conv_grad_impl": "xla"}
     assert build.formulations(config, "cpu") == {"lrn_impl": "matmul",
                                                  "conv1_impl": "direct",
-                                                 "conv_grad_impl": "matmul",
-                                                 "pool_impl": "slices"}
+                                                 "conv_grad_impl": "matmul"}
     assert build.formulations(config) == build.formulations(config, "cpu")  # these tests: CPU
     with config.unlocked():
         config.model.lrn_impl = "slices"          # an explicit choice is kept everywhere

@@ -92,8 +92,7 @@ class AlexNet(ShardedNetwork):
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  lrn_impl: str = "matmul", conv1_impl: str = "direct",
-                 conv_grad_impl: str = "xla", pool_impl: str = "reduce_window",
-                 dtype=jnp.float32, mesh: Mesh | None = None,
+                 conv_grad_impl: str = "xla", dtype=jnp.float32, mesh: Mesh | None = None,
                  rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
@@ -102,7 +101,6 @@ class AlexNet(ShardedNetwork):
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry = activation, conv1_geometry
         self.column_impl, self.conv_grad_impl = column_impl, conv_grad_impl
-        self.pool_impl = pool_impl
         self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)
@@ -137,7 +135,7 @@ class AlexNet(ShardedNetwork):
 
         x = images.astype(self.dtype)
         grads = self.conv_grad_impl
-        pool = partial(layers.max_pool, overlapping=self.overlap_pool, impl=self.pool_impl)
+        pool = partial(layers.max_pool, overlapping=self.overlap_pool)
         if self.conv1_impl == "space_to_depth":
             conv1 = layers.conv_space_to_depth(x, layers.merge_columns_out(w(self.conv1)), 4,
                                                self.conv1_pad, grads)

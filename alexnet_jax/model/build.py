@@ -41,19 +41,16 @@ def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
 # of conv2: 2,374 ms against 5,225; AVX2 host, 2026-12-07, docs/performance.md). conv1 stays
 # direct with XLA's gradient there (2,059 ms; as space-to-depth with matrix products 1,806 in
 # isolation, but the whole step was slower). On GPUs XLA's own (cuDNN's) gradients, unchanged.
-# XLA:CPU's max-pooling gradient (a select-and-scatter) took 5x the strided slices' (pool1
-# forward + backward 885 ms against 161): `slices` there; GPUs keep XLA's pooling, untouched.
 FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
-                   "conv_grad_impl": "xla", "pool_impl": "reduce_window"},
+                   "conv_grad_impl": "xla"},
            "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
-                   "conv_grad_impl": "xla", "pool_impl": "reduce_window"},
-           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct", "conv_grad_impl": "matmul",
-                   "pool_impl": "slices"}}
+                   "conv_grad_impl": "xla"},
+           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct", "conv_grad_impl": "matmul"}}
 
 
 def formulations(config: ml_collections.ConfigDict, platform: str | None = None
                  ) -> dict[str, str]:
-    """model.lrn_impl, conv1_impl, conv_grad_impl and pool_impl with `auto` resolved for
+    """model.lrn_impl, model.conv1_impl and model.conv_grad_impl with `auto` resolved for
     `platform` (default: the platform JAX runs on)."""
     fastest = FASTEST.get(platform or jax.default_backend(), FASTEST["cpu"])
     return {key: fastest[key] if config.model.get(key, "auto") == "auto" else config.model[key]

@@ -79,7 +79,6 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
     _choice("model.lrn_impl", m.lrn_impl, ("auto", "matmul", "slices"))
     _choice("model.conv1_impl", m.conv1_impl, ("auto", "direct", "space_to_depth"))
     _choice("model.conv_grad_impl", m.get("conv_grad_impl", "auto"), ("auto", "xla", "matmul"))
-    _choice("model.pool_impl", m.get("pool_impl", "auto"), ("auto", "reduce_window", "slices"))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if m.lrn_n < 1 or m.lrn_n % 2 == 0:
         # an even window has no centre: the LRN formulations (matmul, slices) would disagree
