@@ -161,6 +161,35 @@ def write_config(workdir: Path, study, arm: str, seed: int, directory: Path, **c
     (workdir / "config.json").write_text(json.dumps(config))
 
 
+def test_the_target_is_found_at_the_step_where_every_step_was_logged(tmp_path):
+    """Running training error: the mean batch error of the last epoch's steps (4 a epoch here).
+    It reaches 0.46 at step 7 (0.45), where the epoch means reach it only at epoch 2's end."""
+    errors = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.2, 0.1, 0.1, 0.1]
+
+    def workdir(name, logged_steps):
+        path = tmp_path / name
+        write_run(path, [0.75, 0.35, 0.125], 0.5)
+        lines = [{"step": step, "epoch": step / 4, "split": "train", "loss": 1.0,
+                  "top1_error": errors[step - 1]} for step in logged_steps]
+        with open(path / "metrics.jsonl", "a") as out:
+            out.write("".join(json.dumps(line) + "\n" for line in lines))
+        return path
+
+    every = study_report.run_result(workdir("every", range(1, 13)), 0.46)
+    assert every["epochs_to_target"] == 1.75 and every["epochs_to_target_at_epoch_end"] == 2
+    assert every["target_resolution_epochs"] == 0.25
+    assert study_report.run_result(workdir("never", range(1, 13)), 0.05)["epochs_to_target"] is None
+    # one batch logged in two: too few a window, so whole epochs as before
+    sparse = study_report.run_result(workdir("sparse", range(2, 13, 2)), 0.46)
+    assert sparse["epochs_to_target"] == 2 and sparse["target_resolution_epochs"] == 1.0
+    from alexnet_jax.studies import measures  # noqa: PLC0415
+
+    results = {"arms": {"a": {"runs": {"0": every}}}}
+    assert measures.metric_resolution(results, "epochs_to_target") == 0.25
+    results["arms"]["b"] = {"runs": {"0": sparse}}   # the coarsest run sets the study's floor
+    assert measures.metric_resolution(results, "epochs_to_target") == 1.0
+
+
 def test_report_epochs_to_target_choice_and_deltas(tmp_path):
     study_file = write_study(tmp_path / "fig.py", """
         def get_study():

@@ -161,14 +161,17 @@ def eval_resolution(results: dict[str, Any]) -> float:
 
 def metric_resolution(results: dict[str, Any], metric: str) -> float:
     """The smallest step a study's `metric` ("top1", "gap" or "epochs_to_target") can take:
-    whole epochs; one validation image of an error in points; for the val - train gap, one
+    whole epochs (one training step where every run logged each step: report.running_crossing);
+    one validation image of an error in points; for the val - train gap, one
     image of each of its two evaluations (the training images are all evaluated after the run),
     whose rounding errors add in variance. Seeds that agree exactly still carry this rounding
     spread (variance resolution^2 / 12, a uniform rounding error's), below which a block fit
     never takes its residual variance (else identical seeds would give an interval of width 0
     and p = 0)."""
-    if metric == "epochs_to_target":
-        return 1.0
+    if metric == "epochs_to_target":   # whole epochs, or one step where every step was logged
+        return max((run.get("target_resolution_epochs", 1.0)
+                    for arm in results.get("arms", {}).values()
+                    for run in arm.get("runs", {}).values()), default=1.0)
     val = eval_resolution(results)
     train_examples = _data_facts(results).get("train_examples")
     train = 100.0 / train_examples if train_examples else 0.0

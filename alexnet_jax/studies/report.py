@@ -99,7 +99,37 @@ def run_result(workdir: Path, target_train_error: float | None = None) -> dict[s
     if target_train_error:
         reached = [r["epoch"] for r in epoch_lines if r["top1_error"] <= target_train_error]
         result["epochs_to_target"] = reached[0] if reached else None
+        result["target_resolution_epochs"] = 1.0
+        crossing = running_crossing(train_lines, target_train_error)
+        if crossing is not None:   # every step logged: the crossing to the step
+            result["epochs_to_target_at_epoch_end"] = result["epochs_to_target"]
+            result["epochs_to_target"], result["target_resolution_epochs"] = crossing
     return result
+
+
+def running_crossing(train_lines: list[dict[str, Any]], target: float
+                     ) -> tuple[float | None, float] | None:
+    """Where the running training error first reaches `target`: (epochs, one step in epochs),
+    epochs None if it never does. The running training error at step s is the mean of the
+    training batches' top-1 errors over the last epoch's steps, s - E + 1 ... s (E steps an
+    epoch), as they were trained (dropout and augmentation on): at an epoch's last step it is
+    that epoch's mean, which the whole-epoch measure reads. None unless the run logged every
+    step (train.log_every_steps = 1): a sparser log holds a few batches a window, too few."""
+    errors = {int(r["step"]): float(r["top1_error"]) for r in train_lines}
+    located = [r for r in train_lines if r.get("epoch")]
+    if not located:
+        return None
+    steps_per_epoch = round(located[0]["step"] / located[0]["epoch"])
+    last = max(errors)
+    if steps_per_epoch < 1 or len(errors) != last or last < steps_per_epoch:
+        return None
+    window = sum(errors[step] for step in range(1, steps_per_epoch + 1))
+    for step in range(steps_per_epoch, last + 1):
+        if step > steps_per_epoch:
+            window += errors[step] - errors[step - steps_per_epoch]
+        if window / steps_per_epoch <= target:
+            return step / steps_per_epoch, 1.0 / steps_per_epoch
+    return None, 1.0 / steps_per_epoch
 
 
 def _protocol(workdir: Path) -> dict[str, Any] | None:

@@ -15,6 +15,11 @@ then bounds the ratio from below (30 / the other's epochs). Seed 1 took 15 minut
 activation's rate grid brackets the rate that an earlier 2-epoch sweep over 0.001 ... 0.016 found
 best (ReLU 0.004, tanh 0.008 and 0.016 tied), so the chosen rate has a slower rate on each side.
 
+Every step is logged (train.log_every_steps = 1), so the crossing of 25% is found at the step
+where the running training error (the mean batch error over the last epoch's steps,
+studies/report.running_crossing) reaches it, and seeds differ by steps, not by whole epochs.
+Records made before 2026-12-07 logged every 100th step and give whole epochs only.
+
 Seeds: the sweep runs once, with seed 0; the main arms run seeds 0, 1 and 2, all at the rate the
 seed-0 sweep chose (choosing a rate is part of the protocol, done once; the seeds then measure
 how much "epochs to 25%" varies with initialisation and data order at that rate).
@@ -46,6 +51,8 @@ def get_study():
             "model.dropout_rate": 0.0, "data.random_crop": False, "data.random_flip": False,
             "schedule.name": "constant", "train.num_epochs": 30,
             "train.stop_at_train_error": 0.25, "train.final_eval_views": (1,),
+            # every step's batch error recorded: the crossing found at the step
+            "train.log_every_steps": 1,
         },
         "seeds": (0, 1, 2),
         "baseline": "relu",
