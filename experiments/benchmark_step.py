@@ -103,8 +103,8 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
     p2, k3 = arr(batch, 13, 13, 256), arr(3, 3, 256, 384, scale=0.01)
     x3, k4 = arr(batch, 13, 13, 384), arr(2, 3, 3, 192, 192, scale=0.01)
     k5, x5 = arr(2, 3, 3, 192, 128, scale=0.01), arr(batch, 13, 13, 256)
-    f6, w6 = arr(batch, 9216), arr(9216, 4096, scale=0.01)
-    w7, w8, f7 = arr(4096, 4096, scale=0.01), arr(4096, 1000, scale=0.01), arr(batch, 4096)
+    f6, w6 = arr(batch, 9216), arr(2, 9216, 2048, scale=0.01)   # fc6, fc7: a kernel a column
+    w7, w8 = arr(2, 4096, 2048, scale=0.01), arr(4096, 1000, scale=0.01)
     relu_lrn = lambda impl: lambda x: layers.local_response_norm(  # noqa: E731
         jax.nn.relu(x), 2, lrn, impl)
     rows = []
@@ -133,10 +133,10 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
         rows.append((f"conv3 ({grads} kernel grad)", "direct", forward_backward_ms(
             lambda x, k: layers.conv(x, k, 1, ((1, 1), (1, 1)), grad_impl=grads), p2, k3,
             steps_timed=steps_timed)))
-    rows.append(("fc6 + fc7 + fc8", "dot", forward_backward_ms(
-        lambda x, a, b, c: jax.nn.relu(jax.nn.relu(x @ a) @ b) @ c, f6, w6, w7, w8,
+    dense = layers.dense_shared_input
+    rows.append(("fc6 + fc7 + fc8", "batched over columns", forward_backward_ms(
+        lambda x, a, b, c: jax.nn.relu(dense(jax.nn.relu(dense(x, a)), b)) @ c, f6, w6, w7, w8,
         steps_timed=steps_timed)))
-    del f7
     params = {"w": jnp.zeros((60_965_224,), jnp.float32)}
     tx = optim.create_optimizer(0.9, 5e-4, "paper", False, 0.01)
     state = tx.init(params)
