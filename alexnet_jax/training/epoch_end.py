@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from absl import logging
 
-from alexnet_jax.training.epoch_metrics import EpochMeans
+from alexnet_jax.training.checkpoints.saving import Saver
 from alexnet_jax.training.evaluation import Evaluations
-from alexnet_jax.training.run_log import RunLog
-from alexnet_jax.training.saving import Saver
+from alexnet_jax.training.records.epoch_means import EpochMeans
+from alexnet_jax.training.records.run_log import RunLog
 
 
 class EpochEnd:

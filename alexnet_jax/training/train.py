@@ -13,7 +13,7 @@ from absl import logging
 from alexnet_jax.common.run_files import COMPLETION_FILE
 from alexnet_jax.training import resume_policy
 from alexnet_jax.training.evaluation import evaluate_workdir  # noqa: F401 - --mode=eval
-from alexnet_jax.training.preemption import StopRequest
+from alexnet_jax.training.processes.preemption import StopRequest
 from alexnet_jax.training.run import setup_run, write_run_facts
 from alexnet_jax.training.trainer import Trainer, run_ends
 

@@ -12,12 +12,12 @@ from absl import logging
 from alexnet_jax.common.progress import OWN_ESTIMATE, progress_bar
 from alexnet_jax.common.run_files import COMPLETION_FILE, read_completion, write_atomically
 from alexnet_jax.data import feeding
+from alexnet_jax.training.checkpoints.saving import Saver
 from alexnet_jax.training.epoch_end import EpochEnd
-from alexnet_jax.training.eta import RemainingTime
 from alexnet_jax.training.evaluation import Evaluations
-from alexnet_jax.training.preemption import StopRequest
-from alexnet_jax.training.run_log import RunLog
-from alexnet_jax.training.saving import Saver
+from alexnet_jax.training.processes.preemption import StopRequest
+from alexnet_jax.training.records.remaining_time import RemainingTime
+from alexnet_jax.training.records.run_log import RunLog
 from alexnet_jax.training.stepping import StepRunner
 
 
