@@ -76,8 +76,8 @@ class _QuietLibraries(std_logging.Filter):
     EXPECTED_PARTS = ("dtype` is deprecated. Please change",)
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        from alexnet_jax.training.checkpointing import is_disk_full  # noqa: PLC0415
-        from alexnet_jax.training.multihost import is_lost_peer  # noqa: PLC0415
+        from alexnet_jax.training.checkpoints.checkpointing import is_disk_full  # noqa: PLC0415
+        from alexnet_jax.training.processes.multihost import is_lost_peer  # noqa: PLC0415
 
         # Orbax's save threads log a full disk, or a peer process lost mid-save, with a
         # traceback; the run stops on the same error and says it in one paragraph. (A lost peer
@@ -139,7 +139,8 @@ def main(argv: list[str]) -> None:
     import jax  # noqa: PLC0415
 
     from alexnet_jax.common.errors import UserError  # noqa: PLC0415
-    from alexnet_jax.training import multihost, train  # noqa: PLC0415
+    from alexnet_jax.training import train  # noqa: PLC0415
+    from alexnet_jax.training.processes import multihost  # noqa: PLC0415
 
     _initialize_distributed(jax)
 
@@ -172,7 +173,7 @@ def _initialize_distributed(jax) -> None:
     if address is None or count is None or index is None:
         _fail("a multi-process run needs all of --coordinator_address, --num_processes and "
               "--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
-    from alexnet_jax.training import multihost  # noqa: PLC0415
+    from alexnet_jax.training.processes import multihost  # noqa: PLC0415
 
     multihost.initialize(address, count, index, FLAGS.heartbeat_timeout_seconds)
     logging.info("process %d of %d joined the run coordinated at %s", index, count, address)
@@ -330,7 +331,7 @@ def run() -> None:
     multi_process = (_flag_value(argv, "coordinator_address") or _flag_value(argv, "num_processes")
                      or os.environ.get("JAX_COORDINATOR_ADDRESS"))
     if multi_process:
-        from alexnet_jax.training import supervisor  # noqa: PLC0415
+        from alexnet_jax.training.processes import supervisor  # noqa: PLC0415
 
         if not supervisor.is_supervised():  # the parent: report a lost peer cleanly
             sys.exit(supervisor.run_child(

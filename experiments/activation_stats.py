@@ -31,7 +31,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from alexnet_jax.data import pipeline, sources  # noqa: E402
 from alexnet_jax.model import build, layers  # noqa: E402
-from alexnet_jax.training.checkpointing import load_params  # noqa: E402
+from alexnet_jax.training.checkpoints.checkpointing import load_params  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
 flags.DEFINE_string("params", None, "<workdir>/checkpoints/<step>/params (default: fresh init).")

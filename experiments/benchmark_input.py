@@ -58,7 +58,7 @@ if __name__ == "__main__" and "--measure" not in sys.argv:
     from alexnet_jax.common import provenance  # noqa: E402
     from alexnet_jax.data import catalog, file_survey, pipeline  # noqa: E402
     from alexnet_jax.data.augmentation import preprocessing_from_config  # noqa: E402
-    from alexnet_jax.training.metrics_writer import read_records  # noqa: E402
+    from alexnet_jax.training.records.metrics_writer import read_records  # noqa: E402
     from configs.imagenette import get_config  # noqa: E402
 
 

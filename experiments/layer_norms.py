@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from alexnet_jax.training.checkpointing import load_params  # noqa: E402
+from alexnet_jax.training.checkpoints.checkpointing import load_params  # noqa: E402
 
 
 def layer_norms(params: dict) -> dict[str, tuple[float, float]]:

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from alexnet_jax.training import run_log
-from alexnet_jax.training.eta import RemainingTime, format_seconds
+from alexnet_jax.training.records import run_log
+from alexnet_jax.training.records.remaining_time import RemainingTime, format_seconds
 
 
 def test_the_time_left_counts_the_steps_each_epochs_evaluation_and_the_final_views():

@@ -20,9 +20,10 @@ from test_cli import REPO, records
 from test_resilience import command, free_port, wait_for_step
 
 from alexnet_jax.common.errors import UserError, error_chain
-from alexnet_jax.training import supervisor, train
-from alexnet_jax.training.checkpointing import load_params
-from alexnet_jax.training.metrics_writer import read_records
+from alexnet_jax.training import train
+from alexnet_jax.training.checkpoints.checkpointing import load_params
+from alexnet_jax.training.processes import supervisor
+from alexnet_jax.training.records.metrics_writer import read_records
 
 
 def checkpoint_steps(workdir):
@@ -223,7 +224,7 @@ def test_orbax_save_thread_tracebacks_of_a_lost_peer_or_a_full_disk_stay_off_the
 def test_the_survivors_message_names_the_lost_process_from_the_root_cause(monkeypatch, capsys):
     """The main thread may meet the loss wrapped in a library's error (Orbax's barrier
     timeout): the message is built from the whole chain, JAX's own words first."""
-    from alexnet_jax.training import multihost
+    from alexnet_jax.training.processes import multihost
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda: 0)
@@ -326,7 +327,7 @@ def test_a_lost_process_ends_the_survivor_with_a_message_and_the_run_resumes(ima
 
 
 def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
-    from alexnet_jax.training import supervisor  # noqa: PLC0415
+    from alexnet_jax.training.processes import supervisor  # noqa: PLC0415
     child = subprocess.Popen(
         [sys.executable, "-c", "import signal, sys, time\n"
          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))\n"
@@ -350,7 +351,7 @@ def test_stop_signals_reach_the_child_once_and_a_hang_up_as_sigterm():
 def test_lock_probes_of_one_run_do_not_block_each_other(tmp_path):
     import fcntl  # noqa: PLC0415
 
-    from alexnet_jax.training import workdir_lock  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints import workdir_lock  # noqa: PLC0415
     (tmp_path / workdir_lock.LOCK_FILE).write_text("")
     with (tmp_path / workdir_lock.LOCK_FILE).open() as probe:   # another process's probe
         fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -10,7 +10,7 @@ from flax import nnx
 
 from alexnet_jax.common import sharding
 from alexnet_jax.model import build
-from alexnet_jax.training.checkpointing import load_params
+from alexnet_jax.training.checkpoints.checkpointing import load_params
 
 
 def saved_tiny_model(config, directory):

@@ -1,6 +1,6 @@
 """The metrics log: reading back one history from a run that was killed and resumed."""
 
-from alexnet_jax.training.metrics_writer import surviving_records
+from alexnet_jax.training.records.metrics_writer import surviving_records
 
 
 def test_records_past_the_resumed_checkpoint_are_superseded():
@@ -68,7 +68,7 @@ def test_a_cut_off_last_line_is_not_read_and_the_writer_drops_it(tmp_path):
 
     import pytest
 
-    from alexnet_jax.training.metrics_writer import MetricsWriter, read_records
+    from alexnet_jax.training.records.metrics_writer import MetricsWriter, read_records
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(json.dumps({"step": 1, "split": "train"}) + "\n" + '{"step": 2, "spl')
@@ -88,7 +88,7 @@ def test_a_full_disk_while_logging_is_a_message_not_a_traceback(tmp_path):
     import pytest
 
     from alexnet_jax.common.errors import UserError
-    from alexnet_jax.training.metrics_writer import MetricsWriter
+    from alexnet_jax.training.records.metrics_writer import MetricsWriter
 
     writer = MetricsWriter(tmp_path)
     full = OSError(errno.ENOSPC, "No space left on device")
@@ -128,7 +128,7 @@ def test_the_evaluation_log_line_names_its_views_as_the_docs_do(caplog):
     import logging
     from types import SimpleNamespace
 
-    from alexnet_jax.training.run_log import log_evaluation
+    from alexnet_jax.training.records.run_log import log_evaluation
 
     records = []
     writer = SimpleNamespace(write_record=records.append, write_scalars=lambda *a: None,

@@ -16,7 +16,7 @@ from alexnet_jax.common.sharding import single_device_mesh
 from alexnet_jax.data import class_names
 from alexnet_jax.model import build
 from alexnet_jax.prediction import predict
-from alexnet_jax.training.checkpointing import load_params
+from alexnet_jax.training.checkpoints.checkpointing import load_params
 
 # Eight classes, so that a top 5 is a choice.
 CLASSES = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen")

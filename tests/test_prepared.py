@@ -17,7 +17,7 @@ from test_cli import REPO, tensorboard_tags
 from alexnet_jax.data import augmentation, catalog, device_augment, pipeline, preprocess
 from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.training import train
-from alexnet_jax.training.metrics_writer import read_records
+from alexnet_jax.training.records.metrics_writer import read_records
 
 
 def prepared_config(config, storage="raw", quality=95):

@@ -30,7 +30,7 @@ from alexnet_jax.data.augmentation import preprocessing_from_config
 from alexnet_jax.data.feeding import Shard
 from alexnet_jax.data.prepared_folder import PreparedFolderSource
 from alexnet_jax.data.published_stats import DatasetStats
-from alexnet_jax.training.metrics_writer import read_records
+from alexnet_jax.training.records.metrics_writer import read_records
 
 
 def prepared(config, storage="raw", workers=0):

@@ -15,8 +15,8 @@ import pytest
 from helpers import VISIBLE_INIT
 from test_cli import REPO, records, tiny_overrides
 
-from alexnet_jax.training.checkpointing import load_params
-from alexnet_jax.training.metrics_writer import surviving_records
+from alexnet_jax.training.checkpoints.checkpointing import load_params
+from alexnet_jax.training.records.metrics_writer import surviving_records
 
 
 def command(workdir, tree, data_dir, *extra, devices=1):

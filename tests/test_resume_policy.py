@@ -59,7 +59,7 @@ def test_epoch_order_keys_change_at_an_epochs_end_and_split_needs_the_same_proce
 def restored(workdir, config, step):
     """(optimizer state, progress) of checkpoint `step`, restored as a run would."""
     from alexnet_jax.model import build  # noqa: PLC0415
-    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints import checkpointing  # noqa: PLC0415
     from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
 
     _, params, _, opt_state = build_train_state(config, 5, build.build_mesh(config))

@@ -13,7 +13,7 @@ from helpers import file_versions
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import read_completion, read_divergence, surviving_records
 from alexnet_jax.training import evaluation, steps, train
-from alexnet_jax.training.metrics_writer import read_records
+from alexnet_jax.training.records.metrics_writer import read_records
 
 
 def train_losses(config, workdir):
@@ -124,7 +124,7 @@ def test_plateau_schedule_reduces_stops_and_is_restored(config, tmp_path):
     assert outcome["step"] == 4 * 5 and outcome["stopped_by_schedule"]  # 4 epochs, not 30
     rates = sorted({r["learning_rate"] for r in records if r.get("split") == "train"})
     assert rates == pytest.approx([1e-8, 1e-7, 1e-6])
-    from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints.checkpointing import Checkpointer  # noqa: PLC0415
     checkpointer = Checkpointer(tmp_path / "checkpoints", 3)
     saved = checkpointer.restore_progress(checkpointer.latest_step())["schedule"]
     checkpointer.close()
@@ -173,7 +173,7 @@ def test_every_fetched_step_reaches_the_log_that_times_the_estimate_of_the_time_
         config, tmp_path):
     """The progress bar's estimate is timed from the first step's end (tests/test_eta.py),
     which the log learns when the step's metrics are fetched."""
-    from alexnet_jax.training.run_log import RunLog  # noqa: PLC0415
+    from alexnet_jax.training.records.run_log import RunLog  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_steps = 3
@@ -195,7 +195,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(conf
                                                                             learning_rate):
     """1e39 (inf in float32): the parameters overflow in the first update, whose loss (taken
     before it) was finite."""
-    from alexnet_jax.training.checkpointing import load_params  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints.checkpointing import load_params  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_steps = 30
@@ -430,7 +430,7 @@ def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config,
     """The resumed epoch end writes its step's checkpoint again; were the old one deleted
     first, a kill before the new one is on disk would leave no checkpoint at that step (with
     keep_checkpoints=1, none at all: the run would start over)."""
-    from alexnet_jax.training import checkpoint_aside, checkpointing  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints import aside, checkpointing  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_epochs = 2               # 5 steps per epoch
@@ -446,7 +446,7 @@ def test_a_run_killed_while_rewriting_a_checkpoint_gets_the_old_one_back(config,
     train.train_and_evaluate(config, tmp_path)    # resumes at step 5, not from scratch
     starts = [r["start_step"] for r in read_records(tmp_path) if r.get("event") == "run_start"]
     assert starts == [0, 5, 5] and kept_steps(tmp_path) == [10]
-    assert not (tmp_path / checkpoint_aside.REPLACING_DIR).exists()
+    assert not (tmp_path / aside.REPLACING_DIR).exists()
 
 
 def test_a_run_killed_in_its_final_evaluation_does_only_what_is_left(config, tmp_path):
@@ -474,7 +474,7 @@ def test_a_run_killed_in_its_final_evaluation_does_only_what_is_left(config, tmp
 
 
 def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp_path):
-    from alexnet_jax.training.checkpointing import Checkpointer  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints.checkpointing import Checkpointer  # noqa: PLC0415
 
     with config.unlocked():
         config.train.num_epochs = 1
@@ -504,7 +504,7 @@ def test_resuming_with_new_optimizer_values_applies_them_and_says_so(config, tmp
         "train.num_epochs": (1, 2)}
     assert course["step"] == 5 and course["learning_rate"] == pytest.approx(0.001)
     from alexnet_jax.model import build  # noqa: PLC0415
-    from alexnet_jax.training import checkpointing  # noqa: PLC0415
+    from alexnet_jax.training.checkpoints import checkpointing  # noqa: PLC0415
     from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
 
     _, params, _, opt_state = build_train_state(config, 5, build.build_mesh(config))

@@ -27,8 +27,9 @@ from alexnet_jax.data.augmentation import (Preprocessing, preprocessing_from_con
                                            preprocessing_from_stats)
 from alexnet_jax.data.folder_builder import IMAGE_SUFFIXES, describe_failure, is_metadata_file
 from alexnet_jax.model import build
-from alexnet_jax.training import checkpointing, resume_policy
+from alexnet_jax.training import resume_policy
 from alexnet_jax.training import run as training_run
+from alexnet_jax.training.checkpoints import checkpointing
 
 
 @dataclasses.dataclass

@@ -52,7 +52,7 @@ from alexnet_jax.common.run_files import (
     read_train_evaluation,
 )
 from alexnet_jax.studies import records as study_records
-from alexnet_jax.training import supervisor
+from alexnet_jax.training.processes import supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 

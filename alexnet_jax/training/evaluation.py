@@ -19,9 +19,10 @@ from alexnet_jax.common.run_files import read_records, surviving_records
 from alexnet_jax.common.sharding import DATA_AXIS
 from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
-from alexnet_jax.training import checkpointing, steps
+from alexnet_jax.training import steps
+from alexnet_jax.training.checkpoints import checkpointing
+from alexnet_jax.training.records.run_log import log_evaluation, views_text
 from alexnet_jax.training.run import setup_run
-from alexnet_jax.training.run_log import log_evaluation, views_text
 
 
 def evaluate(eval_step: Callable, params, source, prep: Preprocessing,

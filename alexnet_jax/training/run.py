@@ -26,12 +26,13 @@ from alexnet_jax.data.augmentation import (Preprocessing, dataset_statistics,
                                            preprocessing_from_stats)
 from alexnet_jax.model import build
 from alexnet_jax.model.sharded_network import count_params
-from alexnet_jax.training import (checkpoint_recovery, checkpointing, config_checks, multihost,
-                                  optim, resume_policy, workdir_lock)
-from alexnet_jax.training.metrics_writer import MetricsWriter
+from alexnet_jax.training import config_checks, optim, resume_policy
+from alexnet_jax.training.checkpoints import checkpointing, recovery, workdir_lock
+from alexnet_jax.training.checkpoints.workdir_lock import WorkdirLock
+from alexnet_jax.training.processes import multihost
+from alexnet_jax.training.records.metrics_writer import MetricsWriter
 from alexnet_jax.training.schedule import Schedule
 from alexnet_jax.training.state import build_train_state
-from alexnet_jax.training.workdir_lock import WorkdirLock
 
 
 @dataclasses.dataclass
@@ -229,7 +230,7 @@ def restore(checkpointer: checkpointing.Checkpointer, params, opt_state, check,
     """(params, opt_state, progress) of the newest checkpoint that restores, or None; a
     checkpoint `check` (called with its step and progress record) refuses is refused
     (UserError)."""
-    newest = checkpoint_recovery.restore_newest(
+    newest = recovery.restore_newest(
         checkpointer, checkpointing.abstract_like(params),
         checkpointing.abstract_like(opt_state), check, set_aside=set_aside)
     if newest is None:

@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax.data import catalog, device_augment, feeding
-from alexnet_jax.training import checkpointing, steps
-from alexnet_jax.training.epoch_metrics import EpochMeans
-from alexnet_jax.training.preemption import StopRequest
-from alexnet_jax.training.profiling import StepProfiler
-from alexnet_jax.training.run_log import RunLog
+from alexnet_jax.training import steps
+from alexnet_jax.training.checkpoints import checkpointing
+from alexnet_jax.training.processes.preemption import StopRequest
+from alexnet_jax.training.records.epoch_means import EpochMeans
+from alexnet_jax.training.records.profiling import StepProfiler
+from alexnet_jax.training.records.run_log import RunLog
 
 
 class StepRunner:

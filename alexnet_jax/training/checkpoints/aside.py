@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 from absl import logging
 
-from alexnet_jax.training import multihost
+from alexnet_jax.training.processes import multihost
 
 REPLACING_DIR = "checkpoint_being_replaced"
 

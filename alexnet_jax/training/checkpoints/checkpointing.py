@@ -9,7 +9,7 @@ so a run killed at any moment leaves the previous checkpoints intact.
 
 Faults: a checkpoint that cannot be restored (truncated or damaged files) is reported and moved
 to <workdir>/checkpoints_unreadable/ (never deleted), and the next older one is tried
-(checkpoint_recovery.py). A save
+(recovery.py). A save
 that fails because the disk is full removes its partial directory and ends the run with a
 message (UserError) naming the space needed and the newest complete checkpoint.
 """
@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 
 from alexnet_jax.common.disk import directory_bytes, format_bytes, free_bytes
 from alexnet_jax.common.errors import UserError, error_chain
-from alexnet_jax.training.checkpoint_aside import SetAside
+from alexnet_jax.training.checkpoints.aside import SetAside
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -44,7 +44,7 @@ class Checkpointer:
 
     def __init__(self, directory: Path, keep: int, asynchronous: bool = True,
                  owner: bool = False):
-        """`owner`: the training run that holds the workdir (checkpoint_aside.SetAside)."""
+        """`owner`: the training run that holds the workdir (aside.SetAside)."""
         self.directory = Path(directory).absolute()
         self._keep, self._asynchronous = keep, asynchronous
         self.bytes_needed = 0  # one checkpoint's size, for the disk-space checks (set by the run)

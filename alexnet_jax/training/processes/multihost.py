@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from alexnet_jax.common.errors import LOST_PROCESS_EXIT_CODE, error_chain
-from alexnet_jax.training import supervisor
+from alexnet_jax.training.processes import supervisor
 
 T = TypeVar("T")
 # What JAX's runtime says when a peer process is gone (collectives, barriers, heartbeats).

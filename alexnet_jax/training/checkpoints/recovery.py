@@ -14,8 +14,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from alexnet_jax.common.errors import UserError
-from alexnet_jax.training.checkpointing import (UNREADABLE_DIR, Checkpointer, all_processes_ok,
-                                                error_line)
+from alexnet_jax.training.checkpoints.checkpointing import (UNREADABLE_DIR, Checkpointer,
+                                                            all_processes_ok, error_line)
 
 
 def restore_newest(checkpointer: Checkpointer, abstract_params, abstract_opt_state,

@@ -9,8 +9,8 @@ import jax
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.training import resume_policy, steps
-from alexnet_jax.training.epoch_metrics import EpochMeans
-from alexnet_jax.training.run_log import RunLog
+from alexnet_jax.training.records.epoch_means import EpochMeans
+from alexnet_jax.training.records.run_log import RunLog
 
 
 class Saver:

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from alexnet_jax.training import multihost, plots
+from alexnet_jax.training.processes import multihost
+from alexnet_jax.training.records import plots
 
 
 def views_text(views: int) -> str:
@@ -38,7 +39,7 @@ class RunLog:
     """Training lines and pictures of one run; `bar` is its progress bar (set by the loop)."""
 
     def __init__(self, run, steps_per_epoch: int, remaining=None):
-        """`remaining`: the run's eta.RemainingTime, shown in the progress bar."""
+        """`remaining`: the run's remaining_time.RemainingTime, shown in the progress bar."""
         self.run = run
         self.remaining = remaining
         self.steps_per_epoch = steps_per_epoch
