@@ -136,12 +136,7 @@ class AlexNet(ShardedNetwork):
         x = images.astype(self.dtype)
         grads = self.conv_grad_impl
         pool = partial(layers.max_pool, overlapping=self.overlap_pool)
-        if self.conv1_impl == "space_to_depth":
-            conv1 = layers.conv_space_to_depth(x, layers.merge_columns_out(w(self.conv1)), 4,
-                                               self.conv1_pad, grads)
-        else:
-            conv1 = layers.conv_shared_input(x, w(self.conv1), 4, self.conv1_pad, grads)
-        x = act(conv1 + b(self.conv1))
+        x = act(conv1_of_columns(x, w(self.conv1), self.conv1_impl, self.conv1_pad, grads) + b(self.conv1))
         x = pool(self._lrn(x, cols))
         own = partial(layers.conv_own_column, impl=self.column_impl, grad_impl=grads)
         x = act(own(x, w(self.conv2), 1, ((2, 2), (2, 2))) + b(self.conv2))
@@ -167,6 +162,15 @@ class AlexNet(ShardedNetwork):
     def _lrn(self, x: jax.Array, columns_here: int) -> jax.Array:
         return (layers.local_response_norm(x, columns_here, self.lrn, self.lrn_impl)
                 if self.lrn else x)
+
+
+def conv1_of_columns(images: jax.Array, kernel: jax.Array, impl: str, padding, grad_impl: str) -> jax.Array:
+    """conv1 (11x11, stride 4) of every column this device holds, in the formulation `impl`:
+    "direct" (one convolution) or "space_to_depth" (the stride folded into channels first)."""
+    if impl == "space_to_depth":
+        return layers.conv_space_to_depth(images, layers.merge_columns_out(kernel), 4, padding,
+                                          grad_impl)
+    return layers.conv_shared_input(images, kernel, 4, padding, grad_impl)
 
 
 def gather_columns(x: jax.Array) -> jax.Array:
