@@ -136,7 +136,8 @@ class AlexNet(ShardedNetwork):
         x = images.astype(self.dtype)
         grads = self.conv_grad_impl
         pool = partial(layers.max_pool, overlapping=self.overlap_pool)
-        x = act(conv1_of_columns(x, w(self.conv1), self.conv1_impl, self.conv1_pad, grads) + b(self.conv1))
+        x = conv1_of_columns(x, w(self.conv1), self.conv1_impl, self.conv1_pad, grads)
+        x = act(x + b(self.conv1))
         x = pool(self._lrn(x, cols))
         own = partial(layers.conv_own_column, impl=self.column_impl, grad_impl=grads)
         x = act(own(x, w(self.conv2), 1, ((2, 2), (2, 2))) + b(self.conv2))
@@ -164,7 +165,8 @@ class AlexNet(ShardedNetwork):
                 if self.lrn else x)
 
 
-def conv1_of_columns(images: jax.Array, kernel: jax.Array, impl: str, padding, grad_impl: str) -> jax.Array:
+def conv1_of_columns(images: jax.Array, kernel: jax.Array, impl: str, padding,
+                     grad_impl: str) -> jax.Array:
     """conv1 (11x11, stride 4) of every column this device holds, in the formulation `impl`:
     "direct" (one convolution) or "space_to_depth" (the stride folded into channels first)."""
     if impl == "space_to_depth":
