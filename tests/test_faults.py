@@ -4,6 +4,7 @@ a lost process of a multi-process run."""
 import errno
 import logging as std_logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,11 +17,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils.epath import backend as etils_backend
 from test_cli import REPO, records
 from test_resilience import command, free_port, wait_for_step
 
 from alexnet_jax.common.errors import UserError, error_chain
 from alexnet_jax.training import train
+from alexnet_jax.training.checkpoints import checkpointing, recovery
 from alexnet_jax.training.checkpoints.checkpointing import load_params
 from alexnet_jax.training.processes import supervisor
 from alexnet_jax.training.records.metrics_writer import read_records
@@ -115,6 +118,67 @@ def test_a_second_run_on_a_busy_workdir_stops_at_once_and_evaluation_is_allowed(
                            env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0, after.stderr[-2000:]   # the lock died with its run
     assert starts(workdir) == [0, stopped_at]
+
+
+def small_checkpoints(directory: Path, steps) -> None:
+    """Checkpoints of a two-array model at `steps`, written as a training run writes them."""
+    writer = checkpointing.Checkpointer(directory, keep=1 << 30, asynchronous=False, owner=True)
+    for step in steps:
+        params = {"fc": {"kernel": jax.numpy.full((2, 3), float(step))}}
+        writer.save(step, params, {"velocity": params}, {"step": step})
+    writer.close()
+
+
+class OsRemovingAStepWhenListed:
+    """The os module as etils sees it, except that the first stat of checkpoint `step`
+    removes that checkpoint first: the training run's keep policy, between Orbax's listing of
+    the steps and its reading of their times."""
+
+    def __init__(self, step_dir: Path):
+        self.step_dir, self.removed = step_dir, False
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def stat(self, path, *args, **kwargs):
+        if Path(path) == self.step_dir and not self.removed:
+            shutil.rmtree(self.step_dir)
+            self.removed = True
+        return os.stat(path, *args, **kwargs)
+
+
+def test_a_reader_lists_again_when_a_checkpoint_is_removed_while_it_is_listed(tmp_path,
+                                                                              monkeypatch):
+    """What made an evaluation of a busy workdir fail: FileNotFoundError from Orbax's listing."""
+    small_checkpoints(tmp_path / "checkpoints", [1, 2, 3])
+    # the run's removal under way: its files go first (rmtree), so Orbax finds no commit time
+    # in the step's metadata and asks the step directory's own, as the directory goes too
+    (tmp_path / "checkpoints" / "2" / checkpointing.ITEM_METADATA).unlink()
+    remover = OsRemovingAStepWhenListed(tmp_path / "checkpoints" / "2")
+    monkeypatch.setattr(etils_backend, "os", remover)
+    reader = checkpointing.Checkpointer(tmp_path / "checkpoints", keep=1 << 30,
+                                        asynchronous=False)
+    assert remover.removed and reader.all_steps() == [1, 3]
+    reader.close()
+
+
+def test_a_checkpoint_removed_after_it_was_listed_is_no_damaged_checkpoint(tmp_path, caplog):
+    """An evaluation listed 1-3, then the training run removed 3: the reader restores 2 and
+    neither reports 3 as unreadable nor tries to move it."""
+    small_checkpoints(tmp_path / "checkpoints", [1, 2, 3])
+    reader = checkpointing.Checkpointer(tmp_path / "checkpoints", keep=1 << 30,
+                                        asynchronous=False)
+    shutil.rmtree(tmp_path / "checkpoints" / "3")
+    like = {"fc": {"kernel": jax.ShapeDtypeStruct((2, 3), np.float32)}}
+    with caplog.at_level(std_logging.INFO):
+        step, (params, _, progress) = recovery.restore_newest(
+            reader, like, {"velocity": like}, lambda *_: None, set_aside=True)
+    reader.close()
+    assert step == 2 and progress["step"] == 2
+    np.testing.assert_array_equal(params["fc"]["kernel"], np.full((2, 3), 2.0))
+    assert "cannot be restored" not in caplog.text
+    assert "removed by the training run while it was read" in caplog.text
+    assert not (tmp_path / checkpointing.UNREADABLE_DIR).exists()
 
 
 NO_SPACE = ("RESOURCE_EXHAUSTED: Error writing local file \"{}\": Failed to write 115 bytes to "

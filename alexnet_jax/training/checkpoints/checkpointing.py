@@ -36,6 +36,7 @@ from alexnet_jax.training.checkpoints.aside import SetAside
 
 UNREADABLE_DIR = "checkpoints_unreadable"
 TMP_MARKER = ".orbax-checkpoint-tmp"
+LISTING_TRIES = 5  # a training run removes at most a few checkpoints a save
 
 
 class Checkpointer:
@@ -52,6 +53,10 @@ class Checkpointer:
         self._manager = open_manager(self.directory, self._keep, self._asynchronous)
         self._last_saved = self._manager.latest_step()
         self._failed = False
+
+    def has_step(self, step: int) -> bool:
+        """Whether checkpoint `step` is on disk now (a reader's listing may be older)."""
+        return (self.directory / str(step)).is_dir()
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -182,7 +187,18 @@ def open_manager(directory: Path, keep: int, asynchronous: bool) -> ocp.Checkpoi
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, create=True, best_fn=lambda m: m["top1_error"],
         best_mode="min", enable_async_checkpointing=asynchronous)
-    return ocp.CheckpointManager(directory, options=options)
+    for attempt in range(LISTING_TRIES):
+        try:
+            return ocp.CheckpointManager(directory, options=options)
+        except FileNotFoundError:
+            # a reader beside a training run (an evaluation of a busy workdir) listed a
+            # checkpoint that the run's keep policy removed before Orbax read its time: the
+            # listing is stale, not the checkpoint damaged, so list again
+            if attempt == LISTING_TRIES - 1:
+                raise
+            logging.info("a checkpoint in %s was removed while it was listed; listing again",
+                         directory)
+    raise AssertionError("unreachable")
 
 
 def after_full_disk(manager: ocp.CheckpointManager, directory: Path,

@@ -33,6 +33,8 @@ def restore_newest(checkpointer: Checkpointer, abstract_params, abstract_opt_sta
         except Exception as error:  # noqa: BLE001 - any failure: try an older checkpoint
             progress, cause = None, error_line(error)
         if not all_processes_ok(cause is None):  # all processes go on from the same step
+            if removed_meanwhile(checkpointer, step):
+                continue
             failures.append((step, cause or "another process could not read its progress"))
             logging.warning("checkpoint %s cannot be restored (%s)",
                             checkpointer.directory / str(step), failures[-1][1])
@@ -53,6 +55,8 @@ def restore_newest(checkpointer: Checkpointer, abstract_params, abstract_opt_sta
                     + (f" (moved to {', '.join(map(str, moved))}, not deleted)" if moved
                        else ""))
             return step, restored
+        if removed_meanwhile(checkpointer, step):
+            continue
         failures.append((step, cause or "another process could not restore its part"))
         logging.warning("checkpoint %s cannot be restored (%s)",
                         checkpointer.directory / str(step), failures[-1][1])
@@ -63,6 +67,17 @@ def restore_newest(checkpointer: Checkpointer, abstract_params, abstract_opt_sta
             + ". Nothing was moved or deleted. Put a good copy of a checkpoint back, or "
             "start a new run with another --workdir.")
     return None
+
+
+def removed_meanwhile(checkpointer: Checkpointer, step: int) -> bool:
+    """Whether checkpoint `step`, which failed to restore, is gone from disk for every
+    process: a training run beside this reader (an evaluation of a busy workdir) removed it
+    under its keep policy. Not a damaged checkpoint: nothing to report or move."""
+    gone = all_processes_ok(not checkpointer.has_step(step))
+    if gone:
+        logging.info("checkpoint %s was removed by the training run while it was read; "
+                     "trying an older one", checkpointer.directory / str(step))
+    return gone
 
 
 def move_aside(checkpointer: Checkpointer, steps: list[int]) -> list[Path]:
