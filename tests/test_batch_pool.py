@@ -77,6 +77,26 @@ def test_a_slot_goes_back_only_when_its_last_array_is_gone():
         pool.close()
 
 
+def test_letting_a_batch_go_runs_no_python_code_a_ctrl_c_could_be_lost_in():
+    """A KeyboardInterrupt raised inside a weakref callback is only printed, and the reader
+    loops on: the slot's return must run no Python frame (a profiler sees none)."""
+    pool = batch_pool.WorkerBatches(Counting(), workers=1, first_step=0, ahead=1)
+    try:
+        batch = pool.next()
+        python_calls = []
+        sys.setprofile(lambda frame, event, _: event == "call" and python_calls.append(
+            frame.f_code.co_qualname))
+        try:
+            del batch
+        finally:
+            sys.setprofile(None)
+        assert pool._slots._released.qsize() == 1   # the slot did come back
+        assert python_calls == []
+        assert pool.next()["step"][0] == 1           # and is handed out again
+    finally:
+        pool.close()
+
+
 def test_a_workers_error_is_raised_in_the_trainer_with_its_message():
     pool = batch_pool.WorkerBatches(Counting(fail_at=3), workers=2, first_step=0)
     try:
@@ -118,7 +138,8 @@ def test_stale_files_of_a_dead_process_are_removed_and_others_kept(tmp_path):
 
 
 READER = textwrap.dedent("""
-    import sys, time
+    import faulthandler, signal, sys, time
+    faulthandler.register(signal.SIGUSR1)   # the test asks where it hangs, if it does
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     from pool_makers import Counting
     from alexnet_jax.data import batch_pool
@@ -180,7 +201,14 @@ def test_nothing_is_left_or_reported_after_a_normal_end_or_a_ctrl_c(ending, star
     workers = workers_of(reader.pid)
     if ending == "ctrl_c":   # the terminal's Ctrl-C: SIGINT to the whole process group
         os.killpg(reader.pid, signal.SIGINT)
-    _, errors = reader.communicate(timeout=60)
+    try:
+        _, errors = reader.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        reader.send_signal(signal.SIGUSR1)   # its threads' stacks, to stderr
+        time.sleep(2)
+        reader.kill()
+        _, errors = reader.communicate()
+        pytest.fail(f"the reader did not end within 60 s ({ending}): {errors[-4000:]}")
     # at most the trainer's own KeyboardInterrupt: nothing from a worker, no leak reported
     assert errors.count("Traceback") == (ending == "ctrl_c"), errors
     assert "leaked" not in errors and "resource_tracker" not in errors, errors

@@ -202,6 +202,7 @@ class _Slots:
     def __init__(self, layout, size: int, workers: int):
         self.layout, self.size, self.directory = layout, size, shared_memory_dir()
         self._released: queue.SimpleQueue = queue.SimpleQueue()   # from any thread
+        self._leases: dict[weakref.ref, int] = {}   # a live lease's reference: its slot
         self._free = [collections.deque() for _ in range(workers)]
         self._all: dict[int, _Slot] = {}
         self._named: set[int] = set()    # slots whose file still has its name
@@ -213,7 +214,7 @@ class _Slots:
         """(a free slot of `worker`, the path of its file if the worker has yet to map it); a
         new slot if none is free."""
         while not self._released.empty():
-            ident = self._released.get_nowait()
+            ident = self._leases.pop(self._released.get_nowait())
             self._free[self._all[ident].worker].append(ident)
         if self._free[worker]:
             ident = self._free[worker].popleft()
@@ -231,7 +232,11 @@ class _Slots:
             slot.path.unlink(missing_ok=True)
             self._named.discard(ident)
         lease = _Lease()
-        weakref.finalize(lease, self._released.put, ident).atexit = False
+        # The callback is the queue's own C method, given the dead reference: no Python code
+        # runs when a lease dies, so a Ctrl-C cannot land in it and be swallowed there (an
+        # exception in a weakref callback is only printed), which would leave a reader
+        # looping on after its KeyboardInterrupt.
+        self._leases[weakref.ref(lease, self._released.put)] = ident
         return {name: np.asarray(_Field(lease, slot.memory, offset, shape, dtype))
                 for name, (offset, shape, dtype) in self.layout.items()}
 

@@ -54,10 +54,6 @@ class Checkpointer:
         self._last_saved = self._manager.latest_step()
         self._failed = False
 
-    def has_step(self, step: int) -> bool:
-        """Whether checkpoint `step` is on disk now (a reader's listing may be older)."""
-        return (self.directory / str(step)).is_dir()
-
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
@@ -136,6 +132,11 @@ class Checkpointer:
 
 
 ITEM_METADATA = "_CHECKPOINT_METADATA"
+
+
+def step_on_disk(directory: Path, step: int) -> bool:
+    """Whether checkpoint `step` is in `directory` now (a reader's listing may be older)."""
+    return (Path(directory) / str(step)).is_dir()
 
 
 def describe_finished(directory: Path) -> None:

@@ -15,7 +15,8 @@ from jax.experimental import multihost_utils
 
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.training.checkpoints.checkpointing import (UNREADABLE_DIR, Checkpointer,
-                                                            all_processes_ok, error_line)
+                                                            all_processes_ok, error_line,
+                                                            step_on_disk)
 
 
 def restore_newest(checkpointer: Checkpointer, abstract_params, abstract_opt_state,
@@ -73,7 +74,7 @@ def removed_meanwhile(checkpointer: Checkpointer, step: int) -> bool:
     """Whether checkpoint `step`, which failed to restore, is gone from disk for every
     process: a training run beside this reader (an evaluation of a busy workdir) removed it
     under its keep policy. Not a damaged checkpoint: nothing to report or move."""
-    gone = all_processes_ok(not checkpointer.has_step(step))
+    gone = all_processes_ok(not step_on_disk(checkpointer.directory, step))
     if gone:
         logging.info("checkpoint %s was removed by the training run while it was read; "
                      "trying an older one", checkpointer.directory / str(step))
