@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -166,7 +167,8 @@ def start_reader():
     def start(close: bool):
         script = READER.format(repo=str(REPO), tests=str(REPO / "tests"), close=close)
         reader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                  preexec_fn=as_a_shell_starts_it)
         readers.append(reader)
         assert reader.stdout.readline().strip() == "reading"
         return reader
@@ -176,6 +178,24 @@ def start_reader():
         if reader.poll() is None:
             os.killpg(reader.pid, signal.SIGKILL)
             reader.wait()
+
+
+def as_a_shell_starts_it():
+    """In the reader, before it runs: SIGINT at its default and not blocked, as a shell starts
+    a program. A Popen child inherits an ignored or blocked SIGINT from the test process, and
+    the suite's process has run hundreds of tests by then: twice, under load, a reader sat on
+    in its loop, stack and all, after the Ctrl-C, with no KeyboardInterrupt at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def signal_state(pid) -> str:
+    """The process's blocked, ignored and caught signals (/proc masks), for a failure's text."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "(gone)"
+    return "; ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
 def workers_of(pid):
@@ -204,11 +224,13 @@ def test_nothing_is_left_or_reported_after_a_normal_end_or_a_ctrl_c(ending, star
     try:
         _, errors = reader.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        state = signal_state(reader.pid)
         reader.send_signal(signal.SIGUSR1)   # its threads' stacks, to stderr
         time.sleep(2)
         reader.kill()
         _, errors = reader.communicate()
-        pytest.fail(f"the reader did not end within 60 s ({ending}): {errors[-4000:]}")
+        pytest.fail(f"the reader did not end within 60 s ({ending}); its signals: {state}; "
+                    f"the test process's: {signal_state(os.getpid())}; {errors[-4000:]}")
     # at most the trainer's own KeyboardInterrupt: nothing from a worker, no leak reported
     assert errors.count("Traceback") == (ending == "ctrl_c"), errors
     assert "leaked" not in errors and "resource_tracker" not in errors, errors
