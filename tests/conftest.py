@@ -40,3 +40,30 @@ def image_tree(tmp_path_factory) -> Path:
 def config(image_tree, tmp_path):
     """A tiny-width config training on the generated tree, prepared under tmp_path."""
     return tiny_config(image_tree, tmp_path / "tfds")
+
+
+def sigint_state() -> tuple:
+    """This process's SIGINT as a child started now would inherit it (ignored, blocked: the
+    /proc masks' bit) and its Python-level handler."""
+    bit = 1 << (2 - 1)   # SIGINT is signal 2
+    masks = dict(line.split(":\t") for line in Path("/proc/self/status").read_text().splitlines()
+                 if line.startswith(("SigIgn", "SigBlk")))
+    import signal  # noqa: PLC0415
+
+    return (bool(int(masks["SigIgn"], 16) & bit), bool(int(masks["SigBlk"], 16) & bit),
+            signal.getsignal(signal.SIGINT))
+
+
+@pytest.fixture(autouse=True)
+def sigint_left_as_found(request):
+    """Warns, naming the test, when a test leaves SIGINT changed in the suite's process: every
+    process a later test starts inherits an ignored or blocked SIGINT (a Ctrl-C test hung so,
+    twice, in full runs)."""
+    before = sigint_state()
+    yield
+    after = sigint_state()
+    if after != before:
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(f"{request.node.nodeid} left SIGINT changed in the test process "
+                      f"(ignored, blocked, handler): {before} -> {after}", stacklevel=1)
