@@ -14,6 +14,7 @@ import pytest
 from test_cli import REPO, tiny_overrides
 
 from alexnet_jax.common.errors import UserError
+from alexnet_jax.common.run_files import read_records
 from alexnet_jax.studies import records as study_records
 from alexnet_jax.studies import report as study_report
 from alexnet_jax.studies import study as study_lib
@@ -721,6 +722,26 @@ def test_a_record_names_data_beside_the_checkout_by_its_relative_path(tmp_path):
         study_records.save_record(workdir, tmp_path / "record")
         assert json.loads((tmp_path / "record" / "config.json").read_text()) == {
             "data": {"path": recorded}, "seed": 3}
+
+
+def test_a_run_that_logged_every_step_is_recorded_compressed_and_reads_the_same(tmp_path):
+    """Figure 1's protocol logs every step: megabytes of metrics, kept gzip-compressed in the
+    record (a short run's stay plain), and its report reads the same numbers from either."""
+    workdir = tmp_path / "run"
+    write_run(workdir, [0.6, 0.4], 0.3, train_evaluation=0.25)
+    short = study_report.run_result(workdir)
+    study_records.save_record(workdir, tmp_path / "short")
+    assert (tmp_path / "short" / "metrics.jsonl").exists()
+    with (workdir / "metrics.jsonl").open("a") as out:   # a long run's step lines
+        for _ in range(study_records.COMPRESS_METRICS_ABOVE_BYTES // 100 + 1):
+            out.write(json.dumps({"event": "note", "text": "x" * 100}) + "\n")
+    study_records.save_record(workdir, tmp_path / "long")
+    names = sorted(p.name for p in (tmp_path / "long").iterdir())
+    assert names == ["eval_results.jsonl", "metrics.jsonl.gz", "run_complete.json"]
+    assert (tmp_path / "long" / "metrics.jsonl.gz").stat().st_size < 100_000
+    assert read_records(tmp_path / "long") == read_records(workdir)
+    long = study_report.run_result(tmp_path / "long")
+    assert {**long, "workdir": None} == {**short, "workdir": None}
 
 
 def test_an_evaluation_of_diverged_parameters_is_never_a_runs_best(tmp_path):

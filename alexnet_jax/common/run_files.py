@@ -3,12 +3,14 @@ so reports and study runners can read workdirs cheaply)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+COMPRESSED_METRICS_FILE = METRICS_FILE + ".gz"   # how a study's record keeps a long one
 COMPLETION_FILE = "run_complete.json"
 CONFIG_FILE = "config.json"
 # --mode=eval's results: their own file, so the training record (metrics.jsonl, TensorBoard)
@@ -24,13 +26,19 @@ FORMULATION_KEYS = ("column_impl", "lrn_impl", "conv1_impl", "conv_grad_impl")
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:
-    """Every record of a workdir's metrics.jsonl (for tests, plots and reports). A last line
+    """Every record of a workdir's metrics.jsonl, or of a study record's metrics.jsonl.gz (for
+    tests, plots and reports). A last line
     that does not parse and has no newline is a record still being written, or cut off by a
     kill or a full disk: it is not read (the run's writer drops it when it next writes)."""
     path = Path(workdir) / METRICS_FILE
-    if not path.exists():
+    compressed = path.with_name(COMPRESSED_METRICS_FILE)
+    if path.exists():
+        text = path.read_text()
+    elif compressed.exists():  # a study's record of a run that logged many steps
+        text = gzip.decompress(compressed.read_bytes()).decode()
+    else:
         return []
-    lines = path.read_text().splitlines(keepends=True)
+    lines = text.splitlines(keepends=True)
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

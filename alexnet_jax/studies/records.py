@@ -2,9 +2,10 @@
 
 A run's workdir holds gigabytes of checkpoints and is lost when the machine's session ends; its
 record is the three small files that say what it was and what it measured (`config.json`,
-`metrics.jsonl`, `run_complete.json`), copied to RECORD/<arm>/seed<k>/ when it finishes. A study
-counts a recorded run as finished, so a study can span as many sessions as it needs when its
-record directory is committed (docs/results/<study name>/).
+`metrics.jsonl`, `run_complete.json`; a long metrics.jsonl compressed), copied to
+RECORD/<arm>/seed<k>/ when it finishes. A study counts a recorded run as finished, so a study
+can span as many sessions as it needs when its record directory is committed
+(docs/results/<study name>/).
 
 A record is used only if its config is the one the study would run now: a protocol that changed
 since (another budget, schedule or switch) is refused with the differing keys named, never mixed
@@ -13,6 +14,7 @@ silently into the same table. No JAX or TensorFlow here: reports and study runne
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.nested import flatten
 from alexnet_jax.common.run_files import (
     COMPLETION_FILE,
+    COMPRESSED_METRICS_FILE,
     CONFIG_FILE,
     EVAL_RESULTS_FILE,
     FORMULATION_KEYS,
@@ -33,6 +36,9 @@ from alexnet_jax.common.run_files import (
 REPO = Path(__file__).resolve().parents[2]
 # eval_results.jsonl: the evaluation of the training images made after the run (study.py)
 RECORDED_FILES = (CONFIG_FILE, METRICS_FILE, COMPLETION_FILE, EVAL_RESULTS_FILE)
+# a run that logged every step (Figure 1's protocol) writes megabytes of metrics: its record
+# keeps them gzip-compressed (about a fifth), so committed records stay small
+COMPRESS_METRICS_ABOVE_BYTES = 1 << 20
 # Keys that say where things are or how a result is computed, not what is measured: a record
 # made with other values is the same experiment. Data locations differ between machines; the
 # implementation switches compute the same function (tests/test_model.py checks they are equal);
@@ -60,11 +66,17 @@ def save_record(workdir: Path, destination: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     for name in RECORDED_FILES:
-        if (Path(workdir) / name).exists():
-            shutil.copy2(Path(workdir) / name, partial / name)
-            if name == CONFIG_FILE:
-                _data_path_from_repository(partial / name)
-            _sync(partial / name)
+        source = Path(workdir) / name
+        if not source.exists():
+            continue
+        if name == METRICS_FILE and source.stat().st_size > COMPRESS_METRICS_ABOVE_BYTES:
+            name = COMPRESSED_METRICS_FILE   # read_records reads either
+            (partial / name).write_bytes(gzip.compress(source.read_bytes(), mtime=0))
+        else:
+            shutil.copy2(source, partial / name)
+        if name == CONFIG_FILE:
+            _data_path_from_repository(partial / name)
+        _sync(partial / name)
     _sync(partial)
     replaced = _replaced(destination)
     if destination.exists():
