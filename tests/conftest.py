@@ -20,14 +20,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
 
+import signal  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_image_tree, tiny_config  # noqa: E402
+from helpers import make_image_tree, signal_masks, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,14 +45,10 @@ def config(image_tree, tmp_path):
 
 
 def sigint_state() -> tuple:
-    """This process's SIGINT as a child started now would inherit it (ignored, blocked: the
-    /proc masks' bit) and its Python-level handler."""
-    bit = 1 << (2 - 1)   # SIGINT is signal 2
-    masks = dict(line.split(":\t") for line in Path("/proc/self/status").read_text().splitlines()
-                 if line.startswith(("SigIgn", "SigBlk")))
-    import signal  # noqa: PLC0415
-
-    return (bool(int(masks["SigIgn"], 16) & bit), bool(int(masks["SigBlk"], 16) & bit),
+    """This process's SIGINT as a child started now would inherit it (ignored, blocked) and
+    its Python-level handler."""
+    bit, masks = 1 << (signal.SIGINT - 1), signal_masks()
+    return (bool(masks["SigIgn"] & bit), bool(masks["SigBlk"] & bit),
             signal.getsignal(signal.SIGINT))
 
 
@@ -63,7 +61,5 @@ def sigint_left_as_found(request):
     yield
     after = sigint_state()
     if after != before:
-        import warnings  # noqa: PLC0415
-
         warnings.warn(f"{request.node.nodeid} left SIGINT changed in the test process "
                       f"(ignored, blocked, handler): {before} -> {after}", stacklevel=1)

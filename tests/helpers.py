@@ -121,3 +121,15 @@ def make_imagenet_tars(manual_dir: Path, per_class: int = 4, val_images: int = 6
         for i in range(val_images):
             add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg_bytes(i % 3))
     return manual_dir
+
+
+def signal_masks(pid: int | str = "self") -> dict[str, int]:
+    """A process's blocked, ignored and caught signals (SigBlk, SigIgn, SigCgt of
+    /proc/<pid>/status, bit n - 1 for signal n); {} once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = (line.split(":\t") for line in lines
+              if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    return {name: int(value, 16) for name, value in fields}

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from helpers import signal_masks
 from pool_makers import Counting
 from test_cli import REPO
 
@@ -189,15 +189,6 @@ def as_a_shell_starts_it():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def signal_state(pid) -> str:
-    """The process's blocked, ignored and caught signals (/proc masks), for a failure's text."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return "(gone)"
-    return "; ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
-
-
 def workers_of(pid):
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
                               text=True).stdout.split()
@@ -224,13 +215,14 @@ def test_nothing_is_left_or_reported_after_a_normal_end_or_a_ctrl_c(ending, star
     try:
         _, errors = reader.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        state = signal_state(reader.pid)
+        as_hex = lambda masks: {name: hex(mask) for name, mask in masks.items()}  # noqa: E731
+        state = as_hex(signal_masks(reader.pid)) or "(gone)"
         reader.send_signal(signal.SIGUSR1)   # its threads' stacks, to stderr
         time.sleep(2)
         reader.kill()
         _, errors = reader.communicate()
         pytest.fail(f"the reader did not end within 60 s ({ending}); its signals: {state}; "
-                    f"the test process's: {signal_state(os.getpid())}; {errors[-4000:]}")
+                    f"the test process's: {as_hex(signal_masks())}; {errors[-4000:]}")
     # at most the trainer's own KeyboardInterrupt: nothing from a worker, no leak reported
     assert errors.count("Traceback") == (ending == "ctrl_c"), errors
     assert "leaked" not in errors and "resource_tracker" not in errors, errors
