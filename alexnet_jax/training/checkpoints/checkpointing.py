@@ -188,18 +188,16 @@ def open_manager(directory: Path, keep: int, asynchronous: bool) -> ocp.Checkpoi
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, create=True, best_fn=lambda m: m["top1_error"],
         best_mode="min", enable_async_checkpointing=asynchronous)
-    for attempt in range(LISTING_TRIES):
+    for _ in range(LISTING_TRIES - 1):
         try:
             return ocp.CheckpointManager(directory, options=options)
         except FileNotFoundError:
             # a reader beside a training run (an evaluation of a busy workdir) listed a
             # checkpoint that the run's keep policy removed before Orbax read its time: the
             # listing is stale, not the checkpoint damaged, so list again
-            if attempt == LISTING_TRIES - 1:
-                raise
             logging.info("a checkpoint in %s was removed while it was listed; listing again",
                          directory)
-    raise AssertionError("unreachable")
+    return ocp.CheckpointManager(directory, options=options)   # the last try raises
 
 
 def after_full_disk(manager: ocp.CheckpointManager, directory: Path,
