@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax.common import provenance, sharding  # noqa: E402
+from alexnet_jax.common import host_memory, provenance, sharding  # noqa: E402
 from alexnet_jax.model import build  # noqa: E402
 from alexnet_jax.training import steps  # noqa: E402
 from alexnet_jax.training.state import build_train_state  # noqa: E402
@@ -203,8 +204,10 @@ def main() -> None:
     print(f"JAX {jax.__version__} on {jax.device_count()} x {device.device_kind} "
           f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; {args.rounds} "
           f"rounds of {args.steps} timed steps after {args.warmup} warm-up; host CPUs {os.cpu_count()}, "
-          f"{host['model']} ({host['instruction_set']})", flush=True)
+          f"{host['model']} ({host['instruction_set']}); host memory {host_memory.state()}",
+          flush=True)
     results = {"device": device.device_kind, "platform": device.platform, "host": host,
+               "host_memory": host_memory.state(),
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "rounds": args.rounds, "images_per_sec": {},
                "images_per_sec_by_round": {}}
@@ -219,17 +222,23 @@ def main() -> None:
         results["torch"] = torch.__version__
     # Rounds alternate every contender, so a slow spell of the machine falls on all of them.
     by_round = {name: [] for name in steppers}
+    faults = {name: [] for name in steppers}   # minor page faults a step (the whole process's)
     for round_index in range(args.rounds):
         for name, run in steppers.items():
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             by_round[name].append(args.batch * args.steps / run(args.steps))
+            faults[name].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                                 - faults_before) / args.steps)
         print(f"  round {round_index + 1}: " + ", ".join(
             f"{name} {rates[-1]:.1f}" for name, rates in by_round.items()) + " images/s",
             flush=True)
     results["images_per_sec_by_round"] = by_round
+    results["minor_faults_per_step_by_round"] = faults
     for name, rates in by_round.items():
         results["images_per_sec"][name] = float(np.median(rates))
         print(f"  {name:18s} {VARIANTS.get(name[4:], '')} median {np.median(rates):9.1f} "
-              f"images/s [{min(rates):.1f}-{max(rates):.1f}]", flush=True)
+              f"images/s [{min(rates):.1f}-{max(rates):.1f}], "
+              f"{np.median(faults[name]):,.0f} minor page faults a step", flush=True)
     if args.torch:
         print(f"  torch {results['torch']} ({torch.get_num_threads()} threads, grouped convs)")
         for variant in variants:
@@ -260,4 +269,8 @@ VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's f
 
 
 if __name__ == "__main__":
+    # measured as the trainer runs: restarted with glibc's huge pages where it would be (the
+    # PyTorch reference shares the process, so it runs with them too); GLIBC_TUNABLES=
+    # glibc.malloc.hugetlb=0 measures glibc's default
+    host_memory.restart_with_huge_pages()
     main()

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from helpers import TINY_CONV, TINY_CROP, TINY_FC, TINY_RESIZE, VISIBLE_INIT
 
+from alexnet_jax.common import host_memory
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -72,6 +74,9 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     assert facts["num_devices"] == 8 and facts["mesh"] == {"data": 4, "model": 2}
     assert facts["process_count"] == 1 and facts["num_params"] > 0
     assert facts["skipped_images"] == {"train": 1, "val": 0}
+    # the trainer restarted itself with glibc's huge pages where this host gains from them
+    assert facts["platform"]["host_memory"]["glibc_tunables"] == (
+        host_memory.tunables_with_huge_pages(os.environ) or os.environ.get("GLIBC_TUNABLES"))
     train_lines = [r for r in lines if r.get("split") == "train"]
     assert [r["step"] for r in train_lines] == [2, 4, 5]  # 43 images // 8 = 5 steps per epoch
     for r in train_lines:

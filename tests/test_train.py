@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import file_versions
 
+from alexnet_jax.common import host_memory
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.common.run_files import read_completion, read_divergence, surviving_records
 from alexnet_jax.training import evaluation, steps, train
@@ -48,6 +49,7 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     assert start["num_devices"] == jax.device_count() and start["process_count"] == 1
     assert start["device_kind"] == jax.devices()[0].device_kind
     assert start["platform"]["machine"] and start["platform"]["python"]
+    assert start["platform"]["host_memory"] == host_memory.state()
     with config.unlocked():
         config.seed = 1
     other = train_losses(config, tmp_path / "c")

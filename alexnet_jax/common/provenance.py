@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alexnet_jax.common import host_memory
+
 REPO = Path(__file__).resolve().parents[2]
 # the distributions whose versions a result depends on (the design card's packages)
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
@@ -82,7 +84,8 @@ def provenance(repo: Path = REPO) -> dict[str, Any]:
     record (the devices and processes are recorded beside it by the run)."""
     return {"code": code_version(repo), "versions": package_versions(),
             "platform": {"system": platform.platform(), "machine": platform.machine(),
-                         "python": sys.version.split()[0], "processor": host_processor()}}
+                         "python": sys.version.split()[0], "processor": host_processor(),
+                         "host_memory": host_memory.state()}}
 
 
 def changed_paths(first: str, second: str, paths=MEASURED_CODE,
