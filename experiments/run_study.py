@@ -37,23 +37,28 @@ from alexnet_jax.studies import study as study_lib  # noqa: E402
 
 
 def reproduce_command(study: str, runs: Path | None, record: Path | None,
-                      rest: list[str]) -> str:
-    """The command a report names to reproduce it. With a record directory, the same whoever
-    runs it where: the usual run directory and the record's path in the repository (a report
-    rebuilt elsewhere, or from a worktree, must not change); without one, as given."""
+                      rest: list[str], rounds: int | None = None,
+                      arms: list[str] | None = None) -> str:
+    """The command a report names to reproduce it, with the selection of runs it was given
+    (--rounds, --arms). With a record directory, the same whoever runs it where: the usual run
+    directory and the record's path in the repository (a report rebuilt elsewhere, or from a
+    worktree whose record lies in another checkout, must not change); without one, as given."""
     study_path = Path(study)
     if study_path.is_absolute() and study_path.is_relative_to(REPO):
         study = str(study_path.relative_to(REPO))
     if record is not None:
         runs = Path("runs/studies") / Path(study).stem
-        record = Path(record)
-        if record.is_absolute() and record.resolve().is_relative_to(REPO):
-            record = record.resolve().relative_to(REPO)
-        elif record.is_absolute() and record.parts[-3:-1] == ("docs", "results"):
-            record = Path(*record.parts[-3:])  # another checkout's docs/results
+        resolved = Path(record).resolve()
+        if resolved.is_relative_to(REPO):
+            record = resolved.relative_to(REPO)
+        elif resolved.parts[-3:-1] == ("docs", "results"):
+            record = Path(*resolved.parts[-3:])  # another checkout's docs/results
+    selection = [*([f"--rounds={rounds}"] if rounds is not None else []),
+                 *([f"--arms={','.join(arms)}"] if arms else [])]
     return " ".join(["python experiments/run_study.py", f"--study={study}",
                      f"--dir={runs or Path('runs/studies') / Path(study).stem}",
-                     *([f"--record={record}"] if record else []), *map(shlex.quote, rest)])
+                     *([f"--record={record}"] if record else []), *selection,
+                     *map(shlex.quote, rest)])
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +81,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"unexpected arguments {unknown}; overrides are --config.<key>=<value>")
     if args.dir is None and not (args.report and args.record):
         parser.error("--dir=RUNS is needed (only --report --record=REC reads records alone)")
-    command = reproduce_command(args.study, args.dir, args.record, rest)
+    command = reproduce_command(args.study, args.dir, args.record, rest, args.rounds, args.arms)
     dirs = study_lib.StudyDirs(args.dir, args.record)
     try:
         study = study_lib.load_study(args.study)

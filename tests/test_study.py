@@ -568,9 +568,14 @@ def test_a_reports_command_does_not_depend_on_where_it_ran(monkeypatch):
                 "--dir=runs/studies/s --record=docs/results/s --config.data.path=../d")
     for runs, record in ((Path("/tmp/runs"), Path("docs/results/s")),
                          (None, REPO / "docs" / "results" / "s"),
-                         (Path("x"), Path("/elsewhere/checkout/docs/results/s"))):
+                         (Path("x"), Path("/elsewhere/checkout/docs/results/s")),
+                         (Path("x"), Path("../checkout/docs/results/s"))):   # from a worktree
         assert reproduce_command("configs/studies/s.py", runs, record,
                                  ["--config.data.path=../d"]) == expected
+    # a study run in part says which part: a recheck of one arm is not the whole study
+    assert reproduce_command("configs/studies/s.py", None, Path("docs/results/s"),
+                             ["--config.data.path=../d"], 1, ["baseline"]) == expected.replace(
+        "--record=docs/results/s", "--record=docs/results/s --rounds=1 --arms=baseline")
     assert reproduce_command(str(REPO / "configs/studies/s.py"), Path("/r"), None, []) == (
         "python experiments/run_study.py --study=configs/studies/s.py --dir=/r")
 
