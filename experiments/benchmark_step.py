@@ -190,7 +190,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--variants", default="split,grouped",
                         help="comma-separated model variants to time: split, grouped (column "
-                        "convolutions), lrn_slices, space_to_depth, fast (both)")
+                        "convolutions), lrn_slices, space_to_depth, fast (both); none, with "
+                        "--torch: PyTorch's step alone in the process")
     parser.add_argument("--layers", action="store_true",
                         help="also the per-layer forward+backward table")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -211,7 +212,9 @@ def main() -> None:
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "rounds": args.rounds, "images_per_sec": {},
                "images_per_sec_by_round": {}}
-    variants = args.variants.split(",")
+    variants = [name for name in args.variants.split(",") if name and name != "none"]
+    if not variants and not args.torch:
+        parser.error("--variants=none times nothing without --torch")
     steppers = {}
     for variant in variants:
         steppers[f"jax_{variant}"], results["mesh"] = jax_stepper(
