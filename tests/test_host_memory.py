@@ -56,11 +56,35 @@ def test_no_restart_where_the_host_gains_nothing_from_it(monkeypatch, mode, glib
 def test_an_accelerator_plugin_installed_means_jax_computes_there(monkeypatch):
     class Plugin:
         metadata = {"Name": "jax-cuda12-plugin"}
+    # an older plugin: known by its distribution's name only
+    monkeypatch.setattr(host_memory.importlib.metadata, "entry_points", lambda group: [])
+    monkeypatch.setattr(host_memory.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(host_memory.importlib.metadata, "distributions", lambda: [Plugin()])
     assert not host_memory.jax_runs_on_cpu({})
     assert host_memory.jax_runs_on_cpu({"JAX_PLATFORMS": "cpu"})
     monkeypatch.setattr(host_memory.importlib.metadata, "distributions", lambda: [])
     assert host_memory.jax_runs_on_cpu({})
+    # a plugin known only by JAX's own discovery: the entry-point group
+    monkeypatch.setattr(host_memory.importlib.metadata, "entry_points",
+                        lambda group: [object()] if group == "jax_plugins" else [])
+    assert not host_memory.jax_runs_on_cpu({})
+
+
+def test_the_restart_survives_closed_streams_an_empty_executable_and_a_failed_exec(monkeypatch):
+    calls = []
+    monkeypatch.setattr(host_memory, "tunables_with_huge_pages", lambda environ: "t=1")
+    monkeypatch.setattr(host_memory.os, "execve", lambda *args: calls.append(args))
+    monkeypatch.setattr(host_memory.sys, "stdout", None)      # python ... >&-
+    monkeypatch.setattr(host_memory.sys, "executable", "")     # a bare name without PATH
+    host_memory.restart_with_huge_pages()
+    [(executable, argv, environ)] = calls
+    assert executable == "/proc/self/exe" and argv == sys.orig_argv
+    assert environ["GLIBC_TUNABLES"] == "t=1"
+
+    def refused(*args):
+        raise PermissionError("exec refused")
+    monkeypatch.setattr(host_memory.os, "execve", refused)
+    host_memory.restart_with_huge_pages()                     # goes on without the restart
 
 
 def test_the_kernels_mode_is_the_bracketed_word(tmp_path):
@@ -75,7 +99,7 @@ def test_the_kernels_mode_is_the_bracketed_word(tmp_path):
 CHILD = textwrap.dedent("""
     import ctypes, os, resource, sys
     from alexnet_jax.common import host_memory
-    print("started", os.getpid(), sys.argv[1:], flush=True)
+    print("started", os.getpid(), sys.argv[1:], sys.flags.utf8_mode, flush=True)
     host_memory.restart_with_huge_pages()
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
@@ -89,12 +113,15 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(tmp_path: Path, **environ: str) -> list[list[str]]:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    (tmp_path / "restarting_child.py").write_text(CHILD)
     base = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
-    result = subprocess.run([sys.executable, str(script), "--an-argument"], cwd=REPO,
-                            env={**base, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-                                 **environ}, capture_output=True, text=True, timeout=120)
+    # as a module with interpreter options, as `python -m alexnet_jax.main` starts: the
+    # restart must keep both
+    result = subprocess.run([sys.executable, "-X", "utf8", "-m", "restarting_child",
+                             "--an-argument"], cwd=REPO,
+                            env={**base, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+                                 "JAX_PLATFORMS": "cpu", **environ},
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return [line.split(" ", 1) for line in result.stdout.splitlines()]
 
@@ -104,7 +131,7 @@ def test_the_restarted_process_keeps_its_pid_and_arguments_and_faults_by_huge_pa
     lines = run_child(tmp_path)
     started = [rest for word, rest in lines if word == "started"]
     assert len(started) == 2 and started[0] == started[1]       # once, then once restarted
-    assert started[0].endswith("['--an-argument']")
+    assert started[0].endswith("['--an-argument'] 1")               # the option kept too
     [filled] = [rest.split() for word, rest in lines if word == "filled"]
     assert filled[0] == "glibc.malloc.hugetlb=1"
     small_pages = (256 << 20) // 4096

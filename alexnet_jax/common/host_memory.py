@@ -23,7 +23,9 @@ glibc's default, wins). Every run's first record carries `state()` (common/prove
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import platform
 import sys
 from pathlib import Path
@@ -67,6 +69,14 @@ def jax_runs_on_cpu(environ: Mapping[str, str]) -> bool:
                  if name.strip()]
     if platforms:
         return platforms == ["cpu"]
+    # JAX finds its PJRT plugins through this entry-point group and the `jax_plugins` namespace
+    # package (Intel's, AWS Neuron's and future ones too); the names cover older plugins
+    if any(True for _ in importlib.metadata.entry_points(group="jax_plugins")):
+        return False
+    namespace = importlib.util.find_spec("jax_plugins")
+    if namespace is not None and any(pkgutil.iter_modules(
+            namespace.submodule_search_locations or [])):
+        return False
     names = {(distribution.metadata["Name"] or "").lower()
              for distribution in importlib.metadata.distributions()}
     return not any(name.startswith(ACCELERATOR_PLUGIN_PREFIXES) for name in names)
@@ -94,9 +104,18 @@ def restart_with_huge_pages() -> None:
     tunables = tunables_with_huge_pages(os.environ)
     if tunables is None:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, {**os.environ, TUNABLES_VARIABLE: tunables})
+    # sys.executable is empty when Python was started by a bare name without a PATH; the
+    # kernel's link to this process's binary serves then (argv, and so the venv, unchanged)
+    executable = sys.executable or "/proc/self/exe"
+    if not os.access(executable, os.X_OK):
+        return
+    for stream in (sys.stdout, sys.stderr):   # None where the descriptor was closed
+        if stream is not None:
+            stream.flush()
+    try:
+        os.execve(executable, sys.orig_argv, {**os.environ, TUNABLES_VARIABLE: tunables})
+    except OSError:
+        return   # this process goes on with glibc's default: slower, not wrong
 
 
 def state() -> dict[str, str | None]:
