@@ -201,14 +201,14 @@ def main() -> None:
     args = parser.parse_args()
 
     device = jax.devices()[0]
-    host = provenance.host_processor()
+    host, memory = provenance.host_processor(), host_memory.state()
     print(f"JAX {jax.__version__} on {jax.device_count()} x {device.device_kind} "
           f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; {args.rounds} "
           f"rounds of {args.steps} timed steps after {args.warmup} warm-up; host CPUs {os.cpu_count()}, "
-          f"{host['model']} ({host['instruction_set']}); host memory {host_memory.state()}",
+          f"{host['model']} ({host['instruction_set']}); host memory {memory}",
           flush=True)
     results = {"device": device.device_kind, "platform": device.platform, "host": host,
-               "host_memory": host_memory.state(),
+               "host_memory": memory,
                "num_devices": jax.device_count(), "batch": args.batch, "dtype": args.dtype,
                "jax": jax.__version__, "rounds": args.rounds, "images_per_sec": {},
                "images_per_sec_by_round": {}}

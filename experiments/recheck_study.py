@@ -30,7 +30,7 @@ def main() -> None:
     recorded, rechecked = (json.loads((path / "results.json").read_text())
                            for path in (args.study_record, args.recheck_record))
     checks = [recheck.recheck(recorded, rechecked, args.arm, metric)
-              for metric in recheck.METRIC_NAMES]
+              for metric in recheck.RECHECKED_METRICS]
     print(recheck.markdown(checks, recheck.commits(recorded, args.arm),
                            recheck.commits(rechecked, args.arm)))
 

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from alexnet_jax.studies import claims, measures
+from alexnet_jax.studies.claims_tables import spread
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,9 @@ def commits(results: dict, arm: str) -> list[str]:
             if any(run.startswith(f"{arm}/") for run in runs)]
 
 
-METRIC_NAMES = {"top1": "val top-1 error %, centre crop",
-                "top1_10": "val top-1 error %, 10 views",
-                "train_eval": "training images' top-1 error % after the run"}
-assert set(METRIC_NAMES) <= set(measures.FIT_GETTERS)
+# the measures a recheck compares (keys of measures.FIT_GETTERS, in points; their headings are
+# the report's, measures.METRICS)
+RECHECKED_METRICS = ("top1", "top1_10", "train_eval")
 
 
 def markdown(checks: list[Recheck], recorded_commits: list[str],
@@ -79,9 +79,9 @@ def markdown(checks: list[Recheck], recorded_commits: list[str],
         low, high = check.prediction_interval
         for seed, value in check.rechecked.items():
             lines.append(
-                f"| {METRIC_NAMES[check.metric]} | "
+                f"| {measures.METRICS[check.metric][0]}, % | "
                 + ", ".join(f"{v:.2f}" for v in values)
-                + f" | {np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} | [{low:.2f}, "
+                + f" | {spread(values)} | [{low:.2f}, "
                 f"{high:.2f}] | {value:.2f} (seed {seed}) | "
                 + (f"{check.recorded[seed]:.2f}" if seed in check.recorded else "-") + " | "
                 f"{'yes' if check.within_range(value) else 'no'} | "
