@@ -329,7 +329,7 @@ def _check_override_key(config, arg: str) -> None:
 def run() -> None:
     from alexnet_jax.common import host_memory  # noqa: PLC0415
 
-    host_memory.restart_with_huge_pages()  # first: a restart loses what ran before it
+    host_memory.restart_with_host_allocator()  # first: a restart loses what ran before it
     argv = sys.argv
     multi_process = (_flag_value(argv, "coordinator_address") or _flag_value(argv, "num_processes")
                      or os.environ.get("JAX_COORDINATOR_ADDRESS"))

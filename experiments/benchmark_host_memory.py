@@ -1,8 +1,8 @@
-"""The training step with and without glibc's huge pages (alexnet_jax/common/host_memory.py).
+"""The training step under each host allocator setting (alexnet_jax/common/host_memory.py).
 
 The allocator's tunables are fixed when a process starts, so each setting is its own process of
-`benchmark_step.py --torch` (JAX's step and the PyTorch reference in one process), the two
-settings alternated over rounds so that a slow spell of the machine falls on both:
+`benchmark_step.py --torch` (JAX's step and the PyTorch reference in one process), the settings
+alternated over rounds so that a slow spell of the machine falls on all of them:
 
     python experiments/benchmark_host_memory.py --rounds 3 --steps 2 \
         [--processes both|jax|separate] [--json docs/results/step_cpu_host_memory.json]
@@ -11,9 +11,15 @@ settings alternated over rounds so that a slow spell of the machine falls on bot
 each alone in a process of its own, one after the other. A PyTorch that has run in the same
 process slows JAX's step here by about a third: docs/performance.md.)
 
-Prints, per round and as medians [ranges]: each framework's images/s and minor page faults a
-step under glibc's default (`glibc.malloc.hugetlb=0`) and with huge pages (`=1`), the ratio
-huge pages / default of each framework (adjacent processes), and JAX / PyTorch in each process.
+Settings: glibc's default (`glibc.malloc.hugetlb=0`); huge pages alone (`=1`, the trainer's
+setting from 984eba5 to this script's commit); the freed memory kept for the next step without
+huge pages; and what the trainer restarts with on this host (`tunables_for_training`: kept
+memory, with huge pages where the kernel gives them on request). Each process warms up with
+`--warmup` steps first (a kept heap grows to its size over the first two or three).
+
+Prints, per round and as medians [ranges]: each framework's images/s, minor page faults a step
+and the process's peak resident memory under each setting, each setting's ratio to glibc's
+default (adjacent processes), and JAX / PyTorch in each process.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ sys.path.insert(0, str(REPO))
 from alexnet_jax.common import host_memory, provenance  # noqa: E402
 
 SETTINGS = {"default": f"{host_memory.HUGE_PAGES_TUNABLE}=0",
-            "huge_pages": f"{host_memory.HUGE_PAGES_TUNABLE}=1"}
+            "huge_pages": f"{host_memory.HUGE_PAGES_TUNABLE}=1",
+            "keep_freed": ":".join(f"{name}={value}" for name, value
+                                   in host_memory.KEEP_FREED_MEMORY.items()),
+            "trainer": host_memory.tunables_for_training({"JAX_PLATFORMS": "cpu"}) or ""}
 
 
 def one_process(setting: str, args: argparse.Namespace, who: str = "both") -> dict:
@@ -64,6 +73,8 @@ def one_round(setting: str, args: argparse.Namespace) -> dict:
     jax_result, torch_result = (one_process(setting, args, who) for who in ("jax", "torch"))
     merged = {key: {**jax_result[key], **torch_result[key]}
               for key in ("images_per_sec", "minor_faults_per_step_by_round")}
+    merged["peak_resident_gb"] = max(jax_result["peak_resident_gb"],
+                                     torch_result["peak_resident_gb"])
     merged["ratio_jax_split_to_torch"] = (merged["images_per_sec"]["jax_split"]
                                           / merged["images_per_sec"]["torch"])
     return merged
@@ -77,7 +88,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="timed steps a process")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps a process: compilation, and a kept heap's growth")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated, of: " + ", ".join(SETTINGS))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--processes", choices=["both", "jax", "separate"], default="both",
                         help="both: JAX and PyTorch in one process; jax: JAX's step alone; "
@@ -88,31 +102,41 @@ def main() -> None:
           f"{host_memory.transparent_huge_pages_mode()}, glibc {host_memory.glibc_version()}; "
           f"{args.rounds} rounds, batch {args.batch}, {args.steps} timed steps a process",
           flush=True)
-    runs = {name: [] for name in SETTINGS}
+    settings = {name: SETTINGS[name] for name in args.settings.split(",")}
+    print("settings: " + "; ".join(f"{name} {value!r}" for name, value in settings.items()))
+    runs = {name: [] for name in settings}
     for round_index in range(args.rounds):
-        for name, setting in SETTINGS.items():
+        for name, setting in settings.items():
             result = one_round(setting, args)
             runs[name].append(result)
             print(f"  round {round_index + 1}, {name:10s}: " + ", ".join(
                 f"{label} {result['images_per_sec'][who]:.1f} img/s "
                 f"({np.median(result['minor_faults_per_step_by_round'][who]):,.0f} faults a "
-                "step)" for who, label in contenders(args)), flush=True)
+                "step)" for who, label in contenders(args))
+                + f"; peak resident {result['peak_resident_gb']:.1f} GB", flush=True)
     rate = lambda name, who: [r["images_per_sec"][who] for r in runs[name]]  # noqa: E731
     figures = {}
     for who, label in contenders(args):
-        gain = [huge / default for huge, default
-                in zip(rate("huge_pages", who), rate("default", who))]
-        figures[f"{who}_huge_pages_over_default"] = gain
-        print(f"{label}: default {summary(rate('default', who))} img/s, huge pages "
-              f"{summary(rate('huge_pages', who))}; huge pages / default {summary(gain)}")
-    for name in SETTINGS if args.processes != "jax" else ():
+        line = []
+        for name in settings:
+            line.append(f"{name} {summary(rate(name, who))}")
+            if name != "default" and "default" in settings:
+                gain = [mine / default for mine, default
+                        in zip(rate(name, who), rate("default", who))]
+                figures[f"{who}_{name}_over_default"] = gain
+                line[-1] += f" ({summary(gain)}x default)"
+        print(f"{label} img/s: " + "; ".join(line))
+    for name in settings if args.processes != "jax" else ():
         ratios = [r["ratio_jax_split_to_torch"] for r in runs[name]]
         figures[f"jax_over_torch_{name}"] = ratios
         print(f"JAX / PyTorch, {'one process' if args.processes == 'both' else 'each alone'}, "
               f"{name}: {summary(ratios)}")
+    for name in settings:
+        print(f"peak resident memory, {name}: "
+              f"{summary([r['peak_resident_gb'] for r in runs[name]])} GB")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"settings": SETTINGS, "processes": args.processes, "runs": runs, "figures": figures,
+            {"settings": settings, "processes": args.processes, "runs": runs, "figures": figures,
              "provenance": provenance.provenance()}, indent=1))
 
 

@@ -256,6 +256,8 @@ def main() -> None:
         print("| piece | implementation | forward + backward (ms) |\n|---|---|---|")
         for piece, impl, ms in rows:
             print(f"| {piece} | {impl} | {ms:.2f} |")
+    results["peak_resident_gb"] = host_memory.peak_resident_gb()
+    print(f"  peak resident memory of the process: {results['peak_resident_gb']:.1f} GB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
@@ -272,8 +274,8 @@ VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's f
 
 
 if __name__ == "__main__":
-    # measured as the trainer runs: restarted with glibc's huge pages where it would be (the
-    # PyTorch reference shares the process, so it runs with them too); GLIBC_TUNABLES=
-    # glibc.malloc.hugetlb=0 measures glibc's default
-    host_memory.restart_with_huge_pages()
+    # measured as the trainer runs: restarted with the host allocator it would have
+    # (common/host_memory.py; the PyTorch reference shares the process, so it runs with it
+    # too); GLIBC_TUNABLES=glibc.malloc.hugetlb=0 measures glibc's default
+    host_memory.restart_with_host_allocator()
     main()

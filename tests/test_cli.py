@@ -76,7 +76,7 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
     assert facts["skipped_images"] == {"train": 1, "val": 0}
     # the trainer restarted itself with glibc's huge pages where this host gains from them
     assert facts["platform"]["host_memory"]["glibc_tunables"] == (
-        host_memory.tunables_with_huge_pages(os.environ) or os.environ.get("GLIBC_TUNABLES"))
+        host_memory.tunables_for_training(os.environ) or os.environ.get("GLIBC_TUNABLES"))
     train_lines = [r for r in lines if r.get("split") == "train"]
     assert [r["step"] for r in train_lines] == [2, 4, 5]  # 43 images // 8 = 5 steps per epoch
     for r in train_lines:
@@ -88,6 +88,7 @@ def test_train_resume_and_evaluate(image_tree, tmp_path):
         assert 0.0 <= r["top5_error"] <= r["top1_error"] <= 1.0
         assert r["top1_error"] * 15 == pytest.approx(round(r["top1_error"] * 15))  # whole images
     assert 0.0 <= train_lines[-1]["data_wait_fraction"] <= 1.0
+    assert 0.1 < train_lines[-1]["host_peak_resident_gb"] < 64
     assert json.loads((workdir / "config.json").read_text())["data"]["name"] == "folder"
     tags = tensorboard_tags(workdir)
     assert {"train/loss", "train/learning_rate", "train/images_per_sec", "val_1crop/top1_error",

@@ -1,23 +1,31 @@
-"""The host allocator's huge pages: why a CPU training process restarts itself once at start.
+"""The host allocator of a CPU training process: why it restarts itself once at start.
 
-XLA:CPU allocates every step's temporary buffers afresh (about 2 GB in one block at batch 64),
-and glibc's malloc serves a block that large with a fresh `mmap` and returns it with `munmap`
-when the step ends: in a thread's own arena it maps such a block even with `M_MMAP_MAX=0`, so no
-`mallopt` or `MALLOC_*_` setting keeps it. The kernel then faults the block in again, 4 KB at a
-time, at every step: about a million minor faults a step at batch 64, a third of the step's CPU
-time on the AVX2 host of docs/performance.md. glibc (2.35 and later) has a tunable,
-`glibc.malloc.hugetlb=1`, with which malloc asks for transparent huge pages for what it maps
-(`madvise(MADV_HUGEPAGE)`), so the same block faults in 2 MB at a time: the faults drop about a
-hundredfold where the kernel's THP mode is `madvise` (in mode `always` every mapping already
-gets them; in `never` none can).
+XLA:CPU allocates every step's temporary buffers afresh (about 2 GB in one block at batch 64,
+4 GB at 128, 224 pixels) and frees them when the step ends. glibc's malloc serves a block that
+large with a fresh `mmap` and returns it with `munmap`, so the kernel hands the block out again,
+page by page, at every step: about a million minor faults a step at batch 64, and on the
+virtual machines of docs/performance.md (where memory the guest frees goes back to the host)
+more system time than the step's arithmetic. No `mallopt` from Python can change it: the block
+is freed and mapped by XLA's own threads, and glibc reads its settings once, when it starts.
 
-Tunables are read once, when glibc starts, so the setting cannot be made from Python after the
-fact: `restart_with_huge_pages` restarts the process (`os.execve`: the same PID, arguments and
-open descriptors) with the tunable added to `GLIBC_TUNABLES`, before anything else has run.
-It does so only where it helps and nobody chose otherwise: Linux with glibc 2.35 or later, THP
-mode `madvise`, JAX on the CPU (no accelerator plugin installed, or `JAX_PLATFORMS=cpu`), and
-`GLIBC_TUNABLES` not already naming `glibc.malloc.hugetlb` (a user's own setting, `=0` for
-glibc's default, wins). Every run's first record carries `state()` (common/provenance.py).
+What the process restarts with (`GLIBC_TUNABLES`, glibc's own switches), `KEEP_FREED_MEMORY`:
+one malloc arena (`arena_max=1`: the main arena is the only one that can grow a block this
+large without a mapping of its own), no mappings for large blocks (`mmap_max=0`), and no
+trimming of the heap's top (`trim_threshold`): the next step then reuses the memory the last one
+freed, with no fault at all once the heap has grown to the step's needs. The price is memory:
+the heap keeps its high-water mark, about three of the step's temporary blocks (12 GB resident
+instead of 4 at batch 128, 224 pixels; docs/performance.md). Where the kernel gives
+transparent huge pages on request (THP mode `madvise`) and glibc has the tunable (2.35 and
+later), `glibc.malloc.hugetlb=1` is added too, so the heap's growth faults in by 2 MB.
+
+Tunables are read once, when glibc starts, so `restart_with_host_allocator` restarts the process
+(`os.execve`: the same PID, arguments and open descriptors) with them added to `GLIBC_TUNABLES`,
+before anything else has run. It does so only where it helps and nobody chose otherwise: Linux
+with glibc 2.26 or later (the first with tunables), JAX on the CPU (no accelerator plugin
+installed, or `JAX_PLATFORMS=cpu`: on an accelerator the step's buffers live on the device), and
+`GLIBC_TUNABLES` naming none of these tunables (a user's own setting wins, whole:
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` keeps glibc's default). Every run's first record carries
+`state()` (common/provenance.py), and its training lines the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -27,14 +35,19 @@ import importlib.util
 import os
 import pkgutil
 import platform
+import resource
 import sys
 from pathlib import Path
 from typing import Mapping
 
 TUNABLES_VARIABLE = "GLIBC_TUNABLES"
+# the next step reuses what the last one freed: one arena, no mmap, no trimming (docstring)
+KEEP_FREED_MEMORY = {"glibc.malloc.arena_max": "1", "glibc.malloc.mmap_max": "0",
+                     "glibc.malloc.trim_threshold": str(1 << 40)}
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-FIRST_GLIBC_WITH_THE_TUNABLE = (2, 35)
+FIRST_GLIBC_WITH_TUNABLES = (2, 26)
+FIRST_GLIBC_WITH_HUGE_PAGES = (2, 35)
 # distributions that give JAX a backend other than the CPU: on such a host the step's buffers
 # live on the accelerator, and the CPU's allocator is left as glibc sets it
 ACCELERATOR_PLUGIN_PREFIXES = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
@@ -82,26 +95,38 @@ def jax_runs_on_cpu(environ: Mapping[str, str]) -> bool:
     return not any(name.startswith(ACCELERATOR_PLUGIN_PREFIXES) for name in names)
 
 
-def tunables_with_huge_pages(environ: Mapping[str, str]) -> str | None:
+def allocator_tunables() -> dict[str, str]:
+    """The tunables a CPU training process runs with on this host (the module's docstring):
+    `KEEP_FREED_MEMORY`, plus huge pages where glibc and the kernel give them on request."""
+    tunables = dict(KEEP_FREED_MEMORY)
+    version = glibc_version()
+    if (version is not None and version >= FIRST_GLIBC_WITH_HUGE_PAGES
+            and transparent_huge_pages_mode() == "madvise"):
+        tunables[HUGE_PAGES_TUNABLE] = "1"
+    return tunables
+
+
+def tunables_for_training(environ: Mapping[str, str]) -> str | None:
     """The `GLIBC_TUNABLES` value this process should restart with, or None where it should
-    not restart: the platform gains nothing, or the tunable is already set (by us or the user)."""
+    not restart: not glibc 2.26 or later, JAX not on the CPU, or `GLIBC_TUNABLES` already
+    naming one of ours (set by the restart, or by the user, whose choice wins)."""
     tunables = environ.get(TUNABLES_VARIABLE, "")
     named = {item.partition("=")[0] for item in tunables.split(":") if item}
-    if HUGE_PAGES_TUNABLE in named:
+    if named & {*KEEP_FREED_MEMORY, HUGE_PAGES_TUNABLE}:
         return None
     version = glibc_version()
-    if version is None or version < FIRST_GLIBC_WITH_THE_TUNABLE:
+    if version is None or version < FIRST_GLIBC_WITH_TUNABLES or not jax_runs_on_cpu(environ):
         return None
-    if transparent_huge_pages_mode() != "madvise" or not jax_runs_on_cpu(environ):
-        return None
-    return ":".join(filter(None, (tunables, f"{HUGE_PAGES_TUNABLE}=1")))
+    ours = (f"{name}={value}" for name, value in allocator_tunables().items())
+    return ":".join(filter(None, (tunables, *ours)))
 
 
-def restart_with_huge_pages() -> None:
-    """Restart this process with glibc's malloc asking for huge pages, where that helps and is
-    not set (see the module's docstring); returns only where no restart is due. Call it first
-    thing in a program's entry point: the process's work so far is lost at the restart."""
-    tunables = tunables_with_huge_pages(os.environ)
+def restart_with_host_allocator() -> None:
+    """Restart this process with the host allocator of `allocator_tunables()`, where that helps
+    and nobody chose otherwise (see the module's docstring); returns only where no restart is
+    due. Call it first thing in a program's entry point: the process's work so far is lost at
+    the restart."""
+    tunables = tunables_for_training(os.environ)
     if tunables is None:
         return
     # sys.executable is empty when Python was started by a bare name without a PATH; the
@@ -116,6 +141,11 @@ def restart_with_huge_pages() -> None:
         os.execve(executable, sys.orig_argv, {**os.environ, TUNABLES_VARIABLE: tunables})
     except OSError:
         return   # this process goes on with glibc's default: slower, not wrong
+
+
+def peak_resident_gb() -> float:
+    """This process's peak resident memory so far, in GB (the kept heap's high-water mark)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux: kilobytes
 
 
 def state() -> dict[str, str | None]:

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from alexnet_jax.common import host_memory
 from alexnet_jax.training.processes import multihost
 from alexnet_jax.training.records import plots
 
@@ -74,7 +75,9 @@ class RunLog:
         rate = float(str(np.float32(metrics["learning_rate"])))
         scalars = {**metrics, "learning_rate": rate,
                    "images_per_sec": (step - self.window["step"]) * self.batch_size / elapsed,
-                   "data_wait_fraction": self.window["data_wait"] / elapsed}
+                   "data_wait_fraction": self.window["data_wait"] / elapsed,
+                   # what the host allocator keeps (common/host_memory.py), seen as it grows
+                   "host_peak_resident_gb": host_memory.peak_resident_gb()}
         epoch = step / self.steps_per_epoch
         run.writer.write_record({"step": step, "epoch": epoch, "split": "train", **scalars})
         run.writer.write_scalars(step, scalars, "train/")
