@@ -5,21 +5,23 @@ The allocator's tunables are fixed when a process starts, so each setting is its
 alternated over rounds so that a slow spell of the machine falls on all of them:
 
     python experiments/benchmark_host_memory.py --rounds 3 --steps 2 \
-        [--processes both|jax|separate] [--json docs/results/step_cpu_host_memory.json]
+        [--settings huge_pages,trainer] [--processes both|jax|separate] \
+        [--json docs/results/step_cpu_host_memory.json]
 
 (--processes: `both` times JAX and PyTorch in one process; `jax` JAX's step alone; `separate`
-each alone in a process of its own, one after the other. A PyTorch that has run in the same
-process slows JAX's step here by about a third: docs/performance.md.)
+each alone in a process of its own, one after the other. Under glibc's default or huge pages
+alone, a PyTorch that has run in the same process slowed JAX's step here by about a third:
+docs/performance.md.)
 
 Settings: glibc's default (`glibc.malloc.hugetlb=0`); huge pages alone (`=1`, the trainer's
-setting from 984eba5 to this script's commit); the freed memory kept for the next step without
+setting from 984eba5 until ff393db); the freed memory kept for the next step without
 huge pages; and what the trainer restarts with on this host (`tunables_for_training`: kept
 memory, with huge pages where the kernel gives them on request). Each process warms up with
 `--warmup` steps first (a kept heap grows to its size over the first two or three).
 
 Prints, per round and as medians [ranges]: each framework's images/s, minor page faults a step
-and the process's peak resident memory under each setting, each setting's ratio to glibc's
-default (adjacent processes), and JAX / PyTorch in each process.
+and the process's peak resident memory under each setting, each setting's ratio to
+the first one named (adjacent processes), and JAX / PyTorch in each process.
 """
 
 from __future__ import annotations
@@ -115,16 +117,16 @@ def main() -> None:
                 "step)" for who, label in contenders(args))
                 + f"; peak resident {result['peak_resident_gb']:.1f} GB", flush=True)
     rate = lambda name, who: [r["images_per_sec"][who] for r in runs[name]]  # noqa: E731
-    figures = {}
+    figures, reference = {}, next(iter(settings))   # the first setting named
     for who, label in contenders(args):
         line = []
         for name in settings:
             line.append(f"{name} {summary(rate(name, who))}")
-            if name != "default" and "default" in settings:
-                gain = [mine / default for mine, default
-                        in zip(rate(name, who), rate("default", who))]
-                figures[f"{who}_{name}_over_default"] = gain
-                line[-1] += f" ({summary(gain)}x default)"
+            if name != reference:
+                gain = [mine / theirs for mine, theirs
+                        in zip(rate(name, who), rate(reference, who))]
+                figures[f"{who}_{name}_over_{reference}"] = gain
+                line[-1] += f" ({summary(gain)}x {reference})"
         print(f"{label} img/s: " + "; ".join(line))
     for name in settings if args.processes != "jax" else ():
         ratios = [r["ratio_jax_split_to_torch"] for r in runs[name]]
