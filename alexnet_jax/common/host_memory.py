@@ -4,8 +4,8 @@ XLA:CPU allocates every step's temporary buffers afresh (about 2 GB in one block
 4 GB at 128, 224 pixels) and frees them when the step ends. glibc's malloc serves a block that
 large with a fresh `mmap` and returns it with `munmap`, so the kernel hands the block out again,
 page by page, at every step: about a million minor faults a step at batch 64, and on the
-virtual machines of docs/performance.md (where memory the guest frees goes back to the host)
-more system time than the step's arithmetic. No `mallopt` from Python can change it: the block
+virtual machine of docs/performance.md (where memory the guest frees likely goes back to the
+hypervisor) more system time than the step's arithmetic. No `mallopt` from Python can change it: the block
 is freed and mapped by XLA's own threads, and glibc reads its settings once, when it starts.
 
 What the process restarts with (`GLIBC_TUNABLES`, glibc's own switches), `KEEP_FREED_MEMORY`:
@@ -14,14 +14,14 @@ large without a mapping of its own), no mappings for large blocks (`mmap_max=0`)
 trimming of the heap's top (`trim_threshold`): the next step then reuses the memory the last one
 freed, with no fault at all once the heap has grown to the step's needs. The price is memory:
 the heap keeps its high-water mark, about three of the step's temporary blocks (12 GB resident
-instead of 4 at batch 128, 224 pixels; docs/performance.md). Where the kernel gives
+instead of 5 at batch 128, 224 pixels; docs/performance.md). Where the kernel gives
 transparent huge pages on request (THP mode `madvise`) and glibc has the tunable (2.35 and
 later), `glibc.malloc.hugetlb=1` is added too, so the heap's growth faults in by 2 MB.
 
 Tunables are read once, when glibc starts, so `restart_with_host_allocator` restarts the process
 (`os.execve`: the same PID, arguments and open descriptors) with them added to `GLIBC_TUNABLES`,
 before anything else has run. It does so only where it helps and nobody chose otherwise: Linux
-with glibc 2.26 or later (the first with tunables), JAX on the CPU (no accelerator plugin
+with glibc 2.26 or later, JAX on the CPU (no accelerator plugin
 installed, or `JAX_PLATFORMS=cpu`: on an accelerator the step's buffers live on the device), and
 `GLIBC_TUNABLES` naming none of these tunables (a user's own setting wins, whole:
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` keeps glibc's default). Every run's first record carries
