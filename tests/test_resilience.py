@@ -146,8 +146,10 @@ def one_process_runs(image_tree, tmp_path_factory):
 
 
 @pytest.mark.slow
+# several devices a process (a whole data row each), and one device a process (the two columns
+# of each row on two processes, two rows); two processes sharing one row, (2, 1), is the
+# second layout's case without its second row, left out for the suite's time (130 s)
 @pytest.mark.parametrize("count,devices,mesh", [(2, 2, {"data": 2, "model": 2}),
-                                                (2, 1, {"data": 1, "model": 2}),
                                                 (4, 1, {"data": 2, "model": 2})])
 def test_every_process_layout_trains_like_one_process_with_the_same_devices(
         image_tree, tmp_path, one_process_runs, count, devices, mesh):
