@@ -43,8 +43,7 @@ from alexnet_jax.common import host_memory, provenance  # noqa: E402
 
 SETTINGS = {"default": f"{host_memory.HUGE_PAGES_TUNABLE}=0",
             "huge_pages": f"{host_memory.HUGE_PAGES_TUNABLE}=1",
-            "keep_freed": ":".join(f"{name}={value}" for name, value
-                                   in host_memory.KEEP_FREED_MEMORY.items()),
+            "keep_freed": host_memory.as_tunables_text(host_memory.KEEP_FREED_MEMORY),
             "trainer": host_memory.tunables_for_training({"JAX_PLATFORMS": "cpu"}) or ""}
 
 

@@ -5,8 +5,9 @@ XLA:CPU allocates every step's temporary buffers afresh (about 2 GB in one block
 large with a fresh `mmap` and returns it with `munmap`, so the kernel hands the block out again,
 page by page, at every step: about a million minor faults a step at batch 64, and on the
 virtual machine of docs/performance.md (where memory the guest frees likely goes back to the
-hypervisor) more system time than the step's arithmetic. No `mallopt` from Python can change it: the block
-is freed and mapped by XLA's own threads, and glibc reads its settings once, when it starts.
+hypervisor) more system time than the step's arithmetic. No `mallopt` from Python can change
+it: the block is freed and mapped by XLA's own threads, and glibc reads its settings once, when
+it starts.
 
 What the process restarts with (`GLIBC_TUNABLES`, glibc's own switches), `KEEP_FREED_MEMORY`:
 one malloc arena (`arena_max=1`: the main arena is the only one that can grow a block this
@@ -21,8 +22,8 @@ later), `glibc.malloc.hugetlb=1` is added too, so the heap's growth faults in by
 Tunables are read once, when glibc starts, so `restart_with_host_allocator` restarts the process
 (`os.execve`: the same PID, arguments and open descriptors) with them added to `GLIBC_TUNABLES`,
 before anything else has run. It does so only where it helps and nobody chose otherwise: Linux
-with glibc 2.26 or later, JAX on the CPU (no accelerator plugin
-installed, or `JAX_PLATFORMS=cpu`: on an accelerator the step's buffers live on the device), and
+with glibc 2.26 or later, JAX on the CPU (no accelerator plugin installed, or
+`JAX_PLATFORMS=cpu`: on an accelerator the step's buffers live on the device), and
 `GLIBC_TUNABLES` naming none of these tunables (a user's own setting wins, whole:
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` keeps glibc's default). Every run's first record carries
 `state()` (common/provenance.py), and its training lines the process's peak resident memory.
@@ -117,8 +118,12 @@ def tunables_for_training(environ: Mapping[str, str]) -> str | None:
     version = glibc_version()
     if version is None or version < FIRST_GLIBC_WITH_TUNABLES or not jax_runs_on_cpu(environ):
         return None
-    ours = (f"{name}={value}" for name, value in allocator_tunables().items())
-    return ":".join(filter(None, (tunables, *ours)))
+    return ":".join(filter(None, (tunables, as_tunables_text(allocator_tunables()))))
+
+
+def as_tunables_text(tunables: Mapping[str, str]) -> str:
+    """Tunables as `GLIBC_TUNABLES` writes them: `name=value` pairs joined by colons."""
+    return ":".join(f"{name}={value}" for name, value in tunables.items())
 
 
 def restart_with_host_allocator() -> None:
