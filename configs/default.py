@@ -71,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.lrn_impl = "auto"     # LRN window sums: auto | matmul (banded matrix) | slices (n adds)
     model.conv1_impl = "auto"   # conv1: auto | direct (11x11/4) | space_to_depth (3x3 over 4x4)
     model.conv_grad_impl = "auto"  # conv kernel gradients: auto | xla | matmul (a product a tap)
+    model.cpu_conv_impl = "auto"  # XLA:CPU's convolutions: auto | eigen (its own) | ynnpack
     model.dtype = "float32"     # compute dtype: float32 | bfloat16 (LRN always in float32)
 
     config.optimizer = optimizer = ml_collections.ConfigDict()

@@ -21,6 +21,7 @@ import os
 import resource
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,7 +50,8 @@ def jax_stepper(overrides: dict, dtype: str, batch: int, warmup: int, mesh_model
     graphdef, params, tx, opt_state = build_train_state(config, 1000, mesh)
     with jax.set_mesh(mesh):
         train_step = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
-                                           jax.random.key(0))
+                                           jax.random.key(0),
+                                           compiler_options=build.compiler_options(config))
         rng = np.random.RandomState(0)
         put = lambda x: jax.device_put(x, sharding.sharding_for(mesh, "batch"))  # noqa: E731
         images = put(rng.uniform(-100, 100, (batch, 224, 224, 3)).astype(np.float32))
@@ -75,10 +77,12 @@ def jax_stepper(overrides: dict, dtype: str, batch: int, warmup: int, mesh_model
     return run, sharding.describe(mesh)
 
 
-def forward_backward_ms(function, *args, steps_timed: int = 10) -> float:
-    """Milliseconds of one jitted forward + backward pass of `function` (grads of all args)."""
+def forward_backward_ms(function, *args, steps_timed: int = 10,
+                        compiler_options: dict[str, str] | None = None) -> float:
+    """Milliseconds of one jitted forward + backward pass of `function` (grads of all args),
+    compiled with `compiler_options`."""
     grad = jax.jit(jax.grad(lambda *a: jnp.sum(function(*a).astype(jnp.float32)),
-                            argnums=tuple(range(len(args)))))
+                            argnums=tuple(range(len(args)))), compiler_options=compiler_options)
     jax.block_until_ready(grad(*args))
     start = time.perf_counter()
     for _ in range(steps_timed):
@@ -87,11 +91,16 @@ def forward_backward_ms(function, *args, steps_timed: int = 10) -> float:
     return 1e3 * (time.perf_counter() - start) / steps_timed
 
 
-def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str, float]]:
+def layer_table(batch: int, dtype: str, steps_timed: int,
+                cpu_conv_impl: str) -> list[tuple[str, str, float]]:
     """Forward + backward of each piece of the network alone (both columns on one device, the
-    paper's widths): (piece, implementation, milliseconds)."""
-    from alexnet_jax.model import layers  # noqa: PLC0415
+    paper's widths), compiled with `cpu_conv_impl`'s options (model/compiler.py): (piece,
+    implementation, milliseconds)."""
+    from alexnet_jax.model import compiler, layers  # noqa: PLC0415
     from alexnet_jax.training import optim  # noqa: PLC0415
+
+    timed = partial(forward_backward_ms, compiler_options=compiler.compiler_options(
+        cpu_conv_impl, jax.default_backend()))
 
     compute = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     rng = np.random.RandomState(0)
@@ -110,32 +119,32 @@ def layer_table(batch: int, dtype: str, steps_timed: int) -> list[tuple[str, str
         jax.nn.relu(x), 2, lrn, impl)
     rows = []
     for grads in ("xla", "matmul"):   # the kernels' gradients: XLA's, or matrix products
-        rows += [(f"conv1 ({grads} kernel grad)", "direct", forward_backward_ms(
+        rows += [(f"conv1 ({grads} kernel grad)", "direct", timed(
                      lambda x, k: layers.conv(x, k, 4, pad1, grad_impl=grads), image, k1,
                      steps_timed=steps_timed)),
-                 (f"conv1 ({grads} kernel grad)", "space_to_depth", forward_backward_ms(
+                 (f"conv1 ({grads} kernel grad)", "space_to_depth", timed(
                      lambda x, k: layers.conv_space_to_depth(x, k, 4, pad1, grads), image, k1,
                      steps_timed=steps_timed))]
     for impl in ("matmul", "slices"):
-        rows.append(("ReLU + LRN1", impl, forward_backward_ms(relu_lrn(impl), x1,
+        rows.append(("ReLU + LRN1", impl, timed(relu_lrn(impl), x1,
                                                                steps_timed=steps_timed)))
-        rows.append(("ReLU + LRN2", impl, forward_backward_ms(relu_lrn(impl), x2,
+        rows.append(("ReLU + LRN2", impl, timed(relu_lrn(impl), x2,
                                                                steps_timed=steps_timed)))
     pool = lambda x: layers.max_pool(x, True)  # noqa: E731
-    rows += [(name, "reduce_window", forward_backward_ms(pool, x, steps_timed=steps_timed))
+    rows += [(name, "reduce_window", timed(pool, x, steps_timed=steps_timed))
              for name, x in (("pool1", x1), ("pool2", x2), ("pool5", x5))]
     for impl, grads in (("split", "xla"), ("grouped", "xla"), ("split", "matmul")):
         own = lambda x, k, pad: layers.conv_own_column(x, k, 1, pad, impl, grads)  # noqa: E731
-        rows += [(f"conv{n} ({grads} kernel grad)", impl, forward_backward_ms(
+        rows += [(f"conv{n} ({grads} kernel grad)", impl, timed(
                      lambda x, k: own(x, k, pad), x, k, steps_timed=steps_timed))
                  for n, pad, x, k in ((2, ((2, 2), (2, 2)), p1, k2), (4, ((1, 1), (1, 1)), x3, k4),
                                       (5, ((1, 1), (1, 1)), x3, k5))]
     for grads in ("xla", "matmul"):
-        rows.append((f"conv3 ({grads} kernel grad)", "direct", forward_backward_ms(
+        rows.append((f"conv3 ({grads} kernel grad)", "direct", timed(
             lambda x, k: layers.conv(x, k, 1, ((1, 1), (1, 1)), grad_impl=grads), p2, k3,
             steps_timed=steps_timed)))
     dense = layers.dense_shared_input
-    rows.append(("fc6 + fc7 + fc8", "batched over columns", forward_backward_ms(
+    rows.append(("fc6 + fc7 + fc8", "batched over columns", timed(
         lambda x, a, b, c: jax.nn.relu(dense(jax.nn.relu(dense(x, a)), b)) @ c, f6, w6, w7, w8,
         steps_timed=steps_timed)))
     params = {"w": jnp.zeros((60_965_224,), jnp.float32)}
@@ -189,11 +198,14 @@ def main() -> None:
                         help="rounds, each timing every variant (and PyTorch) in turn")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--variants", default="split,grouped",
-                        help="comma-separated model variants to time: split, grouped (column "
-                        "convolutions), lrn_slices, space_to_depth, fast (both); none, with "
-                        "--torch: PyTorch's step alone in the process")
+                        help="comma-separated model variants to time (VARIANTS): split, grouped "
+                        "(column convolutions), lrn_slices, space_to_depth, fast (both), "
+                        "xla_grads, ynnpack_convs; none, with --torch: PyTorch's step alone")
     parser.add_argument("--layers", action="store_true",
                         help="also the per-layer forward+backward table")
+    parser.add_argument("--layer-libraries", default="eigen",
+                        help="on CPU, the per-layer table for each of these convolution "
+                        "libraries (model.cpu_conv_impl: eigen, ynnpack)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--mesh-model", type=int, default=-1, help="size of the model axis")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch (CPU only)")
@@ -201,6 +213,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = jax.devices()[0]
+    on_cpu = device.platform == "cpu"
     host, memory = provenance.host_processor(), host_memory.state()
     print(f"JAX {jax.__version__} on {jax.device_count()} x {device.device_kind} "
           f"({device.platform}); batch {args.batch}, 224x224, {args.dtype}; {args.rounds} "
@@ -251,7 +264,9 @@ def main() -> None:
             print(f"  ratio jax {variant} / torch, same round: median "
                   f"{np.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
     if args.layers:
-        rows = layer_table(args.batch, args.dtype, args.steps)
+        rows = [(piece, f"{impl}, {library}" if on_cpu else impl, ms)
+                for library in (args.layer_libraries.split(",") if on_cpu else ["none"])
+                for piece, impl, ms in layer_table(args.batch, args.dtype, args.steps, library)]
         results["layers_ms"] = [{"piece": p, "impl": i, "ms": ms} for p, i, ms in rows]
         print("| piece | implementation | forward + backward (ms) |\n|---|---|---|")
         for piece, impl, ms in rows:
@@ -266,6 +281,8 @@ VARIANTS = {  # name -> model config overrides (the rest: auto, the platform's f
     "split": {"column_impl": "split"},
     # the CPU's formulations before 2026-12-07: conv1 direct, XLA's kernel gradients
     "xla_grads": {"column_impl": "split", "conv1_impl": "direct", "conv_grad_impl": "xla"},
+    # the CPU's convolutions as JAX 0.10 leaves them, to YNNPACK (the trainer before 2026-12-08)
+    "ynnpack_convs": {"column_impl": "split", "cpu_conv_impl": "ynnpack"},
     "grouped": {"column_impl": "grouped"},
     "lrn_slices": {"lrn_impl": "slices"},
     "space_to_depth": {"conv1_impl": "space_to_depth"},

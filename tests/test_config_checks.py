@@ -14,6 +14,8 @@ from configs import cifar10, default
     ({"model.lrn_n": 0}, r"model.lrn_n=0 must be odd and >= 1"),
     ({"model.dropout_rate": 1.0}, r"model.dropout_rate=1.0 must be in \[0, 1\)"),
     ({"model.columns": 3}, r"model.columns=3 is not valid; use one of: 1, 2"),
+    ({"model.cpu_conv_impl": "onednn"},
+     r"model.cpu_conv_impl='onednn' is not valid; use one of: auto, eigen, ynnpack"),
     ({"data.crop_size": 300}, r"data.crop_size=300 is larger than the resized image"),
     ({"data.resize_size": 300},
      r"--config.data.resize_size=300 --config.data.prepared=300"),

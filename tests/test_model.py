@@ -302,13 +302,103 @@ def test_auto_formulations_are_the_fastest_measured_on_each_platform():
 
     config = get_config()
     assert config.model.lrn_impl == config.model.conv1_impl == config.model.conv_grad_impl == "auto"
+    assert config.model.cpu_conv_impl == "auto"
     assert build.formulations(config, "gpu") == {"lrn_impl": "slices",
                                                  "conv1_impl": "space_to_depth",
-                                                 "conv_grad_impl": "xla"}
+                                                 "conv_grad_impl": "xla", "cpu_conv_impl": "none"}
     assert build.formulations(config, "cpu") == {"lrn_impl": "matmul",
                                                  "conv1_impl": "direct",
-                                                 "conv_grad_impl": "matmul"}
+                                                 "conv_grad_impl": "matmul",
+                                                 "cpu_conv_impl": "eigen"}
+    assert build.compiler_options(config, "gpu") is None  # only the CPU's compiler is asked
     assert build.formulations(config) == build.formulations(config, "cpu")  # these tests: CPU
     with config.unlocked():
         config.model.lrn_impl = "slices"          # an explicit choice is kept everywhere
     assert build.formulations(config, "cpu")["lrn_impl"] == "slices"
+
+
+def convolutions_by_library(compiled_text: str) -> dict[str, int]:
+    """How many convolutions of a compiled XLA:CPU program YNNPACK computes (inside a
+    `__ynn_fusion`) and how many XLA:CPU itself."""
+    bodies = {}  # fused computation -> its text
+    for block in compiled_text.split("\n\n"):
+        name = block.lstrip().split(" ", 1)[0].lstrip("%")
+        bodies[name] = block
+    in_ynn = 0
+    for line in compiled_text.splitlines():
+        if '"__ynn_fusion"' in line:
+            called = line.split("calls=%", 1)[1].split(",", 1)[0].split(" ", 1)[0]
+            in_ynn += bodies[called].count(" convolution(")
+    return {"ynnpack": in_ynn, "xla": compiled_text.count(" convolution(") - in_ynn}
+
+
+@pytest.mark.parametrize("cpu_conv_impl", ["eigen", "ynnpack"])
+def test_the_cpus_convolutions_run_in_the_library_chosen(cpu_conv_impl):
+    """In the training step, the evaluation step and the eager forward pass: `eigen` (the CPU's
+    auto) keeps every convolution in XLA:CPU, `ynnpack` leaves them to YNNPACK (JAX 0.10's
+    default); matrix products stay YNNPACK's either way."""
+    from configs.default import get_config  # noqa: PLC0415
+
+    from alexnet_jax.model import build  # noqa: PLC0415
+    from alexnet_jax.training import steps  # noqa: PLC0415
+    from alexnet_jax.training.state import build_train_state  # noqa: PLC0415
+
+    config = get_config()
+    with config.unlocked():
+        config.model.cpu_conv_impl = cpu_conv_impl
+        # wide enough for YNNPACK to take a column's convolutions on 4 images a device (it
+        # leaves smaller ones to XLA:CPU whatever the option)
+        config.model.conv_widths, config.model.fc_widths = (32, 64, 64, 64, 64), TINY_FC
+        config.data.crop_size = TINY_CROP
+    options = build.compiler_options(config)
+    mesh = build.build_mesh(config)
+    graphdef, params, tx, opt_state = build_train_state(config, 10, mesh)
+    model = nnx.merge(graphdef, params)
+    x = jax.device_put(images(batch=16), sharding.sharding_for(mesh, "batch"))
+    labels = jnp.zeros(16, jnp.int32)
+    with jax.set_mesh(mesh):
+        train = steps.make_train_step(graphdef, tx, steps.state_shardings(params, opt_state),
+                                      jax.random.key(0), compiler_options=options)
+        evaluate = steps.make_eval_step(graphdef, options)
+        programs = {
+            "train": train.lower(params, opt_state, x, labels, jnp.float32(0.01), jnp.int32(0)),
+            "eval": evaluate.lower(params, x[:, None], labels, jnp.ones(16)),
+            "forward": model._forward().lower(nnx.graphdef(model), mesh, nnx.state(model), x,
+                                              [])}
+    for name, lowered in programs.items():
+        text = lowered.compile().as_text()
+        counts = convolutions_by_library(text)
+        assert sum(counts.values()) >= 5, (name, counts)  # conv1-conv5 (and gradients)
+        if cpu_conv_impl == "eigen":
+            assert counts == {"ynnpack": 0, "xla": sum(counts.values())}, name
+        else:
+            assert counts["ynnpack"] >= 4, (name, counts)  # conv2-conv5 at least
+        assert '"__ynn_fusion"' in text, name  # fc6-fc8's products: YNNPACK's in both
+
+
+def test_the_network_computes_the_same_with_either_cpu_convolution_library():
+    from alexnet_jax.model import compiler  # noqa: PLC0415
+
+    x = np.random.RandomState(6).uniform(-100, 100, (4, 67, 67, 3)).astype(np.float32)
+    # one device, wide enough that YNNPACK takes conv2-conv5 when asked
+    model = AlexNet(input_size=67, conv_widths=(32, 64, 64, 64, 64), fc_widths=(32, 32),
+                    num_classes=5, init_std=0.05, positive_bias=0.1, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+
+    def loss(params):
+        return jnp.sum(jnp.sin(nnx.merge(graphdef, params)(x)))
+
+    def value_and_grads(impl):
+        step = jax.jit(jax.value_and_grad(loss),
+                       compiler_options=compiler.compiler_options(impl, "cpu"))
+        used = convolutions_by_library(step.lower(params).compile().as_text())
+        return step(params), used
+
+    (eigen_loss, eigen), eigen_used = value_and_grads("eigen")
+    (ynn_loss, ynn), ynn_used = value_and_grads("ynnpack")
+    assert eigen_used["ynnpack"] == 0 and ynn_used["ynnpack"] >= 4  # two programs, not one
+    np.testing.assert_allclose(float(eigen_loss), float(ynn_loss), rtol=1e-5)
+    for (path, mine), (_, theirs) in zip(nnx.to_flat_state(eigen), nnx.to_flat_state(ynn)):
+        np.testing.assert_allclose(np.asarray(mine.value), np.asarray(theirs.value), rtol=2e-4,
+                                   atol=2e-5 * float(np.max(np.abs(theirs.value))) + 1e-8,
+                                   err_msg=str(path))

@@ -37,7 +37,8 @@ def test_same_seed_same_losses_with_the_full_augmentation(config, tmp_path):
     assert len(first) == 4 and first == second  # bit-identical
     [start] = [r for r in read_records(tmp_path / "a") if r.get("event") == "run_start"]
     assert start["formulations"] == {"lrn_impl": "matmul",  # the CPU's auto
-                                     "conv1_impl": "direct", "conv_grad_impl": "matmul"}
+                                     "conv1_impl": "direct", "conv_grad_impl": "matmul",
+                                     "cpu_conv_impl": "eigen"}
     # what made the run: this checkout's commit, the installed versions, devices and processes
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).parent, check=True).stdout.strip()

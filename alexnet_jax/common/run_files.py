@@ -22,7 +22,7 @@ STATS_FILE = "dataset_stats.npz"
 # config.json's model keys that choose how the network computes, never what it computes (the
 # same values to float rounding: tests/test_model.py; model/build.py resolves their `auto`): a
 # resume may change them, a checkpoint does not depend on them, a study does not compare them
-FORMULATION_KEYS = ("column_impl", "lrn_impl", "conv1_impl", "conv_grad_impl")
+FORMULATION_KEYS = ("column_impl", "lrn_impl", "conv1_impl", "conv_grad_impl", "cpu_conv_impl")
 
 
 def read_records(workdir: Path) -> list[dict[str, Any]]:

@@ -92,8 +92,8 @@ class AlexNet(ShardedNetwork):
                  activation: str = "relu", conv1_geometry: str = "cuda_convnet",
                  column_impl: str = "split", init_std: float = 0.01, positive_bias: float = 1.0,
                  lrn_impl: str = "matmul", conv1_impl: str = "direct",
-                 conv_grad_impl: str = "xla", dtype=jnp.float32, mesh: Mesh | None = None,
-                 rngs: nnx.Rngs):
+                 conv_grad_impl: str = "xla", cpu_conv_impl: str = "eigen",
+                 dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns}")
         widths = tuple(conv_widths) if columns == 2 else one_column_widths(tuple(conv_widths))
@@ -101,6 +101,7 @@ class AlexNet(ShardedNetwork):
         self.lrn, self.overlap_pool, self.dropout_rate = lrn, overlap_pool, dropout_rate
         self.activation, self.conv1_geometry = activation, conv1_geometry
         self.column_impl, self.conv_grad_impl = column_impl, conv_grad_impl
+        self.cpu_conv_impl = cpu_conv_impl
         self.dtype, self.lrn_impl, self.conv1_impl = dtype, lrn_impl, conv1_impl
         self.mesh = mesh if mesh is not None else single_device_mesh()
         map_sizes = layers.feature_map_sizes(input_size, conv1_geometry, overlap_pool)

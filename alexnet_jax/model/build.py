@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from alexnet_jax.common import sharding
 from alexnet_jax.common.run_files import FORMULATION_KEYS
 from alexnet_jax.model.alexnet import AlexNet
+from alexnet_jax.model import compiler
 from alexnet_jax.model.cifar import CifarConvLocal
 from alexnet_jax.model.layers import LRNParams
 from alexnet_jax.model.sharded_network import ShardedNetwork
@@ -42,19 +43,28 @@ def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
 # direct with XLA's gradient there (2,059 ms; as space-to-depth with matrix products 1,806 in
 # isolation, but the whole step was slower). On GPUs XLA's own (cuDNN's) gradients, unchanged.
 FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
-                   "conv_grad_impl": "xla"},
+                   "conv_grad_impl": "xla", "cpu_conv_impl": compiler.NOT_ON_CPU},
            "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
-                   "conv_grad_impl": "xla"},
-           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct", "conv_grad_impl": "matmul"}}
+                   "conv_grad_impl": "xla", "cpu_conv_impl": compiler.NOT_ON_CPU},
+           "cpu": {"lrn_impl": "matmul", "conv1_impl": "direct", "conv_grad_impl": "matmul",
+                   "cpu_conv_impl": "eigen"}}
 
 
 def formulations(config: ml_collections.ConfigDict, platform: str | None = None
                  ) -> dict[str, str]:
-    """model.lrn_impl, model.conv1_impl and model.conv_grad_impl with `auto` resolved for
-    `platform` (default: the platform JAX runs on)."""
+    """model.lrn_impl, model.conv1_impl, model.conv_grad_impl and model.cpu_conv_impl with
+    `auto` resolved for `platform` (default: the platform JAX runs on)."""
     fastest = FASTEST.get(platform or jax.default_backend(), FASTEST["cpu"])
     return {key: fastest[key] if config.model.get(key, "auto") == "auto" else config.model[key]
             for key in FORMULATION_KEYS if key != "column_impl"}
+
+
+def compiler_options(config: ml_collections.ConfigDict, platform: str | None = None
+                     ) -> dict[str, str] | None:
+    """What a `jax.jit` running this config's network on `platform` (default: JAX's) asks of
+    XLA's compiler (model/compiler.py)."""
+    platform = platform or jax.default_backend()
+    return compiler.compiler_options(formulations(config, platform)["cpu_conv_impl"], platform)
 
 
 def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh):
@@ -64,7 +74,8 @@ def model_factory(config: ml_collections.ConfigDict, num_classes: int, mesh: Mes
         return lambda rngs: CifarConvLocal(
             num_classes=num_classes, input_size=config.data.crop_size,
             widths=tuple(m.conv_widths), lrn=lrn_params(config), activation=m.activation,
-            dtype=DTYPES[m.dtype], mesh=mesh, rngs=rngs)
+            cpu_conv_impl=formulations(config)["cpu_conv_impl"], dtype=DTYPES[m.dtype],
+            mesh=mesh, rngs=rngs)
     return lambda rngs: AlexNet(
         num_classes=num_classes, input_size=config.data.crop_size, columns=m.columns,
         conv_widths=tuple(m.conv_widths), fc_widths=tuple(m.fc_widths), lrn=lrn_params(config),

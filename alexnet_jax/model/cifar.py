@@ -47,8 +47,10 @@ class CifarConvLocal(ShardedNetwork):
                  lrn: layers.LRNParams | None = layers.LRNParams(n=9, k=1.0, alpha=1e-3,
                                                                  beta=0.75, alpha_over_n=True),
                  activation: str = "relu", init_stds: tuple[float, ...] = CUDA_CONVNET_INIT_STDS,
-                 dtype=jnp.float32, mesh: Mesh | None = None, rngs: nnx.Rngs):
+                 cpu_conv_impl: str = "eigen", dtype=jnp.float32, mesh: Mesh | None = None,
+                 rngs: nnx.Rngs):
         self.num_classes, self.input_size, self.lrn = num_classes, input_size, lrn
+        self.cpu_conv_impl = cpu_conv_impl
         self.activation, self.dtype, self.dropout_rate = activation, dtype, 0.0
         self.mesh = mesh if mesh is not None else single_device_mesh()
         pooled = -(-(input_size - 3) // 2) + 1           # 24 -> 12

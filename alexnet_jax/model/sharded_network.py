@@ -3,22 +3,25 @@ that runs as one shard_map over the network's (data, model) mesh."""
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax._src import core as jax_core  # trace_state_clean: no public way to ask (JAX 0.10)
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.common.sharding import sharding_for, spec_for
+from alexnet_jax.model import compiler
 
 
 class ShardedNetwork(nnx.Module):
     """A network whose forward pass runs as one shard_map over its mesh.
 
-    Subclasses set `mesh`, `input_size`, `dtype`, `dropout_rate`; implement
+    Subclasses set `mesh`, `input_size`, `dtype`, `dropout_rate`, `cpu_conv_impl` (which
+    library computes the convolutions on a CPU, model/compiler.py); implement
     `forward_on_device(images, masks)` (this device's part of the batch and of the parameters)
     and `dropout_widths()` (units of each dropout layer). Call the network with images
     (B, H, W, 3); pass `dropout_key` to train, without it it runs in evaluation mode.
@@ -37,14 +40,24 @@ class ShardedNetwork(nnx.Module):
         graphdef, params = nnx.split(self)
         masks = (dropout_masks if dropout_masks is not None
                  else self.dropout_masks(images_BxHxWx3.shape[0], dropout_key))
-        return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, masks)
+        return self._forward()(graphdef, self.mesh, params, images_BxHxWx3, masks)
 
     def features(self, images_BxHxWx3: jax.Array) -> jax.Array:
         """The last hidden layer's activations (B, units), float32, in evaluation mode (paper
         section 6.1: the 4096-d fc7 vectors whose Euclidean neighbours look alike)."""
         images_BxHxWx3 = jax.sharding.reshard(images_BxHxWx3, sharding_for(self.mesh, "batch"))
         graphdef, params = nnx.split(self)
-        return _sharded_forward(graphdef, self.mesh, params, images_BxHxWx3, [], True)
+        return self._forward()(graphdef, self.mesh, params, images_BxHxWx3, [], True)
+
+    def _forward(self):
+        """The jitted forward pass: called eagerly, compiled with this network's options for
+        its platform; inside a function being traced (a training step, the user's own jit),
+        without, since JAX takes compiler options only from the outermost jit."""
+        if not jax_core.trace_state_clean():
+            return _sharded_forward(())
+        options = compiler.compiler_options(self.cpu_conv_impl,
+                                            self.mesh.devices.flat[0].platform)
+        return _sharded_forward(tuple(sorted((options or {}).items())))
 
     def dropout_widths(self) -> tuple[int, ...]:
         return ()
@@ -77,8 +90,15 @@ def _forward_on_device(graphdef, features, params, images, masks):
     return network.forward_on_device(images, masks)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 5))
-def _sharded_forward(graphdef, mesh: Mesh, params, images, masks, features: bool = False):
+@cache
+def _sharded_forward(compiler_options: tuple[tuple[str, str], ...]):
+    """`_forward_over_mesh` jitted with these compiler options (one function, and so one
+    compilation cache, for each set of options)."""
+    return jax.jit(_forward_over_mesh, static_argnums=(0, 1, 5),
+                   compiler_options=dict(compiler_options) or None)
+
+
+def _forward_over_mesh(graphdef, mesh: Mesh, params, images, masks, features: bool = False):
     """The forward pass as one shard_map over the mesh (jitted, so that eager calls are fast;
     inside an outer jit it is inlined). With `features`, the last hidden layer instead of the
     logits: each device returns its columns' units."""

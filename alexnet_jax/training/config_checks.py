@@ -7,6 +7,7 @@ import ml_collections
 from alexnet_jax.common.errors import UserError
 from alexnet_jax.data.catalog import SOURCE_NAMES
 from alexnet_jax.model import layers
+from alexnet_jax.model.compiler import CPU_CONV_IMPLS
 from alexnet_jax.training import optim
 from alexnet_jax.training.schedule import SCHEDULES
 
@@ -79,6 +80,7 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
     _choice("model.lrn_impl", m.lrn_impl, ("auto", "matmul", "slices"))
     _choice("model.conv1_impl", m.conv1_impl, ("auto", "direct", "space_to_depth"))
     _choice("model.conv_grad_impl", m.get("conv_grad_impl", "auto"), ("auto", "xla", "matmul"))
+    _choice("model.cpu_conv_impl", m.get("cpu_conv_impl", "auto"), ("auto", *CPU_CONV_IMPLS))
     _choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if m.lrn_n < 1 or m.lrn_n % 2 == 0:
         # an even window has no centre: the LRN formulations (matmul, slices) would disagree

@@ -19,6 +19,7 @@ from alexnet_jax.common.run_files import read_records, surviving_records
 from alexnet_jax.common.sharding import DATA_AXIS
 from alexnet_jax.data import augmentation, catalog, feeding
 from alexnet_jax.data.augmentation import Preprocessing
+from alexnet_jax.model import build
 from alexnet_jax.training import steps
 from alexnet_jax.training.checkpoints import checkpointing
 from alexnet_jax.training.records.run_log import log_evaluation, views_text
@@ -77,7 +78,7 @@ class Evaluations:
         count as made: the same parameters, not evaluated and logged twice. `timed(views,
         seconds)` is told how long each evaluation of the validation images took."""
         self.run, self.steps_per_epoch, self.timed = run, steps_per_epoch, timed
-        self.eval_step = steps.make_eval_step(run.graphdef)
+        self.eval_step = steps.make_eval_step(run.graphdef, build.compiler_options(run.config))
         self._done: dict[tuple[int, int, str], dict[str, Any]] = {}
         if reuse_logged:
             for record in surviving_records(read_records(run.workdir)):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from alexnet_jax.data import catalog, device_augment, feeding
+from alexnet_jax.model import build
 from alexnet_jax.training import steps
 from alexnet_jax.training.checkpoints import checkpointing
 from alexnet_jax.training.processes.preemption import StopRequest
@@ -31,7 +32,8 @@ class StepRunner:
         self.diverged = diverged
         self.train_step = steps.make_train_step(
             run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
-            jax.random.key(run.config.seed), run.config.train.accumulate_steps)
+            jax.random.key(run.config.seed), run.config.train.accumulate_steps,
+            compiler_options=build.compiler_options(run.config))
         # prepared uint8 crops are finished (mean, lighting) on the devices
         self.finish = device_augment.make_finisher(run.prep.mean_square(),
                                                    run.prep.lighting_basis(), run.mesh)

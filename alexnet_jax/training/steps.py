@@ -60,7 +60,8 @@ def mean_softmax_log(logits_BxVxK: jax.Array) -> jax.Array:
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     state_shardings, base_key: jax.Array, accumulate_steps: int = 1,
-                    unroll: bool | None = None) -> Callable:
+                    unroll: bool | None = None,
+                    compiler_options: dict[str, str] | None = None) -> Callable:
     """step(params, opt_state, images, labels, learning_rate, step[, stop_votes]) ->
     (params, opt_state, metrics); params and opt_state are donated. With `stop_votes`
     (StopVotes: one per device), metrics["stop"] is their maximum, the same on every process.
@@ -70,7 +71,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     update, so the update is the whole batch's and memory that of a micro-batch. The dropout
     masks are the whole batch's too (drawn from the step's key as k = 1 draws them), each
     micro-batch taking its rows: the update is the same for any k, with dropout on.
-    `unroll`: the micro-batches unrolled (True) or in a loop (False); None: unrolled on CPUs."""
+    `unroll`: the micro-batches unrolled (True) or in a loop (False); None: unrolled on CPUs.
+    `compiler_options`: XLA's, for the step (model.build.compiler_options: the CPU's
+    convolution library)."""
 
     def loss_and_grads(params, images, labels, dropout_key, dropout_masks=None):
         def loss_fn(params):
@@ -127,10 +130,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
     params_sharding, opt_sharding = state_shardings
     return jax.jit(train_step, donate_argnums=(0, 1),
-                   out_shardings=(params_sharding, opt_sharding, None))
+                   out_shardings=(params_sharding, opt_sharding, None),
+                   compiler_options=compiler_options)
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+def make_eval_step(graphdef: nnx.GraphDef,
+                   compiler_options: dict[str, str] | None = None) -> Callable:
     """step(params, views (B, V, H, W, 3), labels, mask[, mean_views]) -> summed counts.
 
     With V views the softmax outputs are averaged over the views (the paper's 10-patch test),
@@ -138,7 +143,7 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
     image's matching windows, subtracted here on the device (a quarter of the bytes to send).
     The B x V views go through the network together: evaluation.evaluate feeds B = the
     evaluation batch / V images, so a step holds as many network inputs for 10 views as for
-    the centre crop."""
+    the centre crop. `compiler_options`: XLA's, as for make_train_step."""
 
     def eval_step(params: Params, images, labels, mask, mean_views=None):
         batch, views = images.shape[:2]
@@ -152,7 +157,7 @@ def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
                 "top5_correct": (topk_correct(scores, labels, 5) * mask).sum(),
                 "loss": (-label_score * mask).sum()}
 
-    return jax.jit(eval_step)
+    return jax.jit(eval_step, compiler_options=compiler_options)
 
 
 class StopVotes:
