@@ -37,9 +37,9 @@ from alexnet_jax.training.state import build_train_state  # noqa: E402
 from configs.default import get_config  # noqa: E402
 
 
-def jax_stepper(overrides: dict, dtype: str, batch: int, warmup: int, mesh_model: int):
-    """The jitted training step with the model config `overrides` (e.g. lrn_impl), compiled
-    and warmed up: (a function that times `n` steps and returns their seconds, the mesh)."""
+def jax_stepper(overrides: dict, dtype: str, batch: int, mesh_model: int):
+    """The jitted training step with the model config `overrides` (e.g. lrn_impl): (a function
+    that times `n` steps and returns their seconds, the mesh). Its first call compiles."""
     config = get_config()
     with config.unlocked():
         for key, value in overrides.items():
@@ -73,7 +73,6 @@ def jax_stepper(overrides: dict, dtype: str, batch: int, warmup: int, mesh_model
         state["params"], state["opt_state"] = params, opt_state
         return elapsed
 
-    run(warmup)
     return run, sharding.describe(mesh)
 
 
@@ -161,9 +160,9 @@ def layer_table(batch: int, dtype: str, steps_timed: int,
     return rows
 
 
-def torch_stepper(batch: int, warmup: int):
-    """PyTorch's training step of the same network (experiments/torch_alexnet.py), warmed up:
-    a function that times `n` steps and returns their seconds."""
+def torch_stepper(batch: int):
+    """PyTorch's training step of the same network (experiments/torch_alexnet.py): a function
+    that times `n` steps and returns their seconds."""
     import torch  # noqa: PLC0415
 
     from experiments.torch_alexnet import TorchAlexNet  # noqa: PLC0415
@@ -186,7 +185,6 @@ def torch_stepper(batch: int, warmup: int):
             step()
         return time.perf_counter() - start
 
-    run(warmup)
     return run
 
 
@@ -231,11 +229,18 @@ def main() -> None:
     steppers = {}
     for variant in variants:
         steppers[f"jax_{variant}"], results["mesh"] = jax_stepper(
-            VARIANTS[variant], args.dtype, args.batch, args.warmup, args.mesh_model)
+            VARIANTS[variant], args.dtype, args.batch, args.mesh_model)
     if args.torch:
         import torch  # noqa: PLC0415
-        steppers["torch"] = torch_stepper(args.batch, args.warmup)
+        steppers["torch"] = torch_stepper(args.batch)
         results["torch"] = torch.__version__
+    # Warm-up alternates the contenders too: each then has grown its share of the one heap the
+    # process's allocator keeps (common/host_memory.py) beside the others', so a timed round
+    # does not pay for memory another contender's warm-up took (JAX's first round after
+    # PyTorch's warm-up ran at half speed, docs/performance.md).
+    for _ in range(args.warmup):
+        for run in steppers.values():
+            run(1)
     # Rounds alternate every contender, so a slow spell of the machine falls on all of them.
     by_round = {name: [] for name in steppers}
     faults = {name: [] for name in steppers}   # minor page faults a step (the whole process's)
