@@ -277,6 +277,7 @@ def main() -> None:
         for piece, impl, ms in rows:
             print(f"| {piece} | {impl} | {ms:.2f} |")
     results["peak_resident_gb"] = host_memory.peak_resident_gb()
+    results["provenance"] = provenance.provenance()  # the commit, versions and platform
     print(f"  peak resident memory of the process: {results['peak_resident_gb']:.1f} GB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -42,6 +42,9 @@ def lrn_params(config: ml_collections.ConfigDict) -> LRNParams | None:
 # of conv2: 2,374 ms against 5,225; AVX2 host, 2026-12-07, docs/performance.md). conv1 stays
 # direct with XLA's gradient there (2,059 ms; as space-to-depth with matrix products 1,806 in
 # isolation, but the whole step was slower). On GPUs XLA's own (cuDNN's) gradients, unchanged.
+# Those CPU figures were YNNPACK's convolutions (JAX 0.10's default); with XLA:CPU's own
+# (cpu_conv_impl=eigen, model/compiler.py: the step 1.06-1.29x faster) XLA's kernel gradients
+# and the matrix products tie in the whole step, so the products stay.
 FASTEST = {"gpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",
                    "conv_grad_impl": "xla", "cpu_conv_impl": compiler.NOT_ON_CPU},
            "tpu": {"lrn_impl": "slices", "conv1_impl": "space_to_depth",

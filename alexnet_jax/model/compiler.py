@@ -4,11 +4,12 @@ computes the CPU's convolutions (`model.cpu_conv_impl`).
 JAX 0.10's XLA:CPU hands every convolution to YNNPACK (a `__ynn_fusion` a convolution; its
 default `xla_cpu_experimental_ynn_fusion_type` list also holds matrix products and reductions).
 On the AVX2 host of docs/performance.md YNNPACK's convolutions were slower than XLA:CPU's own
-(Eigen's spatial convolution) in each pass, and several times slower in the kernel gradients,
-which it computes as a convolution with a window the size of the image (conv2, one column,
-batch 128, ms forward / input gradient / kernel gradient: YNNPACK 288 / 458 / 2,533, Eigen
-203 / 220 / 256). `eigen`, what `auto` takes on the CPU, compiles the network's programs with
-that list less its convolutions; `ynnpack` leaves XLA's default. Both compute the same
+(Eigen's spatial convolution), most of all in the kernel gradients, convolutions with a window
+the size of the image (forward + backward, batch 128: conv1 1,396 ms against 669, conv2 with
+XLA's kernel gradient 5,849 against 829), and the whole training step ran 1.06-1.29x faster
+with Eigen's, 1.10-1.20x PyTorch's (process medians). `eigen`, what `auto` takes on the CPU,
+compiles the network's programs with that list less its convolutions; `ynnpack` leaves XLA's
+default. Both compute the same
 convolution to float32 rounding (tests/test_model.py). GPUs and TPUs are not touched: XLA has
 one convolution path there (cuDNN's on GPUs), and no option is passed.
 
