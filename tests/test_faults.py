@@ -241,7 +241,11 @@ def test_a_real_full_disk_from_the_command_line(image_tree, tmp_path, small_file
     resumed = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"] == [0, 2]
+    starts = [r["start_step"] for r in records(workdir) if r.get("event") == "run_start"]
+    # once (of many suites) this read [0, 4] with only checkpoints/2 listed before the resume:
+    # what the resumed run said and left is kept in the message, to find out why
+    assert starts == [0, 2], (starts, sorted(p.name for p in (workdir / "checkpoints").iterdir()),
+                              full.stderr[-1500:], resumed.stderr[-3000:])
 
 
 # JAX's words for a barrier that failed because a peer died, and for one that only timed out
