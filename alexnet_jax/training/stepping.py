@@ -27,9 +27,8 @@ class StepRunner:
 
     def __init__(self, run, stop: StopRequest, log: RunLog, steps_per_epoch: int,
                  diverged: Callable[[int, str, float], None]):
-        self.run, self.stop, self.log = run, stop, log
+        self.run, self.stop, self.log, self.diverged = run, stop, log, diverged
         self.steps_per_epoch = steps_per_epoch
-        self.diverged = diverged
         self.train_step = steps.make_train_step(
             run.graphdef, run.tx, steps.state_shardings(run.params, run.opt_state),
             jax.random.key(run.config.seed), run.config.train.accumulate_steps,
