@@ -13,8 +13,8 @@ from jax.sharding import Mesh
 
 from alexnet_jax.common import sharding
 from alexnet_jax.common.run_files import FORMULATION_KEYS
-from alexnet_jax.model.alexnet import AlexNet
 from alexnet_jax.model import compiler
+from alexnet_jax.model.alexnet import AlexNet
 from alexnet_jax.model.cifar import CifarConvLocal
 from alexnet_jax.model.layers import LRNParams
 from alexnet_jax.model.sharded_network import ShardedNetwork
