@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from alexnet_jax.common import host_memory, provenance, sharding  # noqa: E402
-from alexnet_jax.model import build  # noqa: E402
+from alexnet_jax.model import build, compiler  # noqa: E402
 from alexnet_jax.training import steps  # noqa: E402
 from alexnet_jax.training.state import build_train_state  # noqa: E402
 from configs.default import get_config  # noqa: E402
@@ -270,7 +270,8 @@ def main() -> None:
                   f"{np.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
     if args.layers:
         rows = [(piece, f"{impl}, {library}" if on_cpu else impl, ms)
-                for library in (args.layer_libraries.split(",") if on_cpu else ["none"])
+                for library in (args.layer_libraries.split(",") if on_cpu
+                                else [compiler.NOT_ON_CPU])
                 for piece, impl, ms in layer_table(args.batch, args.dtype, args.steps, library)]
         results["layers_ms"] = [{"piece": p, "impl": i, "ms": ms} for p, i, ms in rows]
         print("| piece | implementation | forward + backward (ms) |\n|---|---|---|")

@@ -9,9 +9,9 @@ the size of the image (forward + backward, batch 128: conv1 1,396 ms against 669
 XLA's kernel gradient 5,849 against 829), and the whole training step ran 1.06-1.29x faster
 with Eigen's, 1.10-1.20x PyTorch's (process medians). `eigen`, what `auto` takes on the CPU,
 compiles the network's programs with that list less its convolutions; `ynnpack` leaves XLA's
-default. Both compute the same
-convolution to float32 rounding (tests/test_model.py). GPUs and TPUs are not touched: XLA has
-one convolution path there (cuDNN's on GPUs), and no option is passed.
+default. Both compute the same convolution to float32 rounding (tests/test_model.py). GPUs and
+TPUs are not touched: XLA has one convolution path there (cuDNN's on GPUs), and no option is
+passed.
 
 The option is given to each `jax.jit` that runs the network (`compiler_options`: the training
 and evaluation steps, the eager forward pass), not through `XLA_FLAGS`, which XLA reads once,
