@@ -72,6 +72,37 @@ def test_several_arms_pool_the_residuals_of_the_additive_model_as_least_squares_
     assert np.mean(shares ** 2) == pytest.approx(variance)
 
 
+def test_an_arm_missing_a_seed_fits_as_the_textbook_missing_value_says():
+    """One run missing from an arm the claim does not compare: least squares on the runs there
+    are equals the complete table with Yates's missing value put in its cell (whose residual is
+    then 0), on one degree of freedom fewer (Cochran & Cox; the formula is independent of the
+    fit under test)."""
+    rng = np.random.default_rng(3)
+    names, seeds = ("base", "a", "b", "c"), 5
+    table = np.array([[20 + shift + block + rng.normal(0, 0.5) for block in (0, 2, -1, 1, 3)]
+                      for shift in (0.0, 0.4, -0.3, 1.0)])
+    values = {name: {str(seed): float(table[row, seed]) for seed in range(seeds)}
+              for row, name in enumerate(names)}
+    del values["b"]["4"]
+    arms = len(names)
+    row_total = sum(values["b"].values())
+    column_total = sum(values[name]["4"] for name in names if "4" in values[name])
+    grand = sum(sum(found.values()) for found in values.values())
+    filled = table.copy()
+    filled[2, 4] = (arms * row_total + seeds * column_total - grand) / ((arms - 1) * (seeds - 1))
+    residuals = (filled - filled.mean(axis=1, keepdims=True) - filled.mean(axis=0, keepdims=True)
+                 + filled.mean())
+    assert residuals[2, 4] == pytest.approx(0, abs=1e-9)
+    contrast = block_contrast(values, "base", "c")
+    assert contrast.arms == names and contrast.runs == arms * seeds - 1
+    assert contrast.degrees == (arms - 1) * (seeds - 1) - 1
+    assert contrast.residual_sd ** 2 * contrast.degrees == pytest.approx((residuals ** 2).sum())
+    assert contrast.estimate == pytest.approx(table[3].mean() - table[0].mean())
+    error = contrast.residual_sd * math.sqrt(2 / seeds)
+    half = stats.t.ppf(0.975, contrast.degrees) * error
+    assert contrast.high - contrast.estimate == pytest.approx(half)
+
+
 def test_seeds_as_blocks_decide_where_unpaired_seeds_cannot():
     """The seeds move every arm together (the same data order): the blocked interval excludes 0
     where Welch's test of the same numbers sees only the seeds' spread."""
@@ -280,7 +311,30 @@ def test_a_study_page_shows_the_block_fit_each_arms_spread_and_the_seeds_for_pow
     cautious = block_design.seeds_for_power(
         block_design.residual_sd_upper(contrast.residual_sd, contrast.degrees), 1.4, 3)
     assert cautious > needed
-    assert f"| {needed} | {cautious} |" in lines
+    so_far = block_design.power(contrast.residual_sd, 1.4, 3, 3)
+    assert f"| `no_lrn` | +1.4 | {so_far:.2f} (3 seeds, df 4) | {needed} | {cautious} |" in lines
+
+
+def test_a_study_pages_power_so_far_is_each_arms_own_fit_when_arms_have_more_seeds():
+    """Two more seeds for the baseline and no_lrn only: no_lrn's power is that of its 5 seeds on
+    the unbalanced fit's degrees of freedom, one_column's that of its 3."""
+    from alexnet_jax.studies import results_page  # noqa: PLC0415
+
+    results = results_with({"baseline": [0.30, 0.34, 0.38, 0.31, 0.36],
+                            "no_lrn": [0.32, 0.355, 0.395, 0.318, 0.37],
+                            "one_column": [0.31, 0.35, 0.385]})
+    results.update(baseline="baseline", target_train_error=None)
+    for name in ("no_lrn", "one_column"):
+        results["arms"][name]["paper"] = {"top1": 1.4}
+    lines = "\n".join(results_page._block_fit(results))
+    assert "in the fit of 3 arms x 5 seeds (13 runs)" in lines
+    values = measures.fit_values(results, "top1")
+    widest = block_contrast(values, "baseline", "no_lrn")
+    assert widest.degrees == 13 - 3 - 5 + 1
+    five = block_design.power(widest.residual_sd, 1.4, 5, 3, widest.degrees)
+    three = block_design.power(widest.residual_sd, 1.4, 3, 3, 4)
+    assert f"| `no_lrn` | +1.4 | {five:.2f} (5 seeds, df 6) |" in lines
+    assert f"| `one_column` | +1.4 | {three:.2f} (3 seeds, df 4) |" in lines
 
 
 def test_power_is_a_probability_far_in_the_noncentral_tail():
@@ -388,16 +442,31 @@ def test_runs_that_never_reached_the_target_give_no_size_read_off_a_bound(tmp_pa
 
 def test_an_arm_left_out_of_the_fit_is_named_in_the_row(tmp_path):
     results = results_with({"baseline": [0.30, 0.34, 0.38], "no_lrn": [0.32, 0.355, 0.395],
-                            "one_column": [0.31, 0.35]})
+                            "one_column": [0.31]})
     (tmp_path / "imagenette128_converged").mkdir()
     (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
     rows = claims_tables.table(tmp_path, "claims").splitlines()
     lrn = next(line for line in rows if line.startswith("| LRN lowers ImageNet"))
-    assert "(paired, df 2; `one_column` left out of the fit: not measured on all of seeds " \
-           "0, 1, 2)" in lrn
+    assert "(paired, df 2; `one_column` left out of the fit: measured on fewer than two of " \
+           "seeds 0, 1, 2)" in lrn
     column = next(line for line in rows if line.startswith("| two columns"))
-    assert "3 arms x 2 seeds, df 2; seed 2 left out: not in both arms" in column
-    assert "left out of the fit" not in column
+    assert "no verdict yet" in column
+
+
+def test_an_arm_that_lacks_some_seeds_still_counts_in_the_fit_and_the_row_says_how_many_runs(
+        tmp_path):
+    """Seeds 3 and 4 run for the two arms a claim compares only: the other arms' three seeds
+    still inform the seed effects and the spread, and the row counts the runs fitted."""
+    results = results_with({"baseline": [0.30, 0.34, 0.38, 0.31, 0.36],
+                            "no_lrn": [0.32, 0.355, 0.395, 0.318, 0.37],
+                            "one_column": [0.31, 0.35, 0.392]})
+    (tmp_path / "imagenette128_converged").mkdir()
+    (tmp_path / "imagenette128_converged" / "results.json").write_text(json.dumps(results))
+    rows = claims_tables.table(tmp_path, "claims").splitlines()
+    lrn = next(line for line in rows if line.startswith("| LRN lowers ImageNet"))
+    assert "(3 arms x 5 seeds, 13 runs, df 6)" in lrn
+    column = next(line for line in rows if line.startswith("| two columns"))
+    assert "(3 arms x 3 seeds, df 4; seed 3, 4 left out: not in both arms)" in column
 
 
 def test_the_gaps_rounding_step_counts_both_of_its_evaluations():

@@ -5,11 +5,14 @@ a given seed, so the arms of one seed move together. The additive model
 
     metric[arm, seed] = mu + arm effect + seed effect + residual
 
-is fitted to every arm that has each seed the two compared arms share. The contrast of an arm
-with its baseline is the difference of their means over those seeds; its standard error is
-sqrt(2 s^2 / seeds), s^2 the pooled residual variance on (arms - 1)(seeds - 1) degrees of
-freedom, and its interval uses Student's t there. With two arms this is exactly the paired
-t-test on the per-seed differences (tests/test_study.py checks both against scipy and
+is fitted by least squares, on the seeds the two compared arms share, to every run of every arm
+measured on at least two of them: an arm that lacks some of those seeds (more seeds run for the
+two arms a claim compares than for the rest) still tells the seed effects and the residual
+spread. The contrast of an arm with its baseline is the difference of their means over those
+seeds; its standard error is sqrt(2 s^2 / seeds), s^2 the pooled residual variance on
+runs - arms - seeds + 1 degrees of freedom ((arms - 1)(seeds - 1) when every arm has every seed),
+and its interval uses Student's t there. With two arms this is exactly the paired t-test on the
+per-seed differences (tests/test_claims.py checks both against scipy, least squares and
 hand-worked cases). The pooled variance assumes the arms spread alike: `arm_spread` gives each
 arm's share of it, and `spread_warning` names an arm that spreads several times more.
 """
@@ -42,37 +45,53 @@ class Contrast:
     arm_spread: dict[str, float]  # each arm's residual standard deviation (its share of s^2)
     ratio: bool = False
     residual_sd: float = 0.0    # s, the pooled residual standard deviation (after the floor)
+    runs: int = 0               # the runs fitted: arms x seeds where every arm has every seed
 
 
 def block_contrast(by_arm: dict[str, dict[str, float]], baseline: str, arm: str,
                    resolution: float = 0.0, ratio: bool = False) -> Contrast | None:
-    """`arm` against `baseline` in the additive model metric = arm + seed, fitted to every arm
-    of `by_arm` ({arm: {seed: value}}) that has each seed the two share; None when fewer than
-    two seeds are shared. `resolution`: the metric's smallest step (the residual variance is
-    at least its rounding variance, resolution^2 / 12). `ratio`: fit the logarithms and give
-    the ratio arm / baseline."""
+    """`arm` against `baseline` in the additive model metric = arm + seed, fitted by least
+    squares to every run of `by_arm` ({arm: {seed: value}}) on the seeds the two share, from
+    every arm measured on at least two of them; None when fewer than two seeds are shared.
+    `resolution`: the metric's smallest step (the residual variance is at least its rounding
+    variance, resolution^2 / 12). `ratio`: fit the logarithms and give the ratio
+    arm / baseline."""
     seeds = tuple(sorted(set(by_arm.get(baseline, {})) & set(by_arm.get(arm, {})), key=int))
     if len(seeds) < 2:
         return None
+    # an arm seen on one of the seeds only adds a parameter for its one value: nothing to fit
     arms = tuple(name for name, found in by_arm.items()
-                 if name in (baseline, arm) or set(seeds) <= set(found))
-    table = np.array([[by_arm[name][seed] for seed in seeds] for name in arms], dtype=float)
-    means = table.mean(axis=1)
+                 if name in (baseline, arm) or len(set(seeds) & set(found)) >= 2)
+    cells = [(row, column, float(by_arm[name][seed]))
+             for row, name in enumerate(arms) for column, seed in enumerate(seeds)
+             if seed in by_arm[name]]
+    values = np.array([value for *_, value in cells])
     if ratio:
-        table = np.log(table)
-    residuals = (table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True)
-                 + table.mean())
-    degrees = (len(arms) - 1) * (len(seeds) - 1)
+        values = np.log(values)
+    # one indicator per arm and per seed; the design is connected (the two compared arms have
+    # every seed), so its rank is arms + seeds - 1
+    design = np.zeros((len(cells), len(arms) + len(seeds)))
+    for index, (row, column, _) in enumerate(cells):
+        design[index, row] = design[index, len(arms) + column] = 1.0
+    coefficients, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residuals = values - design @ coefficients
+    degrees = len(cells) - len(arms) - len(seeds) + 1
     variance = float((residuals ** 2).sum()) / degrees
+    means = {name: float(np.mean([by_arm[name][seed] for seed in seeds]))
+             for name in (baseline, arm)}
     floor = resolution ** 2 / 12
     if ratio and floor:  # on the log scale, by the delta method at the two arms' means
-        floor *= (1 / means[arms.index(arm)] ** 2 + 1 / means[arms.index(baseline)] ** 2) / 2
+        floor *= (1 / means[arm] ** 2 + 1 / means[baseline] ** 2) / 2
     variance = max(variance, floor)
     # each arm's share: the mean of the squared shares is the pooled variance
-    shares = (residuals ** 2).sum(axis=1) * len(arms) / ((len(arms) - 1) * (len(seeds) - 1))
-    arm_spread = {name: float(math.sqrt(share)) for name, share in zip(arms, shares)}
-    row = {name: table[index].mean() for index, name in enumerate(arms)}
-    difference = float(row[arm] - row[baseline])
+    rows = np.array([row for row, *_ in cells])
+    arm_spread = {name: float(math.sqrt((residuals[rows == index] ** 2).sum() * len(arms)
+                                        / degrees))
+                  for index, name in enumerate(arms)}
+    # both compared arms have every fitted seed, so their least-squares difference is the
+    # difference of their means over those seeds, with variance 2 s^2 / seeds
+    compared = {name: float(np.mean(values[rows == arms.index(name)])) for name in means}
+    difference = compared[arm] - compared[baseline]
     error = math.sqrt(2 * variance / len(seeds))
     if error == 0:
         p = 1.0 if difference == 0 else 0.0
@@ -84,7 +103,7 @@ def block_contrast(by_arm: dict[str, dict[str, float]], baseline: str, arm: str,
     if ratio:
         difference, low, high = math.exp(difference), math.exp(low), math.exp(high)
     return Contrast(difference, low, high, p, seeds, arms, degrees, arm_spread, ratio,
-                    math.sqrt(variance))
+                    math.sqrt(variance), len(cells))
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
@@ -110,11 +129,14 @@ def spread_warning(contrast: Contrast) -> str:
     return "; ".join(notes)
 
 
-def power(residual_sd: float, effect: float, seeds: int, arms: int) -> float:
+def power(residual_sd: float, effect: float, seeds: int, arms: int,
+          degrees: int | None = None) -> float:
     """The probability that a block design of `arms` arms x `seeds` seeds, whose residuals have
     standard deviation `residual_sd`, finds a true contrast `effect` at the 5% level (two-sided;
-    the noncentral t of the contrast's statistic)."""
-    degrees = (arms - 1) * (seeds - 1)
+    the noncentral t of the contrast's statistic). `degrees`: the fit's residual degrees of
+    freedom where some arms lack some seeds (a Contrast's); else (arms - 1)(seeds - 1)."""
+    if degrees is None:
+        degrees = (arms - 1) * (seeds - 1)
     if degrees < 1:
         return 0.0
     if residual_sd <= 0:  # no spread measured: any effect is found (and none can be sized)

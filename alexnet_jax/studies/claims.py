@@ -4,9 +4,10 @@ and a verdict read from the interval (claims_tables.py lays them out in tables).
 
 The seeds are blocks (data order and augmentation are the same in every arm for a given seed):
 each claim is a contrast in its study's randomized block design (block_design.py), fitted to
-every arm of the study measured on the claim's metric; a seed missing in either compared arm is
-left out, as is an arm that lacks one of the seeds the two share, and the row says so, as it
-names an arm that spreads several times more than the rest.
+every run of the study measured on the claim's metric, on the seeds both compared arms have (an
+arm that lacks some of them still counts); a seed missing in either compared arm is left out, as
+is an arm measured on fewer than two of the shared seeds, and the row says so, as it names an arm
+that spreads several times more than the rest.
 
 Verdicts (the paper's sign is "the arm is worse": a larger error, gap or number of epochs):
     reproduced              the interval excludes 0, on the paper's side
@@ -253,7 +254,9 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
     else:
         interval = f"{contrast.estimate:+.2f} [{contrast.low:+.2f}, {contrast.high:+.2f}]"
     fitted = len(contrast.arms)
-    notes = [f"{fitted} arms x {len(contrast.seeds)} seeds, df {contrast.degrees}"
+    complete = contrast.runs == fitted * len(contrast.seeds)
+    notes = [f"{fitted} arms x {len(contrast.seeds)} seeds"
+             + ("" if complete else f", {contrast.runs} runs") + f", df {contrast.degrees}"
              if fitted > 2 else f"paired, df {contrast.degrees}"]
     left_out = sorted((set(seed_values(results, claim.baseline, claim.metric))
                        | set(seed_values(results, claim.arm, claim.metric)))
@@ -264,7 +267,7 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
                 if name not in contrast.arms]
     if unfitted:
         notes.append(f"{', '.join(f'`{name}`' for name in unfitted)} left out of the fit: "
-                     f"not measured on all of seeds {', '.join(contrast.seeds)}")
+                     f"measured on fewer than two of seeds {', '.join(contrast.seeds)}")
     if warning := spread_warning(contrast):
         notes.append(warning)
     unreached = {arm: bool(never_reached(results, arm)) for arm in (claim.baseline, claim.arm)}

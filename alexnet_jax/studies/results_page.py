@@ -178,8 +178,7 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
                       + ("; on the logarithm, as a ratio" if ratio else "") + "):", "",
                       "| arm vs baseline | seeds | arms fitted | df | difference, 95% interval "
                       "| p | pooled residual sd |", "|---|---|---|---|---|---|---|", *rows, "",
-                      f"Each arm's residual spread in the fit of {len(widest.arms)} arms x "
-                      f"{len(widest.seeds)} seeds (the mean of their squares is the pooled "
+                      f"Each arm's residual spread in the fit of {fit_size(widest)} (the mean of their squares is the pooled "
                       "variance; the interval assumes they are alike): "
                       + ", ".join(f"`{arm}` {value:.2f}"
                                   for arm, value in widest.arm_spread.items())
@@ -187,6 +186,13 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
             if metric == "top1":
                 lines += _power_table(results, widest, len(compared))
     return lines
+
+
+def fit_size(fit: block_design.Contrast) -> str:
+    """"4 arms x 5 seeds", with the runs fitted where some arms lack some seeds."""
+    complete = fit.runs == len(fit.arms) * len(fit.seeds)
+    return (f"{len(fit.arms)} arms x {len(fit.seeds)} seeds"
+            + ("" if complete else f" ({fit.runs} runs)"))
 
 
 POWER = 0.8
@@ -201,13 +207,16 @@ def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int)
     if not sized:
         return []
     cautious_sd = block_design.residual_sd_upper(fit.residual_sd, fit.degrees)
-    seeds = max((len(arm["runs"]) for arm in results["arms"].values()), default=0)
+    by_arm = measures.fit_values(results, "top1")
+    # each arm's power with the seeds it shares with the baseline so far, in its own fit
+    own_fits = {name: block_design.block_contrast(by_arm, results["baseline"], name)
+                for name in sized}
 
     def needed(spread: float, effect: float) -> str:
         count = block_design.seeds_for_power(spread, effect, arms, POWER)
         return str(count) if count is not None else "over 100"
 
-    baseline = measures.fit_values(results, "top1").get(results.get("baseline"), {})
+    baseline = by_arm.get(results.get("baseline"), {})
     paper_error = measures.paper_base_error(results)
     base_error = (float(np.mean(list(baseline.values())))
                   if baseline and paper_error else None)
@@ -217,21 +226,28 @@ def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int)
         if base_error is not None:  # the same share of our baseline's error as of the paper's
             relative = measures.relative_effect(effect, base_error, paper_error)
             sizes.append((name, f"{relative:+.2f} (relative)", relative))
-    rows = [f"| `{name}` | {said} | "
-            f"{block_design.power(fit.residual_sd, effect, seeds, arms):.2f} | "
+    def power_so_far(name: str, effect: float) -> str:
+        own = own_fits[name]
+        if own is None:
+            return "-"
+        found = block_design.power(fit.residual_sd, effect, len(own.seeds), len(own.arms),
+                                   own.degrees)
+        return f"{found:.2f} ({len(own.seeds)} seeds, df {own.degrees})"
+
+    rows = [f"| `{name}` | {said} | {power_so_far(name, effect)} | "
             f"{needed(fit.residual_sd, effect)} | {needed(cautious_sd, effect)} |"
             for name, said, effect in sizes]
     confidence = block_design.SPREAD_BOUND_CONFIDENCE
     return ["", f"Seeds for {POWER:.0%} power at the paper's effect size, from the residual "
-            f"spread so far (s = {fit.residual_sd:.2f} points, from {len(fit.arms)} arms x "
-            f"{len(fit.seeds)} seeds, df {fit.degrees}), for a design of the study's {arms} "
+            f"spread so far (s = {fit.residual_sd:.2f} points, from {fit_size(fit)}, df "
+            f"{fit.degrees}), for a design of the study's {arms} "
             "arms (5% level, two-sided). A spread measured on few degrees of freedom is "
             f"uncertain, so the last column plans at its upper {confidence:.0%} bound "
             f"(s = {cautious_sd:.2f}: the true spread lies below it with {confidence:.0%} "
             "confidence). Each size twice where the paper's error is known: its points, and "
             "the same share of the baseline's error as of the paper's "
             f"({paper_error or float('nan'):g}%: relative):", "",
-            f"| arm | paper's effect, points | power with the study's {seeds} seeds | "
+            "| arm | paper's effect, points | power with its seeds so far | "
             f"seeds needed | seeds needed at the spread's upper {confidence:.0%} bound |",
             "|---|---|---|---|---|", *rows]
 
