@@ -98,9 +98,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
         if target:
             reached = _values(arm, lambda run: run.get("epochs_to_target"))
             missing = [run for run in runs if never_reached(run)]
-            text = "/".join(f"{v:g}" for v in reached) + ("" if not missing else
-                                                           " (not reached: " + ", ".join(
-                                                               f">{run['epochs']:g}" for run in missing) + ")")
+            text = "/".join(epochs_text(v) for v in reached)
+            if missing:
+                text += " (not reached: " + ", ".join(
+                    f">{epochs_text(run['epochs'])}" for run in missing) + ")"
             row.append(text or "-")
             counted = _values(arm, epochs_to_target)  # a run not reaching it: its epochs
             if not counted or not base_epochs:
