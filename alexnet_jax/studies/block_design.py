@@ -47,6 +47,11 @@ class Contrast:
     residual_sd: float = 0.0    # s, the pooled residual standard deviation (after the floor)
     runs: int = 0               # the runs fitted: arms x seeds where every arm has every seed
 
+    @property
+    def complete(self) -> bool:
+        """Every fitted arm measured on every fitted seed (else the fit is unbalanced)."""
+        return self.runs == len(self.arms) * len(self.seeds)
+
 
 def block_contrast(by_arm: dict[str, dict[str, float]], baseline: str, arm: str,
                    resolution: float = 0.0, ratio: bool = False) -> Contrast | None:

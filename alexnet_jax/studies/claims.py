@@ -254,9 +254,9 @@ def _result_cells(results: dict, claim: Claim, contrast: Contrast | None,
     else:
         interval = f"{contrast.estimate:+.2f} [{contrast.low:+.2f}, {contrast.high:+.2f}]"
     fitted = len(contrast.arms)
-    complete = contrast.runs == fitted * len(contrast.seeds)
     notes = [f"{fitted} arms x {len(contrast.seeds)} seeds"
-             + ("" if complete else f", {contrast.runs} runs") + f", df {contrast.degrees}"
+             + ("" if contrast.complete else f", {contrast.runs} runs")
+             + f", df {contrast.degrees}"
              if fitted > 2 else f"paired, df {contrast.degrees}"]
     left_out = sorted((set(seed_values(results, claim.baseline, claim.metric))
                        | set(seed_values(results, claim.arm, claim.metric)))

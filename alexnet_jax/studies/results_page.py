@@ -179,8 +179,9 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
                       + ("; on the logarithm, as a ratio" if ratio else "") + "):", "",
                       "| arm vs baseline | seeds | arms fitted | df | difference, 95% interval "
                       "| p | pooled residual sd |", "|---|---|---|---|---|---|---|", *rows, "",
-                      f"Each arm's residual spread in the fit of {fit_size(widest)} (the mean of their squares is the pooled "
-                      "variance; the interval assumes they are alike): "
+                      f"Each arm's residual spread in the fit of {fit_size(widest)} (the mean "
+                      "of their squares is the pooled variance; the interval assumes they are "
+                      "alike): "
                       + ", ".join(f"`{arm}` {value:.2f}"
                                   for arm, value in widest.arm_spread.items())
                       + (f". **{warning}**." if warning else ".")]
@@ -191,9 +192,8 @@ def _block_fit(results: dict[str, Any]) -> list[str]:
 
 def fit_size(fit: block_design.Contrast) -> str:
     """"4 arms x 5 seeds", with the runs fitted where some arms lack some seeds."""
-    complete = fit.runs == len(fit.arms) * len(fit.seeds)
     return (f"{len(fit.arms)} arms x {len(fit.seeds)} seeds"
-            + ("" if complete else f" ({fit.runs} runs)"))
+            + ("" if fit.complete else f" ({fit.runs} runs)"))
 
 
 POWER = 0.8
@@ -227,6 +227,7 @@ def _power_table(results: dict[str, Any], fit: block_design.Contrast, arms: int)
         if base_error is not None:  # the same share of our baseline's error as of the paper's
             relative = measures.relative_effect(effect, base_error, paper_error)
             sizes.append((name, f"{relative:+.2f} (relative)", relative))
+
     def power_so_far(name: str, effect: float) -> str:
         own = own_fits[name]
         if own is None:
